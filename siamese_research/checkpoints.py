@@ -1,0 +1,96 @@
+"""Checkpoints: `tf.train.Checkpoint` + `CheckpointManager`, and resume.
+
+A checkpoint holds the model, the optimizer (slots and iterations), the global
+step and the epoch. The data position needs nothing more: the batch order of
+epoch e is a function of (seed, e), so step s resumes at batch
+s % steps_per_epoch of epoch s // steps_per_epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import tensorflow as tf
+
+from siamese_research.config import Config, UserError
+
+# Settings that change the variables' shapes or meaning: a checkpoint made
+# with other values cannot be resumed.
+MODEL_FIELDS = ("encoder", "units", "features", "merge", "share", "encoder_args",
+                "max_tokens", "optimizer")
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be restored into this run."""
+
+
+class Checkpointer:
+    """Saves every `every` steps (0: epoch ends only) and restores the latest."""
+
+    def __init__(self, directory: str, *, model, optimizer, global_step,
+                 max_to_keep: int = 3, every: int = 0):
+        self.directory, self.every = directory, every
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
+                                              global_step=global_step, epoch=self.epoch)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
+                                                  max_to_keep=max_to_keep)
+        self._last_saved = -1
+        self.global_step = global_step
+
+    @property
+    def latest(self) -> Optional[str]:
+        return self.manager.latest_checkpoint
+
+    def restore_latest(self) -> Optional[str]:
+        """Restores the latest checkpoint, if any; returns its path."""
+        path = self.latest
+        if path is None:
+            return None
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"checkpoint {path}: cannot be restored into this "
+                                  f"model ({first[:200]}); use --restart to start over"
+                                  ) from None
+        self._last_saved = int(self.global_step.numpy())
+        return path
+
+    def maybe_save(self, step: int) -> None:
+        if self.every and step // self.every > self._last_saved // self.every:
+            self.save(step)
+
+    def save(self, step: int, epoch: Optional[int] = None) -> str:
+        if epoch is not None:
+            self.epoch.assign(epoch)
+        if step == self._last_saved:
+            return self.latest
+        self._last_saved = step
+        return self.manager.save(checkpoint_number=step)
+
+
+def check_compatible(run_dir: str, config: Config) -> None:
+    """Refuses to resume a run whose saved config.json differs in a setting
+    that shapes the variables; names the file and the mismatch."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable ({e}); use --restart to start over"
+                              ) from None
+    diffs = [f"{k}={saved.get(k)!r} in the checkpoint, {getattr(config, k)!r} now"
+             for k in MODEL_FIELDS if k in saved and saved[k] != getattr(config, k)]
+    if diffs:
+        raise CheckpointError(f"{run_dir}/checkpoints is incompatible with these flags "
+                              f"({'; '.join(diffs)}); use --restart to start over or "
+                              f"another --run_dir")
+
+
+def has_checkpoint(run_dir: str) -> bool:
+    return tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")) is not None

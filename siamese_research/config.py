@@ -1,0 +1,202 @@
+"""Every knob of a run, with its default, validated once.
+
+`Config` is what the library receives; flags stop at `train.py`. A bad value
+raises `ConfigError`, whose message names the flag and the value, so the entry
+point can print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+from typing import Any, Optional
+
+BUILTIN_DATA = ("synthetic", "random")
+OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd", "adagrad", "nadam")
+SHARES = ("tied", "untied")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+ON_NONFINITE = ("stop", "skip")
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+class UserError(Exception):
+    """An error the user caused and can fix: printed as one line, exit 2."""
+
+
+class ConfigError(UserError, ValueError):
+    """A user-facing configuration error: one line, naming flag and value."""
+
+    def __init__(self, flag: str, value: Any, why: str):
+        self.flag, self.value, self.why = flag, value, why
+        super().__init__(f"--{flag}={value}: {why}")
+
+
+class DataError(UserError, ValueError):
+    """A user-facing data error (file, row, column): one line."""
+
+
+def default_run_dir() -> str:
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", stamp)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # Data.
+    data: str = "synthetic"  # synthetic | random (the notebook's) | a pair file
+    validation_data: Optional[str] = None  # a pair file; else validation_split
+    num_samples: int = 8000  # pairs generated for synthetic/random data
+    timesteps: int = 20  # longest sequence generated (synthetic: 5..timesteps)
+    features: int = 128  # input feature size (embedding size for text)
+    validation_split: float = 0.2  # last fraction held out, as Keras's fit does
+    prototypes: int = 16  # synthetic: number of hidden prototypes
+    noise: float = 0.5  # synthetic: per-step noise std around a prototype
+    left_column: Optional[str] = None  # pair files: columns (defaults: see data)
+    right_column: Optional[str] = None
+    label_column: Optional[str] = None
+    label_range: Optional[str] = None  # "lo,hi": graded labels mapped to [0, 1]
+    max_tokens: int = 20000  # text: vocabulary size (incl. pad and OOV)
+    max_length: int = 64  # text: tokens kept per side
+    bucket_by_length: bool = False  # group similar lengths into batches
+    strict: bool = False  # empty text on one side is an error, not skipped
+    # Model.
+    encoder: str = "lstm"  # a registered name or package.module:Name
+    units: int = 32  # encoder output size
+    encoder_args: str = "{}"  # JSON of extra encoder arguments
+    merge: str = "concat_absdiff_product"  # how two encodings become one
+    loss: str = "bce"  # bce | contrastive | mse
+    margin: float = 1.0  # contrastive loss margin
+    share: str = "tied"  # tied: ONE encoder; untied: two of the same shape
+    # Optimisation.
+    optimizer: str = "rmsprop"
+    learning_rate: float = 0.001
+    epochs: int = 3
+    batch_size: int = 64
+    class_weight: str = "none"  # none | balanced
+    seed: int = 42
+    # Execution.
+    steps_per_execution: int = 20  # train steps per compiled call
+    strategy: str = "auto"
+    jit_compile: bool = False
+    mixed_precision: Optional[str] = None  # None | mixed_float16 | mixed_bfloat16
+    deterministic: bool = False
+    on_nonfinite: str = "stop"
+    # Logging and checkpoints.
+    run_dir: str = ""  # default: runs/<UTC timestamp>
+    log_every: int = 10  # scalar summaries every N steps
+    histogram_every: int = 100  # histograms every N steps
+    grad_check_every: int = 0  # 0 = log_every: left + right = total check
+    gate_gradients: bool = True  # per-gate gradients for lstm/gru/bilstm
+    checkpoint_every: int = 0  # 0 = at epoch ends only
+    keep_checkpoints: int = 3
+    restart: bool = False  # ignore an existing checkpoint in run_dir
+    projector_points: int = 1000
+    verbose: int = 1  # 0 silent, 1 progress bar
+
+    def __post_init__(self):
+        if not self.run_dir:
+            object.__setattr__(self, "run_dir", default_run_dir())
+        if not self.grad_check_every:
+            object.__setattr__(self, "grad_check_every", self.log_every)
+        self.validate()
+
+    # -- validation ---------------------------------------------------------
+    def validate(self) -> None:
+        positive = (
+            "num_samples", "timesteps", "features", "units", "epochs",
+            "batch_size", "steps_per_execution", "log_every", "histogram_every",
+            "grad_check_every", "keep_checkpoints", "prototypes", "max_tokens",
+            "max_length",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(name, value, "must be a positive integer")
+        if self.checkpoint_every < 0:
+            raise ConfigError("checkpoint_every", self.checkpoint_every,
+                              "must be >= 0 (0 = at epoch ends only)")
+        if self.projector_points < 0:
+            raise ConfigError("projector_points", self.projector_points, "must be >= 0")
+        if not 0.0 <= self.validation_split < 1.0:
+            raise ConfigError("validation_split", self.validation_split,
+                              "must be in [0, 1)")
+        if not self.learning_rate > 0:
+            raise ConfigError("learning_rate", self.learning_rate, "must be > 0")
+        if not self.noise >= 0:
+            raise ConfigError("noise", self.noise, "must be >= 0")
+        if not self.margin > 0:
+            raise ConfigError("margin", self.margin, "must be > 0")
+        if self.data in BUILTIN_DATA:
+            pass
+        elif not self.data or self.data.startswith("-"):
+            raise ConfigError("data", self.data,
+                              "expected synthetic, random or a pair file path")
+        elif not os.path.exists(self.data):
+            if os.sep not in self.data and "." not in self.data:
+                raise ConfigError("data", self.data,
+                                  "unknown data source; expected synthetic, random "
+                                  "or a path to a .csv/.tsv/.jsonl/.npz file")
+            raise ConfigError("data", self.data, "no such file")
+        if self.validation_data is not None and not os.path.exists(self.validation_data):
+            raise ConfigError("validation_data", self.validation_data, "no such file")
+        if self.data in BUILTIN_DATA and self.validation_data is not None:
+            raise ConfigError("validation_data", self.validation_data,
+                              "only with a pair file as --data")
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("share", self.share, SHARES)
+        _choice("strategy", self.strategy, STRATEGIES)
+        _choice("on_nonfinite", self.on_nonfinite, ON_NONFINITE)
+        _choice("class_weight", self.class_weight, CLASS_WEIGHTS)
+        if self.mixed_precision not in (None, "mixed_float16", "mixed_bfloat16"):
+            raise ConfigError("mixed_precision", self.mixed_precision,
+                              "expected mixed_float16 or mixed_bfloat16")
+        if self.verbose not in (0, 1):
+            raise ConfigError("verbose", self.verbose, "expected 0 or 1")
+        try:
+            args = json.loads(self.encoder_args)
+        except json.JSONDecodeError as e:
+            raise ConfigError("encoder_args", self.encoder_args,
+                              f"not valid JSON ({e.msg})") from None
+        if not isinstance(args, dict):
+            raise ConfigError("encoder_args", self.encoder_args,
+                              "must be a JSON object, e.g. '{\"dropout\": 0.1}'")
+        if self.label_range is not None:
+            self.label_bounds  # validates
+
+    @property
+    def encoder_kwargs(self) -> dict:
+        return json.loads(self.encoder_args)
+
+    @property
+    def label_bounds(self) -> Optional[tuple]:
+        if self.label_range is None:
+            return None
+        try:
+            lo, hi = (float(p) for p in self.label_range.split(","))
+        except ValueError:
+            raise ConfigError("label_range", self.label_range,
+                              "expected two numbers 'lo,hi', e.g. 1,5") from None
+        if not hi > lo:
+            raise ConfigError("label_range", self.label_range, "needs lo < hi")
+        return lo, hi
+
+    # -- (de)serialisation --------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def field_names(cls) -> tuple:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+
+def _choice(flag: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ConfigError(flag, value, f"expected one of {', '.join(choices)}")

@@ -1,0 +1,210 @@
+"""Pair data: sources -> `Pairs` (numpy) -> `tf.data.Dataset`.
+
+Every source produces `Pairs`: right-padded arrays plus per-row lengths. The
+dataset yields `((left, right), label, weight)` batches, each side trimmed to
+its own longest sequence in the batch, so a batch of short pairs costs short
+recurrences. The shuffle order of epoch `e` depends only on `(seed, e)`, which
+lets a resumed run skip to the exact batch it stopped at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from siamese_research.config import Config, DataError
+
+
+@dataclasses.dataclass
+class Pairs:
+    """Right-padded pair arrays. `left`/`right` are float (n, time, features)
+    or int token ids (n, time); `*_length` count the real steps per row."""
+
+    left: np.ndarray
+    right: np.ndarray
+    left_length: np.ndarray
+    right_length: np.ndarray
+    label: np.ndarray  # float32 (n,), in [0, 1]
+    left_text: Optional[list] = None  # the raw texts, for text data
+    right_text: Optional[list] = None
+    weight: Optional[np.ndarray] = None  # per-pair loss weight
+
+    def __post_init__(self):
+        n = len(self.label)
+        if self.weight is None:
+            self.weight = np.ones(n, np.float32)
+        for name in ("left", "right", "left_length", "right_length", "weight"):
+            if len(getattr(self, name)) != n:
+                raise DataError(f"{name} has {len(getattr(self, name))} rows, "
+                                f"label has {n}")
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    @property
+    def is_text(self) -> bool:
+        return self.left.ndim == 2
+
+    def take(self, index: np.ndarray) -> "Pairs":
+        def pick(x):
+            return None if x is None else [x[i] for i in index]
+
+        return Pairs(self.left[index], self.right[index], self.left_length[index],
+                     self.right_length[index], self.label[index],
+                     pick(self.left_text), pick(self.right_text), self.weight[index])
+
+
+@dataclasses.dataclass
+class PairData:
+    """What a run trains and validates on."""
+
+    train: Pairs
+    validation: Optional[Pairs]
+    vectorizer: object = None  # keras.layers.TextVectorization for text data
+    description: str = ""
+
+    @property
+    def is_text(self) -> bool:
+        return self.train.is_text
+
+
+def load(config: Config) -> PairData:
+    """Builds the run's train/validation `Pairs` from `config.data`."""
+    from siamese_research.data import builtin
+
+    if config.data == "synthetic":
+        pairs = builtin.synthetic(num_samples=config.num_samples,
+                                  timesteps=config.timesteps,
+                                  features=config.features,
+                                  prototypes=config.prototypes,
+                                  noise=config.noise, seed=config.seed)
+        desc = (f"synthetic: {config.num_samples} pairs of 5-{config.timesteps} "
+                f"steps x {config.features} features, {config.prototypes} prototypes")
+    elif config.data == "random":
+        pairs = builtin.random_pairs(num_samples=config.num_samples,
+                                     timesteps=config.timesteps,
+                                     features=config.features, seed=config.seed)
+        desc = (f"random: {config.num_samples} pairs of {config.timesteps} steps x "
+                f"{config.features} features, random labels")
+    else:
+        from siamese_research.data import files
+
+        return files.load(config)
+    train, validation = split_last(pairs, config.validation_split)
+    _apply_class_weight(train, config.class_weight)
+    return PairData(train, validation, None, desc)
+
+
+def split_last(pairs: Pairs, fraction: float):
+    """Holds out the last `fraction` of rows, as `keras.Model.fit` does."""
+    n_val = int(round(len(pairs) * fraction))
+    if n_val == 0:
+        return pairs, None
+    if n_val >= len(pairs):
+        raise DataError(f"validation_split={fraction} leaves no training pairs "
+                        f"out of {len(pairs)}")
+    idx = np.arange(len(pairs))
+    return pairs.take(idx[:-n_val]), pairs.take(idx[-n_val:])
+
+
+def _apply_class_weight(pairs: Pairs, mode: str) -> None:
+    if mode != "balanced":
+        return
+    positive = pairs.label >= 0.5
+    n, n_pos = len(pairs), int(positive.sum())
+    if n_pos in (0, n):
+        return
+    pairs.weight = np.where(positive, n / (2.0 * n_pos),
+                            n / (2.0 * (n - n_pos))).astype(np.float32)
+
+
+def steps_per_epoch(num_pairs: int, batch_size: int) -> int:
+    return -(-num_pairs // batch_size)
+
+
+def epoch_order(num_pairs: int, seed: int, epoch: int, shuffle: bool = True,
+                lengths: Optional[np.ndarray] = None,
+                batch_size: int = 0) -> np.ndarray:
+    """The row order of one epoch: a function of (seed, epoch) only.
+
+    With `lengths` (bucketing), rows are shuffled, then sorted by length within
+    windows of 32 batches, and the resulting batches shuffled again, so batches
+    hold similar lengths while the epoch stays random.
+    """
+    if not shuffle:
+        return np.arange(num_pairs)
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(num_pairs)
+    if lengths is None or batch_size <= 0:
+        return order
+    window = batch_size * 32
+    chunks = []
+    for start in range(0, num_pairs, window):
+        part = order[start:start + window]
+        chunks.append(part[np.argsort(lengths[part], kind="stable")])
+    order = np.concatenate(chunks)
+    batches = [order[i:i + batch_size] for i in range(0, num_pairs, batch_size)]
+    # Keep the (possibly short) last batch last so every other batch is full.
+    head = rng.permutation(len(batches) - 1) if len(batches) > 1 else []
+    return np.concatenate([batches[i] for i in head] + [batches[-1]])
+
+
+class PairDataset:
+    """Turns `Pairs` into per-epoch `tf.data` pipelines.
+
+    The arrays are held once as tensors; an epoch is a dataset of index
+    batches that gathers and trims its rows, so reshuffling costs nothing and
+    resuming at batch k is `skip(k)` on integers.
+    """
+
+    def __init__(self, pairs: Pairs, batch_size: int, *, seed: int = 0,
+                 shuffle: bool = True, bucket_by_length: bool = False):
+        self.pairs = pairs
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.bucket_by_length = bucket_by_length
+        with tf.device("/cpu:0"):
+            self._arrays = tuple(tf.constant(a) for a in (
+                pairs.left, pairs.right, pairs.left_length.astype(np.int32),
+                pairs.right_length.astype(np.int32), pairs.label.astype(np.float32),
+                pairs.weight.astype(np.float32)))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return steps_per_epoch(len(self.pairs), self.batch_size)
+
+    @property
+    def element_spec(self):
+        side = tf.TensorSpec([None, None] + list(self.pairs.left.shape[2:]),
+                             tf.as_dtype(self.pairs.left.dtype))
+        vec = tf.TensorSpec([None], tf.float32)
+        return ((side, side), vec, vec)
+
+    def epoch(self, epoch: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
+        lengths = None
+        if self.bucket_by_length:
+            lengths = np.maximum(self.pairs.left_length, self.pairs.right_length)
+        order = epoch_order(len(self.pairs), self.seed, epoch, self.shuffle,
+                            lengths, self.batch_size)
+        left, right, llen, rlen, label, weight = self._arrays
+
+        def gather(idx):
+            ll, rl = tf.gather(llen, idx), tf.gather(rlen, idx)
+            lx = tf.gather(left, idx)[:, :tf.reduce_max(ll)]
+            rx = tf.gather(right, idx)[:, :tf.reduce_max(rl)]
+            return (lx, rx), tf.gather(label, idx), tf.gather(weight, idx)
+
+        ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
+        ds = ds.batch(self.batch_size).skip(skip_batches)
+        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
+        return ds.with_options(options).prefetch(tf.data.AUTOTUNE)

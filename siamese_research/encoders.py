@@ -1,0 +1,276 @@
+"""Encoders: one registered builder per name, plus user encoders by import path.
+
+An encoder maps `(batch, time, features)` and an optional boolean `mask`
+`(batch, time)` to `(batch, dim)`. The `SiameseTower` wraps it with the input
+side (Masking for float sequences, `Embedding(mask_zero=True)` for token ids),
+and is the ONE object a tied Siamese model calls on both inputs.
+
+To add an encoder, register a builder::
+
+    @register_encoder("my_rnn")
+    def my_rnn(units, **kwargs):
+        return MyRNN(units, **kwargs)   # a keras.layers.Layer
+
+or pass `--encoder=package.module:Name` where `Name` is a Layer subclass or a
+function returning one; it is called as `Name(units=units, **encoder_args)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from typing import Callable, Dict
+
+import keras
+from keras import ops
+
+from siamese_research.config import UserError
+
+PACKAGE = "siamese_research"
+_ENCODERS: Dict[str, Callable[..., keras.layers.Layer]] = {}
+
+# Gate order of the fused kernels' last axis, as Keras lays them out.
+GATES = {
+    "lstm": ("input", "forget", "cell", "output"),
+    "gru": ("update", "reset", "candidate"),
+}
+
+
+class EncoderError(UserError, ValueError):
+    """An unknown encoder name or an import path that does not give a Layer."""
+
+
+def register_encoder(name: str):
+    """Registers `builder(units, **kwargs) -> keras.layers.Layer` as `name`."""
+
+    def wrap(builder):
+        _ENCODERS[name] = builder
+        return builder
+
+    return wrap
+
+
+def available() -> list:
+    return sorted(_ENCODERS)
+
+
+def build_encoder(name: str, units: int, **kwargs) -> keras.layers.Layer:
+    """Builds the core encoder `name` (registered, or `module:Name`)."""
+    if name in _ENCODERS:
+        builder = _ENCODERS[name]
+    elif ":" in name:
+        builder = _import_builder(name)
+    else:
+        raise EncoderError(f"--encoder={name}: unknown encoder; available: "
+                           f"{', '.join(available())}, or package.module:Name")
+    try:
+        layer = builder(units=units, **kwargs)
+    except TypeError as e:
+        raise EncoderError(f"--encoder={name}: bad --encoder_args ({e})") from None
+    if not isinstance(layer, keras.layers.Layer):
+        raise EncoderError(f"--encoder={name}: built a {type(layer).__name__}, "
+                           "not a keras.layers.Layer")
+    return layer
+
+
+def _import_builder(path: str):
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise EncoderError(f"--encoder={path}: cannot import module "
+                           f"'{module_name}' ({e})") from None
+    if not hasattr(module, attr):
+        raise EncoderError(f"--encoder={path}: module '{module_name}' has no "
+                           f"attribute '{attr}'")
+    obj = getattr(module, attr)
+    if inspect.isclass(obj):
+        if not issubclass(obj, keras.layers.Layer):
+            raise EncoderError(f"--encoder={path}: {attr} is a class but not a "
+                               "keras.layers.Layer subclass")
+        return obj
+    if callable(obj):
+        return obj
+    raise EncoderError(f"--encoder={path}: {attr} is neither a Layer subclass "
+                       "nor a function returning one")
+
+
+def rnn_kind(layer) -> str:
+    """'lstm', 'gru' or '' for a core encoder (Bidirectional counts as its RNN)."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        layer = layer.forward_layer
+    if isinstance(layer, keras.layers.LSTM):
+        return "lstm"
+    if isinstance(layer, keras.layers.GRU):
+        return "gru"
+    return getattr(layer, "gate_kind", "")
+
+
+# -- the built-in encoders ----------------------------------------------------
+@register_encoder("lstm")
+def lstm(units: int, **kwargs):
+    """The notebook's encoder. Defaults keep it cuDNN-eligible on GPU."""
+    return keras.layers.LSTM(units, name="lstm", **kwargs)
+
+
+@register_encoder("gru")
+def gru(units: int, **kwargs):
+    return keras.layers.GRU(units, name="gru", **kwargs)
+
+
+@register_encoder("bilstm")
+def bilstm(units: int, merge_mode: str = "concat", **kwargs):
+    return keras.layers.Bidirectional(keras.layers.LSTM(units, **kwargs),
+                                      merge_mode=merge_mode, name="bilstm")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Conv1DEncoder(keras.layers.Layer):
+    """A stack of same-padded Conv1D layers + masked global max pooling."""
+
+    def __init__(self, units: int = 32, layers: int = 2, kernel_size: int = 3,
+                 activation: str = "relu", **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.num_layers = units, layers
+        self.kernel_size, self.activation = kernel_size, activation
+        self.convs = [keras.layers.Conv1D(units, kernel_size, padding="same",
+                                          activation=activation, name=f"conv{i}")
+                      for i in range(layers)]
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None, training=None):
+        x = inputs
+        for conv in self.convs:
+            x = conv(x)
+            if mask is not None:  # padding must not leak into real steps
+                x = x * ops.cast(mask[..., None], x.dtype)
+        return masked_max(x, mask)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "layers": self.num_layers,
+                "kernel_size": self.kernel_size, "activation": self.activation}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TransformerEncoder(keras.layers.Layer):
+    """Dense projection + sinusoidal positions, one pre-norm self-attention
+    block with a feed-forward layer, then masked mean pooling."""
+
+    def __init__(self, units: int = 32, heads: int = 4, ff_multiplier: int = 2,
+                 dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if units % heads:
+            raise TypeError(f"units={units} must be divisible by heads={heads}")
+        self.units, self.heads = units, heads
+        self.ff_multiplier, self.dropout = ff_multiplier, dropout
+        self.project = keras.layers.Dense(units, name="project")
+        self.norm1 = keras.layers.LayerNormalization(name="norm1")
+        self.attention = keras.layers.MultiHeadAttention(
+            heads, units // heads, dropout=dropout, name="attention")
+        self.norm2 = keras.layers.LayerNormalization(name="norm2")
+        self.ff1 = keras.layers.Dense(units * ff_multiplier, activation="gelu",
+                                      name="ff1")
+        self.ff2 = keras.layers.Dense(units, name="ff2")
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None, training=None):
+        x = self.project(inputs)
+        x = x + positional_encoding(ops.shape(x)[1], self.units, x.dtype)
+        attn_mask = None
+        if mask is not None:
+            attn_mask = ops.logical_and(mask[:, :, None], mask[:, None, :])
+        h = self.norm1(x)
+        x = x + self.attention(h, h, attention_mask=attn_mask, training=training)
+        x = x + self.ff2(self.ff1(self.norm2(x)))
+        return masked_mean(x, mask)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "heads": self.heads,
+                "ff_multiplier": self.ff_multiplier, "dropout": self.dropout}
+
+
+@register_encoder("conv1d")
+def conv1d(units: int, **kwargs):
+    return Conv1DEncoder(units, name="conv1d", **kwargs)
+
+
+@register_encoder("transformer")
+def transformer(units: int, **kwargs):
+    return TransformerEncoder(units, name="transformer", **kwargs)
+
+
+def positional_encoding(length, dim: int, dtype="float32"):
+    """Sinusoidal positions (Vaswani et al. 2017), shape (length, dim)."""
+    pos = ops.cast(ops.arange(length), "float32")[:, None]
+    i = ops.arange(dim)
+    rate = ops.exp(-math.log(10000.0) * ops.cast(2 * (i // 2), "float32") / dim)
+    angle = pos * rate[None, :]
+    enc = ops.where(i[None, :] % 2 == 0, ops.sin(angle), ops.cos(angle))
+    return ops.cast(enc, dtype)
+
+
+def masked_mean(x, mask):
+    if mask is None:
+        return ops.mean(x, axis=1)
+    m = ops.cast(mask, x.dtype)[..., None]
+    return ops.sum(x * m, axis=1) / ops.maximum(ops.sum(m, axis=1), 1.0)
+
+
+def masked_max(x, mask):
+    if mask is None:
+        return ops.max(x, axis=1)
+    m = mask[..., None]
+    very_low = ops.cast(-1e9, x.dtype)
+    pooled = ops.max(ops.where(m, x, very_low), axis=1)
+    any_step = ops.any(mask, axis=1, keepdims=True)
+    return ops.where(any_step, pooled, ops.zeros_like(pooled))
+
+
+# -- the tower: input side + core encoder, the object both branches call ------
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SiameseTower(keras.layers.Layer):
+    """Input side (Masking or Embedding) + a core encoder.
+
+    Args:
+      core: the encoder layer (see `build_encoder`).
+      vocab_size: for token-id inputs, the vocabulary size of the Embedding
+        (`mask_zero=True`, id 0 = padding); 0 for float sequences, which are
+        masked where a step is all zeros (right padding).
+      features: the Embedding's output size (the core's input features).
+    """
+
+    def __init__(self, core, vocab_size: int = 0, features: int = 128, **kwargs):
+        kwargs.setdefault("name", "encoder")
+        super().__init__(**kwargs)
+        if isinstance(core, dict):
+            core = keras.saving.deserialize_keras_object(core)
+        self.core = core
+        self.vocab_size, self.features = vocab_size, features
+        if vocab_size:
+            self.embedding = keras.layers.Embedding(vocab_size, features,
+                                                    mask_zero=True, name="embedding")
+            self.masking = None
+        else:
+            self.embedding = None
+            self.masking = keras.layers.Masking(0.0, name="masking")
+
+    def call(self, inputs, training=None):
+        if self.embedding is not None:
+            x = self.embedding(inputs)
+            mask = self.embedding.compute_mask(inputs)
+        else:
+            x = inputs
+            mask = self.masking.compute_mask(inputs)
+        return self.core(x, mask=mask, training=training)
+
+    def get_config(self):
+        return {**super().get_config(),
+                "core": keras.saving.serialize_keras_object(self.core),
+                "vocab_size": self.vocab_size, "features": self.features}

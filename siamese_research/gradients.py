@@ -1,0 +1,160 @@
+"""Per-branch gradients of the shared encoder, in one backward pass.
+
+A tied Siamese model calls one encoder on both inputs, so the gradient on its
+weights W is a sum over the two calls. To see the two terms, each call reads W
+through its own copy: `W_l = identity(W)` for the left call, `W_r =
+identity(W)` for the right, both via Keras 3's `stateless_call`. Then
+`tape.gradient(loss, [W_l, W_r])` returns exactly the left and the right
+contribution, and dL/dW = g_left + g_right, from ONE backward pass (the same
+cost as a plain `tape.gradient`).
+
+`total_gradient` is the independent check: a plain forward pass through the
+real variables and `tape.gradient(loss, W)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional
+
+import tensorflow as tf
+
+from siamese_research.model import (SiameseModel, encoder_variables,  # noqa: F401
+                                    head_variables)
+
+
+@dataclasses.dataclass
+class BranchGradients:
+    """The result of one forward/backward pass, split by branch.
+
+    `left[i]`, `right[i]` are the gradients on `encoder_vars[i]` through the
+    left and the right call (None where a branch does not use that variable:
+    untied towers). `head[i]` is the gradient on `head_vars[i]`.
+    """
+
+    loss: tf.Tensor
+    predictions: tf.Tensor
+    encoder_vars: list
+    head_vars: list
+    left: List[Optional[tf.Tensor]]
+    right: List[Optional[tf.Tensor]]
+    head: List[Optional[tf.Tensor]]
+
+    def combined(self) -> list:
+        """g_left + g_right per encoder variable (sparse stays sparse)."""
+        return [add(a, b) for a, b in zip(self.left, self.right)]
+
+    def grads_and_vars(self) -> list:
+        pairs = list(zip(self.combined(), self.encoder_vars))
+        pairs += list(zip(self.head, self.head_vars))
+        return [(g, v) for g, v in pairs if g is not None]
+
+
+def add(a, b):
+    """a + b for gradients that may be None or `tf.IndexedSlices`."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, tf.IndexedSlices) or isinstance(b, tf.IndexedSlices):
+        if isinstance(a, tf.IndexedSlices) and isinstance(b, tf.IndexedSlices):
+            # Concatenating keeps the sum sparse; duplicate indices add up
+            # when the optimizer scatters the slices.
+            return tf.IndexedSlices(tf.concat([a.values, b.values], 0),
+                                    tf.concat([a.indices, b.indices], 0),
+                                    a.dense_shape)
+        return tf.convert_to_tensor(a) + tf.convert_to_tensor(b)
+    return a + b
+
+
+def dense(g, like):
+    """A dense tensor for gradient `g` of variable `like` (zeros for None)."""
+    if g is None:
+        return tf.zeros(like.shape, like.dtype)
+    return tf.convert_to_tensor(g)
+
+
+def branch_gradients(model: SiameseModel, loss_fn, left, right, label,
+                     sample_weight=None, *, training: bool = True,
+                     scale_loss=None) -> BranchGradients:
+    """Forward both branches through identity copies of the tower weights and
+    return the loss, predictions and per-branch gradients.
+
+    Args:
+      model: a built `SiameseModel` (tied or untied).
+      loss_fn: `loss_fn(y_true, y_pred, sample_weight)`, a Keras loss.
+      left, right: the two input batches (lengths may differ).
+      label: (batch,) labels in [0, 1].
+      sample_weight: optional (batch,) weights.
+      training: passed to the layers.
+      scale_loss: optional `f(loss) -> scaled loss` (mixed-precision loss
+        scaling); the gradients are then of the scaled loss.
+    """
+    enc_vars = encoder_variables(model)
+    head_vars = head_variables(model)
+    towers = model.towers
+    with tf.GradientTape() as tape:
+        copies, encodings = [], []
+        tower_nt = {}
+        for tower, x in zip(towers, (left, right)):
+            w = [tf.identity(v) for v in tower.trainable_variables]
+            tape.watch(w)
+            nt = tower_nt.get(id(tower),
+                              [v.value for v in tower.non_trainable_variables])
+            h, nt = tower.stateless_call(w, nt, x, training=training)
+            tower_nt[id(tower)] = nt
+            copies.append(w)
+            encodings.append(h)
+        predictions = model.score(encodings[0], encodings[1], training=training)
+        loss = loss_fn(label, predictions, sample_weight=sample_weight)
+        target = scale_loss(loss) if scale_loss is not None else loss
+    g_left, g_right, g_head = tape.gradient(target, [copies[0], copies[1], head_vars])
+    # State a call updates (e.g. a dropout seed) is written back once per step.
+    for tower in dict.fromkeys(towers):
+        for var, value in zip(tower.non_trainable_variables, tower_nt[id(tower)]):
+            var.assign(value)
+    left_map = _by_var(towers[0].trainable_variables, g_left)
+    right_map = _by_var(towers[1].trainable_variables, g_right)
+    return BranchGradients(
+        loss=loss, predictions=predictions, encoder_vars=enc_vars,
+        head_vars=head_vars,
+        left=[left_map.get(id(v)) for v in enc_vars],
+        right=[right_map.get(id(v)) for v in enc_vars],
+        head=list(g_head))
+
+
+def _by_var(variables, grads) -> dict:
+    return {id(v): g for v, g in zip(variables, grads)}
+
+
+def total_gradient(model: SiameseModel, loss_fn, left, right, label,
+                   sample_weight=None, *, training: bool = True) -> list:
+    """dL/dW on the encoder variables by a plain forward pass (the check)."""
+    enc_vars = encoder_variables(model)
+    with tf.GradientTape() as tape:
+        predictions = model((left, right), training=training)
+        loss = loss_fn(label, predictions, sample_weight=sample_weight)
+    return tape.gradient(loss, enc_vars)
+
+
+def sum_error(total, left, right, variables) -> tf.Tensor:
+    """max |g_total - (g_left + g_right)| / max |g_total| over all variables."""
+    num, den = [], []
+    for t, a, b, v in zip(total, left, right, variables):
+        t = dense(t, v)
+        s = dense(a, v) + dense(b, v)
+        num.append(tf.reduce_max(tf.abs(t - s)))
+        den.append(tf.reduce_max(tf.abs(t)))
+    return tf.reduce_max(tf.stack(num)) / tf.maximum(tf.reduce_max(tf.stack(den)), 1e-30)
+
+
+def global_norm(grads, variables) -> tf.Tensor:
+    return tf.linalg.global_norm([dense(g, v) for g, v in zip(grads, variables)])
+
+
+def cosine(a_list, b_list, variables) -> tf.Tensor:
+    """Cosine between two gradient sets, flattened and concatenated."""
+    a = tf.concat([tf.reshape(dense(g, v), [-1]) for g, v in zip(a_list, variables)], 0)
+    b = tf.concat([tf.reshape(dense(g, v), [-1]) for g, v in zip(b_list, variables)], 0)
+    denom = tf.norm(a) * tf.norm(b)
+    return tf.math.divide_no_nan(tf.reduce_sum(a * b), denom)

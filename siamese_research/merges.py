@@ -1,0 +1,131 @@
+"""Merges: how two encodings `u` (left) and `v` (right) become one.
+
+Feature merges (`concat`, `concat_absdiff_product`, `absdiff`, `product`) feed
+the `Dense(1, sigmoid)` head. Score merges (`cosine`, `manhattan`) already give
+a similarity in [0, 1] and feed the loss directly; they also know their
+distance, which the contrastive loss uses.
+
+Why `concat` is not the default: with a linear head its logit is
+w1.u + w2.v + b = f(left) + g(right), which cannot represent "alike". For
+classes a != b it forces s(a,a) + s(b,b) = s(a,b) + s(b,a), so raising the
+score of both matching pairs raises a mismatched one as much.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import keras
+from keras import ops
+
+from siamese_research.config import ConfigError
+
+PACKAGE = "siamese_research"
+_MERGES: Dict[str, type] = {}
+EPSILON = 1e-7
+
+
+def register_merge(name: str):
+    def wrap(cls):
+        cls.merge_name = name
+        _MERGES[name] = keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+        return cls
+
+    return wrap
+
+
+def available() -> list:
+    return sorted(_MERGES)
+
+
+def get_merge_class(name: str) -> type:
+    if name not in _MERGES:
+        raise ConfigError("merge", name, f"unknown merge; available: "
+                                         f"{', '.join(available())}")
+    return _MERGES[name]
+
+
+def build_merge(name: str) -> keras.layers.Layer:
+    return get_merge_class(name)(name="merge")
+
+
+class Merge(keras.layers.Layer):
+    """Base: `call([u, v])`. `symmetric`: f(u, v) == f(v, u). `score`: the
+    output is already a similarity in [0, 1] (no head)."""
+
+    symmetric = True
+    score = False
+    merge_name = ""
+
+    def call(self, inputs):
+        u, v = inputs
+        return self.merge(u, v)
+
+    def merge(self, u, v):
+        raise NotImplementedError
+
+    def distance(self, similarity):
+        """The distance this score merge's similarity encodes."""
+        raise NotImplementedError(f"{self.merge_name} is not a distance merge")
+
+
+@register_merge("concat")
+class Concat(Merge):
+    """[u, v]: the notebook's merge. Order-dependent."""
+
+    symmetric = False
+
+    def merge(self, u, v):
+        return ops.concatenate([u, v], axis=-1)
+
+
+@register_merge("concat_absdiff_product")
+class ConcatAbsDiffProduct(Merge):
+    """[u, v, |u - v|, u * v] (InferSent, Conneau et al. 2017). The head sees
+    the two interaction terms, so it can score "alike"."""
+
+    symmetric = False  # the [u, v] part is ordered; |u - v| and u * v are not
+
+    def merge(self, u, v):
+        return ops.concatenate([u, v, ops.abs(u - v), u * v], axis=-1)
+
+
+@register_merge("absdiff")
+class AbsDiff(Merge):
+    def merge(self, u, v):
+        return ops.abs(u - v)
+
+
+@register_merge("product")
+class Product(Merge):
+    def merge(self, u, v):
+        return u * v
+
+
+@register_merge("cosine")
+class Cosine(Merge):
+    """(1 + cos(u, v)) / 2 in [0, 1]; distance = 1 - cos = 2 (1 - s)."""
+
+    score = True
+
+    def merge(self, u, v):
+        un = u / ops.maximum(ops.norm(u, axis=-1, keepdims=True), EPSILON)
+        vn = v / ops.maximum(ops.norm(v, axis=-1, keepdims=True), EPSILON)
+        cos = ops.sum(un * vn, axis=-1, keepdims=True)
+        return (1.0 + cos) / 2.0
+
+    def distance(self, similarity):
+        return 2.0 * (1.0 - similarity)
+
+
+@register_merge("manhattan")
+class Manhattan(Merge):
+    """MaLSTM (Mueller & Thyagarajan 2016): exp(-||u - v||_1) in (0, 1]."""
+
+    score = True
+
+    def merge(self, u, v):
+        return ops.exp(-ops.sum(ops.abs(u - v), axis=-1, keepdims=True))
+
+    def distance(self, similarity):
+        return -ops.log(ops.maximum(similarity, EPSILON))

@@ -1,0 +1,388 @@
+"""The compiled train/eval steps and the Python epoch loop.
+
+Layers, as in Orbit and Keras's own trainer:
+
+* `_train_step(batch)`: math and metric updates for one batch, per replica.
+  Branch gradients come from ONE backward pass (`gradients.branch_gradients`);
+  the optimizer applies g_left + g_right (+ the head's) to the one variable
+  set. On check steps an independent plain gradient checks the sum.
+* `train_steps(iterator, n)`: `n` steps per compiled call over a prefetched
+  iterator (`steps_per_execution`), compiled once.
+* `fit(...)`: the Python loop. It owns progress, timing, validation,
+  checkpoints and flushing; it never touches per-step math.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from siamese_research import gradients as G
+from siamese_research import summaries
+from siamese_research.data import PairDataset
+
+
+class NonFiniteError(RuntimeError):
+    """Raised by `fit` when a step produced a non-finite loss or gradient."""
+
+    def __init__(self, step: int, what: str):
+        self.step, self.what = step, what
+        super().__init__(f"non-finite {what} at step {step}")
+
+
+class Trainer:
+    """Trains a `SiameseModel` and logs its branch gradients.
+
+    Args:
+      model: a built `SiameseModel`, created in `strategy.scope()`.
+      loss_fn: a Keras loss, `loss_fn(y, p, sample_weight)`.
+      optimizer: a Keras optimizer (built here, eagerly, in the scope).
+      strategy: a `tf.distribute.Strategy` (default: the current one).
+      writers: {"train": writer, "validation": writer}, or None (no logging).
+      steps_per_execution: train steps per compiled call.
+      log_every: scalar summaries every N steps.
+      histogram_every: histograms every N steps.
+      grad_check_every: the independent left + right = total check every N.
+      gate_gradients: per-gate gradient scalars and histograms for RNNs.
+      diagnostics: False turns off branch summaries and the check (the step
+        still trains on g_left + g_right); used by the benchmark.
+      on_nonfinite: "stop" (raise `NonFiniteError`, nothing applied) or
+        "skip" (drop that step's update, count it).
+      jit_compile: XLA-compile the multi-step function.
+      scale_loss: mixed precision: `optimizer.scale_loss`.
+      verbose: 1 shows a `keras.utils.Progbar`, 0 is silent.
+    """
+
+    def __init__(self, model, *, loss_fn, optimizer, strategy=None, writers=None,
+                 steps_per_execution: int = 20, log_every: int = 10,
+                 histogram_every: int = 100, grad_check_every: int = 10,
+                 gate_gradients: bool = True, diagnostics: bool = True,
+                 on_nonfinite: str = "stop", jit_compile: bool = False,
+                 scale_loss: Optional[Callable] = None, verbose: int = 1):
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.writers = writers
+        self.steps_per_execution = steps_per_execution
+        self.log_every, self.histogram_every = log_every, histogram_every
+        self.grad_check_every = grad_check_every
+        self._diagnostics = diagnostics
+        self.on_nonfinite = on_nonfinite
+        self.scale_loss = scale_loss
+        self.verbose = verbose
+        self._gates = summaries.gate_slices(model) if gate_gradients else {}
+        first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+        with self.strategy.scope():
+            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                           aggregation=first, name="global_step")
+            # Non-finite bookkeeping: how many, the first offending step and
+            # which gradient (index into model.trainable_variables; -1 = loss).
+            self.nonfinite_count = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                               aggregation=first)
+            self.nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
+                                              aggregation=first)
+            self.nonfinite_index = tf.Variable(-2, dtype=tf.int64, trainable=False,
+                                               aggregation=first)
+            self.last_sum_error = tf.Variable(-1.0, trainable=False, aggregation=first)
+            self.max_sum_error = tf.Variable(0.0, trainable=False, aggregation=first)
+            self.train_metrics = _metrics("")
+            self.val_metrics = _metrics("val_")
+            # keras #23085 (Keras 3.15): under a tf.distribute strategy the
+            # first traced apply_gradients fails unless the optimizer's slots
+            # exist already, so build it eagerly, here, in the scope.
+            self.optimizer.build(model.trainable_variables)
+        self._variables = list(model.trainable_variables)
+        self._var_index = {id(v): i for i, v in enumerate(self._variables)}
+        # train_step / eval_step get their signature from the data.
+        self.train_step = self.eval_step = None
+        self.train_steps = tf.function(self._train_steps, jit_compile=jit_compile,
+                                       reduce_retracing=True)
+
+    @property
+    def diagnostics(self) -> bool:
+        """Branch summaries and checks are on (read when the step is traced)."""
+        return self._diagnostics and self.writers is not None
+
+    # -- compiled pieces -----------------------------------------------------
+    def set_input_spec(self, data: PairDataset) -> None:
+        """Fixes the compiled steps' signature: None batch and time dims."""
+        self._spec = data.element_spec
+        self.train_step = tf.function(self._distributed_train_step,
+                                      input_signature=[self._spec])
+        self.eval_step = tf.function(self._distributed_eval_step,
+                                     input_signature=[self._spec])
+
+    @property
+    def tracing_count(self) -> Dict[str, int]:
+        """How many times each compiled function was traced (1 each, ideally)."""
+        return {name: getattr(self, name).experimental_get_tracing_count()
+                if getattr(self, name) is not None else 0
+                for name in ("train_step", "eval_step", "train_steps")}
+
+    def _distributed_train_step(self, batch):
+        self.strategy.run(self._train_step, args=(batch,))
+
+    def _train_steps(self, iterator, num_steps):
+        for _ in tf.range(num_steps):
+            self.strategy.run(self._train_step, args=(next(iterator),))
+            if self.on_nonfinite == "stop" and self.nonfinite_step >= 0:
+                break
+
+    def _train_step(self, batch):
+        (left, right), label, weight = batch
+        step = self.global_step + 1
+        bg = G.branch_gradients(self.model, self.loss_fn, left, right, label, weight,
+                                training=True, scale_loss=self.scale_loss)
+        diagnose = self.diagnostics
+        if diagnose:
+            log = tf.equal(step % self.log_every, 0)
+            check = tf.equal(step % self.grad_check_every, 0)
+            hist = tf.equal(step % self.histogram_every, 0)
+            # The independent total gradient, through the real variables, on
+            # check and histogram steps only; before the update, of course.
+            total = tf.cond(tf.logical_or(check, hist), lambda: self._total(batch),
+                            lambda: [tf.zeros(v.shape, v.dtype) for v in bg.encoder_vars])
+        pairs = bg.grads_and_vars()
+        flags = [tf.reduce_all(tf.math.is_finite(_values(g))) for g, _ in pairs]
+        finite = tf.logical_and(tf.math.is_finite(bg.loss), tf.reduce_all(tf.stack(flags)))
+        if self.scale_loss is not None:
+            # A LossScaleOptimizer skips non-finite (overflowed) steps itself
+            # and lowers its scale; that is not a divergence.
+            self.optimizer.apply_gradients(pairs)
+            finite = tf.math.is_finite(bg.loss)
+        else:
+            tf.cond(finite, lambda: _apply(self.optimizer, pairs), lambda: tf.constant(False))
+        self._record_nonfinite(step, finite, bg.loss, flags, pairs)
+        tf.cond(finite, lambda: self._update_metrics(self.train_metrics, bg.loss,
+                                                      label, bg.predictions, weight),
+                lambda: tf.constant(False))
+        self.global_step.assign_add(1)
+        if self.writers is None:
+            return
+        summaries.when(tf.equal(step % self.log_every, 0), lambda: summaries.train_scalars(
+            step, loss=bg.loss, accuracy=self.train_metrics["accuracy"].result(),
+            learning_rate=self.optimizer.learning_rate))
+        if not diagnose:
+            return
+        if self.scale_loss is not None:
+            bg = self._unscaled(bg)
+        summaries.when(log, lambda: summaries.branch_scalars(step, bg))
+
+        def record_check():
+            error = G.sum_error(total, bg.left, bg.right, bg.encoder_vars)
+            self.last_sum_error.assign(error)
+            self.max_sum_error.assign(tf.maximum(self.max_sum_error, error))
+            summaries.check_scalars(step, bg, total, error)
+
+        summaries.when(check, record_check)
+        summaries.when(hist, lambda: summaries.histograms(step, self.model, bg, total,
+                                                          self._gates))
+        if self._gates:
+            summaries.when(log, lambda: summaries.gate_scalars(
+                step, bg, total if self.grad_check_every == self.log_every else None,
+                self._gates))
+
+    def _total(self, batch):
+        (left, right), label, weight = batch
+        total = G.total_gradient(self.model, self.loss_fn, left, right, label, weight,
+                                 training=True)
+        return [G.dense(g, v) for g, v in zip(total, G.encoder_variables(self.model))]
+
+    def _unscaled(self, bg):
+        scale = tf.cast(self.optimizer.dynamic_scale, tf.float32)
+        unscale = [None if g is None else _scale(g, 1.0 / scale) for g in bg.left]
+        right = [None if g is None else _scale(g, 1.0 / scale) for g in bg.right]
+        return G.BranchGradients(bg.loss, bg.predictions, bg.encoder_vars,
+                                 bg.head_vars, unscale, right, bg.head)
+
+    def _record_nonfinite(self, step, finite, loss, flags, pairs):
+        def record():
+            bad = tf.logical_not(tf.stack(flags))
+            first_grad = tf.cast(tf.argmax(tf.cast(bad, tf.int32)), tf.int64)
+            index_of = tf.constant([self._var_index.get(id(v), -1) for _, v in pairs],
+                                   tf.int64)
+            which = tf.where(tf.math.is_finite(loss), tf.gather(index_of, first_grad),
+                             tf.constant(-1, tf.int64))
+            self.nonfinite_count.assign_add(1)
+            first = self.nonfinite_step < 0
+            self.nonfinite_step.assign(tf.where(first, step, self.nonfinite_step))
+            self.nonfinite_index.assign(tf.where(first, which, self.nonfinite_index))
+            if self.writers is not None:
+                summaries.when(tf.constant(True), lambda: summaries.scalar(
+                    "nonfinite_steps", self.nonfinite_count, step))
+            return tf.constant(True)
+
+        tf.cond(finite, lambda: tf.constant(False), record)
+
+    def _distributed_eval_step(self, batch):
+        preds = self.strategy.run(self._eval_step, args=(batch,))
+        return self.strategy.gather(preds, axis=0)
+
+    def _eval_step(self, batch):
+        (left, right), label, weight = batch
+        pred = self.model((left, right), training=False)
+        loss = self.loss_fn(label, pred, sample_weight=weight)
+        self._update_metrics(self.val_metrics, loss, label, pred, weight)
+        return tf.reshape(pred, [-1])
+
+    def _update_metrics(self, metrics, loss, label, pred, weight):
+        metrics["loss"].update_state(loss)
+        pred = tf.reshape(pred, [-1])
+        hard = tf.cast(label >= 0.5, tf.float32)
+        metrics["accuracy"].update_state(hard, pred)
+        metrics["auc"].update_state(hard, pred)
+        return tf.constant(True)
+
+    # -- the Python loop -------------------------------------------------------
+    def fit(self, train: PairDataset, validation: Optional[PairDataset] = None, *,
+            epochs: int = 1, on_progress: Optional[Callable[[int], None]] = None,
+            should_stop: Optional[Callable[[], bool]] = None,
+            on_epoch_end: Optional[Callable[[int, dict], None]] = None) -> dict:
+        """Trains to `epochs` epochs, resuming from `global_step`.
+
+        An epoch is `train.steps_per_epoch` steps; the data position of step
+        s is (s // steps_per_epoch, s % steps_per_epoch), so a restored
+        `global_step` resumes at the exact batch.
+
+        Args:
+          on_progress: called with the global step after each compiled call
+            (checkpoints every N steps hook in here).
+          should_stop: polled after each compiled call (signals); when True,
+            `fit` returns early with `history["interrupted"] = True`.
+          on_epoch_end: called with (epoch, logs) after validation.
+
+        Returns:
+          {"epochs": [logs per epoch], "interrupted": bool}.
+
+        Raises:
+          NonFiniteError: a step had a non-finite loss or gradient and
+            `on_nonfinite == "stop"`; nothing of that step was applied.
+        """
+        if not hasattr(self, "_spec"):
+            self.set_input_spec(train)
+        spe = train.steps_per_epoch
+        history = {"epochs": [], "interrupted": False}
+        start = int(self.global_step.numpy())
+        for epoch in range(start // spe, epochs):
+            skip = int(self.global_step.numpy()) - epoch * spe
+            for m in self.train_metrics.values():
+                m.reset_state()
+            bar = keras.utils.Progbar(spe, verbose=self.verbose,
+                                      stateful_metrics=["loss", "accuracy", "val_loss",
+                                                        "val_accuracy"])
+            if self.verbose:
+                print(f"Epoch {epoch + 1}/{epochs}" + (f" (resuming at batch {skip})"
+                                                       if skip else ""))
+            iterator = iter(self.strategy.experimental_distribute_dataset(
+                train.epoch(epoch, skip)))
+            done = skip
+            while done < spe:
+                n = min(self.steps_per_execution, spe - done)
+                before, t0 = int(self.global_step.numpy()), time.perf_counter()
+                with self._writer(summaries.TRAIN):
+                    self.train_steps(iterator, tf.constant(n, tf.int32))
+                step = int(self.global_step.numpy())
+                seconds = time.perf_counter() - t0
+                self._check_nonfinite()
+                done += step - before
+                self._log_speed(before, step, seconds, train.batch_size)
+                bar.update(done, values=self._values(self.train_metrics, ""))
+                if on_progress is not None:
+                    on_progress(step)
+                if should_stop is not None and should_stop():
+                    history["interrupted"] = True
+                    self.flush()
+                    return history
+            logs = self._values_dict(self.train_metrics, "")
+            if validation is not None:
+                logs.update(self.evaluate(validation, step=int(self.global_step.numpy()))[0])
+            if self.verbose:
+                bar.update(done, values=[(k, v) for k, v in logs.items()
+                                         if k in ("loss", "accuracy", "val_loss",
+                                                  "val_accuracy")], finalize=True)
+            logs["epoch"] = epoch + 1
+            history["epochs"].append(logs)
+            self.flush()
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, logs)
+        return history
+
+    def evaluate(self, data: PairDataset, step: Optional[int] = None):
+        """Runs the validation metrics over `data` (one pass, in order).
+
+        Returns:
+          (logs {"val_loss", "val_accuracy", "val_auc"}, predictions (n,)).
+          With `step` and writers, the scalars go to validation/ at `step`.
+        """
+        if not hasattr(self, "_spec"):
+            self.set_input_spec(data)
+        for m in self.val_metrics.values():
+            m.reset_state()
+        preds = [self.eval_step(batch).numpy()
+                 for batch in data.epoch(0)]
+        logs = self._values_dict(self.val_metrics, "val_")
+        if step is not None and self.writers is not None:
+            with self.writers[summaries.VALIDATION].as_default():
+                summaries.epoch_scalars(step, {k[4:]: v for k, v in logs.items()})
+        return logs, np.concatenate(preds) if preds else np.zeros(0, np.float32)
+
+    # -- helpers -----------------------------------------------------------------
+    def _writer(self, name):
+        if self.writers is None:
+            return tf.summary.record_if(False)
+        return self.writers[name].as_default()
+
+    def _log_speed(self, before, step, seconds, batch_size):
+        if self.writers is None or seconds <= 0:
+            return
+        last_log = (step // self.log_every) * self.log_every
+        if last_log > before:
+            with self.writers[summaries.TRAIN].as_default():
+                tf.summary.scalar("samples_per_second",
+                                  (step - before) * batch_size / seconds, step=last_log)
+
+    def _check_nonfinite(self):
+        bad = int(self.nonfinite_step.numpy())
+        if bad < 0 or self.on_nonfinite != "stop":
+            return
+        index = int(self.nonfinite_index.numpy())
+        what = "loss" if index < 0 else f"gradient of {self._variables[index].path}"
+        self.flush()
+        raise NonFiniteError(bad, what)
+
+    def flush(self):
+        if self.writers is not None:
+            for w in self.writers.values():
+                w.flush()
+
+    @staticmethod
+    def _values(metrics, prefix):
+        return [(prefix + k, float(m.result())) for k, m in metrics.items() if k != "auc"]
+
+    @staticmethod
+    def _values_dict(metrics, prefix):
+        return {prefix + k: float(m.result()) for k, m in metrics.items()}
+
+
+def _metrics(prefix):
+    return {"loss": keras.metrics.Mean(name=prefix + "loss"),
+            "accuracy": keras.metrics.BinaryAccuracy(name=prefix + "accuracy"),
+            "auc": keras.metrics.AUC(name=prefix + "auc")}
+
+
+def _apply(optimizer, pairs):
+    optimizer.apply_gradients(pairs)
+    return tf.constant(True)
+
+
+def _values(g):
+    return g.values if isinstance(g, tf.IndexedSlices) else g
+
+
+def _scale(g, factor):
+    if isinstance(g, tf.IndexedSlices):
+        return tf.IndexedSlices(g.values * factor, g.indices, g.dense_shape)
+    return g * factor

@@ -1,0 +1,278 @@
+"""`run(config)`: everything `train.py` does, as one library call.
+
+Order matters for "nothing half-written": the config, the data and the model
+are all checked before the run folder is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from siamese_research import checkpoints as ckpt_lib
+from siamese_research import data as data_lib
+from siamese_research import devices, losses, summaries
+from siamese_research import model as model_lib
+from siamese_research.config import Config, ConfigError, UserError
+from siamese_research.trainer import NonFiniteError, Trainer
+
+EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_NONFINITE = 3
+
+
+class RunResult(dict):
+    """What a run returns: history, final metrics, parameter counts, paths,
+    and `exit_code` (0, or 130/143 interrupted, 3 non-finite)."""
+
+
+def build_optimizer(name: str, learning_rate: float):
+    classes = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam,
+               "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
+               "adagrad": keras.optimizers.Adagrad, "nadam": keras.optimizers.Nadam}
+    if name not in classes:
+        raise ConfigError("optimizer", name, f"expected one of {', '.join(classes)}")
+    return classes[name](learning_rate=learning_rate)
+
+
+def prepare_run_dir(run_dir: str) -> None:
+    """Checks that `run_dir` can be a run folder before anything is written."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ConfigError("run_dir", run_dir, "exists and is not a folder")
+    parent = run_dir
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    parent = parent or "."
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError("run_dir", run_dir, f"cannot write in {parent}")
+
+
+def build(config: Config, data: data_lib.PairData, strategy=None):
+    """Builds (model, loss_fn, optimizer) in the strategy's scope."""
+    strategy = strategy or tf.distribute.get_strategy()
+    vocab = data.vectorizer.vocabulary_size() if data.vectorizer is not None else 0
+    with strategy.scope():
+        model = model_lib.build_model(
+            encoder=config.encoder, units=config.units, features=config.features,
+            merge=config.merge, share=config.share, vocab_size=vocab,
+            encoder_args=config.encoder_kwargs)
+        loss_fn = losses.build_loss(config.loss, merge=config.merge, margin=config.margin)
+        optimizer = build_optimizer(config.optimizer, config.learning_rate)
+    return model, loss_fn, optimizer
+
+
+def _say(config: Config, *lines) -> None:
+    if config.verbose:
+        for line in lines:
+            print(line, flush=True)
+
+
+def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
+    """Trains one run into `config.run_dir`; returns a `RunResult`.
+
+    Raises:
+      UserError: bad flags, data or checkpoint (before anything is written
+        when it can be known up front).
+    """
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    prepare_run_dir(config.run_dir)
+    resuming = not config.restart and ckpt_lib.has_checkpoint(config.run_dir)
+    if resuming:
+        ckpt_lib.check_compatible(config.run_dir, config)
+    strategy = devices.make_strategy(config.strategy)
+    data = data_lib.load(config)
+    model, loss_fn, optimizer = build(config, data, strategy)
+    chief = devices.is_chief(strategy)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ConfigError("batch_size", config.batch_size,
+                          f"must be divisible by the {replicas} replicas")
+    train_ds = data_lib.PairDataset(data.train, config.batch_size, seed=config.seed,
+                                    bucket_by_length=config.bucket_by_length)
+    val_ds = (data_lib.PairDataset(data.validation, config.batch_size, shuffle=False)
+              if data.validation is not None and len(data.validation) else None)
+
+    # From here on the run folder is written.
+    os.makedirs(config.run_dir, exist_ok=True)
+    if config.restart:
+        _clear_run(config.run_dir)
+    trainer = Trainer(model, loss_fn=loss_fn, optimizer=optimizer, strategy=strategy,
+                      writers=None, steps_per_execution=config.steps_per_execution,
+                      log_every=config.log_every, histogram_every=config.histogram_every,
+                      grad_check_every=config.grad_check_every,
+                      gate_gradients=config.gate_gradients,
+                      on_nonfinite=config.on_nonfinite, jit_compile=config.jit_compile,
+                      verbose=config.verbose)
+    ckpt_dir = os.path.join(config.run_dir, "checkpoints")
+    with strategy.scope():
+        checkpointer = ckpt_lib.Checkpointer(
+            ckpt_dir, model=model, optimizer=optimizer, global_step=trainer.global_step,
+            max_to_keep=config.keep_checkpoints, every=config.checkpoint_every)
+    restored = checkpointer.restore_latest() if resuming else None
+    writers = summaries.create_writers(config.run_dir) if chief else None
+    trainer.writers = writers  # before the first trace, which reads it
+    with open(os.path.join(config.run_dir, "config.json"), "w") as f:
+        f.write(config.to_json() + "\n")
+    with open(os.path.join(config.run_dir, "command.txt"), "w") as f:
+        f.write(" ".join(argv if argv is not None else sys.argv) + "\n")
+    if data.vectorizer is not None:
+        from siamese_research.data import files
+        files.save_vectorizer(data.vectorizer, config.run_dir)
+
+    enc_params = model_lib.count_params(model_lib.encoder_variables(model))
+    total_params = model_lib.count_params(model.trainable_variables)
+    _say(config, f"Data: {data.description}; {len(data.train)} train / "
+                 f"{len(data.validation) if data.validation is not None else 0} "
+                 f"validation pairs",
+         f"Training on {devices.describe(strategy)}",
+         f"Model: {config.encoder}({config.units}) x {config.share}, "
+         f"merge={config.merge}, loss={config.loss}; {total_params:,} parameters")
+    if restored:
+        _say(config, f"Resuming from {restored} (step {int(trainer.global_step.numpy())})")
+    if writers is not None and not restored:
+        with writers[summaries.TRAIN].as_default():
+            summaries.text("config", "```\n" + config.to_json() + "\n```")
+            summaries.text("model_summary", model_lib.parameter_table(model))
+
+    stop = {"signal": None}
+    previous = _install_signal_handlers(stop)
+    t0 = time.perf_counter()
+    result = RunResult(run_dir=config.run_dir, total_parameters=total_params,
+                       encoder_parameters=enc_params, tied=model.tied, exit_code=0)
+    try:
+        history = trainer.fit(
+            train_ds, val_ds, epochs=config.epochs,
+            on_progress=checkpointer.maybe_save if chief else None,
+            should_stop=lambda: stop["signal"] is not None,
+            on_epoch_end=(lambda e, logs: checkpointer.save(
+                int(trainer.global_step.numpy()), e + 1)) if chief else None)
+    except NonFiniteError as e:
+        trainer.flush()
+        last = checkpointer.latest
+        print(f"error: {e}; stopped without applying it. Last good checkpoint: "
+              f"{last or 'none'}. Lower --learning_rate, check the data, or use "
+              f"--on_nonfinite=skip.", file=sys.stderr)
+        result.update(exit_code=EXIT_NONFINITE, nonfinite_step=e.step, nonfinite=e.what)
+        return result
+    finally:
+        _restore_signal_handlers(previous)
+    seconds = time.perf_counter() - t0
+    result.update(history=history, seconds=seconds,
+                  step=int(trainer.global_step.numpy()),
+                  tracing_count=trainer.tracing_count,
+                  max_sum_error=float(trainer.max_sum_error.numpy()),
+                  nonfinite_steps=int(trainer.nonfinite_count.numpy()))
+    if history["interrupted"]:
+        step = int(trainer.global_step.numpy())
+        if chief:
+            checkpointer.save(step, step // train_ds.steps_per_epoch)
+        trainer.flush()
+        signum = stop["signal"]
+        print(f"Interrupted by {signal.Signals(signum).name} at step {step}; "
+              f"checkpoint saved in {ckpt_dir}. Resume with the same command "
+              f"(--run_dir={config.run_dir}).", file=sys.stderr)
+        result.update(exit_code=EXIT_INTERRUPTED.get(signum, 130))
+        return result
+    final = history["epochs"][-1] if history["epochs"] else {}
+    result.update(final=final)
+    if chief:
+        paths = save_models(model, config.run_dir)
+        result.update(paths)
+        if val_ds is not None:
+            _, preds = trainer.evaluate(val_ds)
+            result.update(validation_predictions=preds)
+    trainer.flush()
+    _say(config, *final_words(config, result, model, trainer))
+    return result
+
+
+def save_models(model, run_dir: str) -> dict:
+    """model.keras (the whole SiameseModel) and encoder.keras (the tower)."""
+    model_path = os.path.join(run_dir, "model.keras")
+    encoder_path = os.path.join(run_dir, "encoder.keras")
+    model.save(model_path)
+    tower = keras.Sequential([model.encoder], name="encoder_model")
+    tower.save(encoder_path)
+    return {"model_path": model_path, "encoder_path": encoder_path}
+
+
+def final_words(config: Config, result: dict, model, trainer) -> list:
+    final = result.get("final", {})
+    branches = "2 branches (tied: one encoder)" if model.tied else \
+        "2 branches (untied: one encoder each)"
+    lines = [
+        "",
+        f"Parameters: {result['total_parameters']:,} total; encoder "
+        f"{result['encoder_parameters']:,}, counted once, called by {branches}",
+        "Final: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()
+                              if k != "epoch" and isinstance(v, float)),
+    ]
+    err = float(trainer.last_sum_error.numpy())
+    if err >= 0:
+        lines.append(f"Branch check: left + right = total, max relative error "
+                     f"{result['max_sum_error']:.1e} (last {err:.1e})")
+    lines.append(f"Finished {result['step']} steps in {result['seconds']:.1f} s")
+    lines.append(f"TensorBoard: tensorboard --logdir {config.run_dir}")
+    return lines
+
+
+def _clear_run(run_dir: str) -> None:
+    """--restart: drop the old checkpoints and event files, keep the folder."""
+    import shutil
+
+    for name in ("checkpoints", summaries.TRAIN, summaries.VALIDATION):
+        path = os.path.join(run_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+
+
+def _install_signal_handlers(stop: dict):
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, frame):
+        stop["signal"] = signum
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def _restore_signal_handlers(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def quiet_tensorflow() -> None:
+    """No TensorFlow log spam on the console (C++ logs are set by the entry
+    point through TF_CPP_MIN_LOG_LEVEL before TensorFlow is imported)."""
+    tf.get_logger().setLevel("ERROR")
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:  # pragma: no cover
+        pass
+    import warnings
+
+    warnings.filterwarnings("ignore", module="keras")
+    warnings.filterwarnings("ignore", module="tensorflow")
+
+
+def json_ready(result: dict) -> dict:
+    return {k: v for k, v in result.items()
+            if isinstance(v, (int, float, str, bool, dict, list, type(None)))}
+
+
+__all__ = ["run", "build", "RunResult", "UserError", "json_ready"]

@@ -1,0 +1,94 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from siamese_research import data as D
+from siamese_research import model as M
+from siamese_research import summaries
+from siamese_research.trainer import Trainer
+from conftest import tiny
+
+
+def _pairs(n, length, f=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return D.Pairs(rng.standard_normal((n, length, f)).astype("float32"),
+                   rng.standard_normal((n, length + 2, f)).astype("float32"),
+                   np.full(n, length), np.full(n, length + 2),
+                   rng.integers(0, 2, n).astype("float32"))
+
+
+def _trainer(tmp_path=None, **kw):
+    keras.utils.set_random_seed(0)
+    model = M.build_model(features=8, units=4)
+    writers = summaries.create_writers(str(tmp_path)) if tmp_path else None
+    return Trainer(model, loss_fn=keras.losses.BinaryCrossentropy(),
+                   optimizer=keras.optimizers.RMSprop(1e-3), writers=writers,
+                   verbose=0, log_every=1, histogram_every=2, grad_check_every=1, **kw)
+
+
+def test_variable_lengths_never_retrace(tmp_path):
+    trainer = _trainer(tmp_path)
+    trainer.set_input_spec(D.PairDataset(_pairs(4, 5), 4))
+    with trainer.writers["train"].as_default():
+        for length in (5, 9, 17):
+            batch = next(iter(D.PairDataset(_pairs(4, length), 4).epoch(0)))
+            trainer.train_step(batch)
+            trainer.eval_step(batch)
+    counts = trainer.tracing_count
+    assert counts["train_step"] == 1
+    assert counts["eval_step"] == 1
+    assert int(trainer.global_step.numpy()) == 3
+
+
+def test_multi_step_runs_exactly_n_steps_and_traces_once():
+    trainer = _trainer()
+    data = D.PairDataset(_pairs(40, 6), 4)  # 10 batches per epoch
+    trainer.set_input_spec(data)
+    it = iter(data.epoch(0))
+    trainer.train_steps(it, tf.constant(3))
+    assert int(trainer.global_step.numpy()) == 3
+    trainer.train_steps(it, tf.constant(5))
+    assert int(trainer.global_step.numpy()) == 8
+    it2 = iter(D.PairDataset(_pairs(40, 11, seed=1), 4).epoch(1))
+    trainer.train_steps(it2, tf.constant(2))
+    assert int(trainer.global_step.numpy()) == 10
+    assert trainer.tracing_count["train_steps"] == 1
+
+
+def test_fit_runs_epochs_times_steps_and_reports_validation():
+    trainer = _trainer()
+    train, val = D.PairDataset(_pairs(20, 6), 8), D.PairDataset(_pairs(8, 6, seed=3), 8)
+    history = trainer.fit(train, val, epochs=2)
+    assert int(trainer.global_step.numpy()) == 2 * 3  # ceil(20 / 8) = 3
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2]
+    for logs in history["epochs"]:
+        assert {"loss", "accuracy", "val_loss", "val_accuracy", "val_auc"} <= set(logs)
+        assert np.isfinite(logs["val_loss"])
+
+
+def test_fit_stops_on_request_mid_epoch():
+    trainer = _trainer(steps_per_execution=2)
+    train = D.PairDataset(_pairs(40, 6), 4)
+    calls = []
+    history = trainer.fit(train, epochs=3, on_progress=calls.append,
+                          should_stop=lambda: len(calls) >= 2)
+    assert history["interrupted"]
+    assert int(trainer.global_step.numpy()) == 4
+
+
+def test_epoch_order_is_a_function_of_seed_and_epoch():
+    a = D.epoch_order(50, seed=3, epoch=1)
+    b = D.epoch_order(50, seed=3, epoch=1)
+    c = D.epoch_order(50, seed=3, epoch=2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert sorted(a) == list(range(50))
+
+
+def test_batches_are_trimmed_to_their_longest_sequence():
+    pairs = D.Pairs(np.ones((4, 10, 2), "float32"), np.ones((4, 10, 2), "float32"),
+                    np.array([3, 5, 2, 4]), np.array([7, 1, 1, 1]),
+                    np.zeros(4, "float32"))
+    (left, right), _, _ = next(iter(D.PairDataset(pairs, 4, shuffle=False).epoch(0)))
+    assert left.shape == (4, 5, 2) and right.shape == (4, 7, 2)

@@ -1,0 +1,101 @@
+"""The real run, shrunk: run(config) into a temp folder, then read it back."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator as ea
+
+from siamese_research import training
+from conftest import tiny
+
+SCALARS = ["loss", "accuracy", "learning_rate", "samples_per_second",
+           "branch_gradients/left_norm", "branch_gradients/right_norm",
+           "branch_gradients/total_norm", "branch_gradients/cosine",
+           "branch_gradients/sum_error"]
+
+
+def read_tags(folder):
+    """{tag: [steps]} of every tensor summary (scalars, histograms, text)."""
+    acc = ea.EventAccumulator(folder, size_guidance={ea.TENSORS: 0})
+    acc.Reload()
+    return {tag: [e.step for e in acc.Tensors(tag)] for tag in acc.Tags()["tensors"]}, acc
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("run"))
+    # 36 train pairs / batch 8 = 5 steps per epoch, 2 epochs = 10 steps.
+    config = tiny(run_dir=run_dir)
+    return config, training.run(config, argv=["train.py", "--tiny"])
+
+
+def test_run_writes_the_run_folder(tiny_run):
+    config, result = tiny_run
+    assert result["exit_code"] == 0
+    assert result["step"] == 10
+    for name in ("train", "validation", "checkpoints", "config.json", "command.txt",
+                 "model.keras", "encoder.keras"):
+        assert os.path.exists(os.path.join(config.run_dir, name)), name
+    saved = json.load(open(os.path.join(config.run_dir, "config.json")))
+    assert saved == json.loads(config.to_json())
+
+
+def test_every_contract_tag_at_the_expected_steps(tiny_run):
+    config, result = tiny_run
+    tags, _ = read_tags(os.path.join(config.run_dir, "train"))
+    log_steps = [2, 4, 6, 8, 10]  # log_every=2
+    hist_steps = [4, 8]  # histogram_every=4
+    for tag in SCALARS:
+        assert tag in tags, tag
+    for tag in SCALARS[:3] + SCALARS[4:]:
+        assert tags[tag] == log_steps, (tag, tags[tag])
+    # samples_per_second: once per compiled call that crossed a log step.
+    assert set(tags["samples_per_second"]) <= set(log_steps)
+    assert tags["samples_per_second"]
+    import keras  # noqa: F401
+    from siamese_research import model as M
+    model = training.build(config, training.data_lib.load(config))[0]
+    for v in model.trainable_variables:
+        assert tags[f"weights/{v.path}"] == hist_steps, v.path
+    for v in M.encoder_variables(model):
+        for branch in ("left", "right", "total"):
+            assert tags[f"gradients/{branch}/{v.path}"] == hist_steps
+    assert "config" in tags and "model_summary" in tags
+    vtags, _ = read_tags(os.path.join(config.run_dir, "validation"))
+    for tag in ("loss", "accuracy", "auc"):
+        assert vtags[tag] == [5, 10], tag
+
+
+def test_sum_error_in_tensorboard_is_tiny(tiny_run):
+    config, _ = tiny_run
+    _, acc = read_tags(os.path.join(config.run_dir, "train"))
+    import tensorflow as tf
+    values = [float(tf.make_ndarray(e.tensor_proto))
+              for e in acc.Tensors("branch_gradients/sum_error")]
+    assert values and max(values) <= 1e-6
+
+
+def test_final_words(tiny_run, capsys):
+    config, result = tiny_run
+    assert result["total_parameters"] == result["encoder_parameters"] + 4 * 4 + 1
+    assert result["max_sum_error"] <= 1e-6
+    assert np.isfinite(result["final"]["val_loss"])
+
+
+def test_notebook_replay_shapes(tmp_path):
+    """--data=random --merge=concat is the notebook: 20,673 parameters, the
+    last 20% held out, 10-step sequences of 128 features."""
+    from siamese_research.config import Config
+
+    config = Config(data="random", merge="concat", num_samples=100, timesteps=10,
+                    epochs=1, batch_size=64, validation_split=0.2, verbose=0,
+                    run_dir=str(tmp_path / "nb"))
+    data = training.data_lib.load(config)
+    assert data.train.left.shape == (80, 10, 128)
+    assert data.validation.left.shape == (20, 10, 128)
+    result = training.run(config)
+    assert result["total_parameters"] == 20_673
+    assert result["encoder_parameters"] == 20_608
+    assert result["step"] == 2  # ceil(80 / 64)
