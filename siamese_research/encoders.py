@@ -139,6 +139,12 @@ class Conv1DEncoder(keras.layers.Layer):
                       for i in range(layers)]
         self.supports_masking = True
 
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for conv in self.convs:
+            conv.build(shape)
+            shape = shape[:-1] + (self.units,)
+
     def call(self, inputs, mask=None, training=None):
         x = inputs
         for conv in self.convs:
@@ -176,6 +182,15 @@ class TransformerEncoder(keras.layers.Layer):
                                       name="ff1")
         self.ff2 = keras.layers.Dense(units, name="ff2")
         self.supports_masking = True
+
+    def build(self, input_shape):
+        self.project.build(tuple(input_shape))
+        inner = tuple(input_shape)[:-1] + (self.units,)
+        self.norm1.build(inner)
+        self.attention.build(inner, inner)
+        self.norm2.build(inner)
+        self.ff1.build(inner)
+        self.ff2.build(inner[:-1] + (self.units * self.ff_multiplier,))
 
     def call(self, inputs, mask=None, training=None):
         x = self.project(inputs)
@@ -250,6 +265,14 @@ class SiameseTower(keras.layers.Layer):
         kwargs.setdefault("name", "encoder")
         super().__init__(**kwargs)
         if isinstance(core, dict):
+            # A user encoder given by import path: import its module so its
+            # register_keras_serializable decorator runs before lookup.
+            module = core.get("module") or ""
+            if module and not module.startswith(("keras", PACKAGE)):
+                try:
+                    importlib.import_module(module)
+                except ImportError:
+                    pass  # Keras then names the class it cannot find
             core = keras.saving.deserialize_keras_object(core)
         self.core = core
         self.vocab_size, self.features = vocab_size, features
@@ -260,6 +283,15 @@ class SiameseTower(keras.layers.Layer):
         else:
             self.embedding = None
             self.masking = keras.layers.Masking(0.0, name="masking")
+
+    def build(self, input_shape):
+        # One eager forward pass creates every variable of any core encoder,
+        # including user encoders without a build(); saved models reload
+        # through this too.
+        if self.embedding is not None:
+            self.call(ops.ones((1, 2), "int32"))
+        else:
+            self.call(ops.ones((1, 2, input_shape[-1])))
 
     def call(self, inputs, training=None):
         if self.embedding is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import keras
@@ -62,6 +61,13 @@ class SiameseModel(keras.Model):
         if self.head is None:
             return keras.ops.cast(merged, "float32")
         return self.head(merged, training=training)
+
+    def get_build_config(self):
+        return {"features": self.encoder.features, "vocab_size": self.encoder.vocab_size}
+
+    def build_from_config(self, config):
+        build_variables(self, features=config["features"],
+                        vocab_size=config.get("vocab_size", 0))
 
     def get_config(self):
         ser = keras.saving.serialize_keras_object
@@ -149,8 +155,12 @@ def parameter_table(model: SiameseModel) -> str:
     return "\n".join(rows)
 
 
-def describe(model: SiameseModel) -> dict:
-    return json.loads(json.dumps({
-        "total_parameters": count_params(model.trainable_variables),
-        "encoder_parameters": count_params(encoder_variables(model)),
-        "tied": model.tied}))
+def encoder_model(model: SiameseModel) -> keras.Model:
+    """The shared tower alone as a functional model (what encoder.keras holds):
+    sequences (batch, time, features) or token ids (batch, time) -> (batch, dim)."""
+    tower = model.encoder
+    if tower.vocab_size:
+        inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    else:
+        inputs = keras.Input(shape=(None, tower.features), name="sequence")
+    return keras.Model(inputs, tower(inputs), name="encoder_model")

@@ -199,8 +199,7 @@ def save_models(model, run_dir: str) -> dict:
     model_path = os.path.join(run_dir, "model.keras")
     encoder_path = os.path.join(run_dir, "encoder.keras")
     model.save(model_path)
-    tower = keras.Sequential([model.encoder], name="encoder_model")
-    tower.save(encoder_path)
+    model_lib.encoder_model(model).save(encoder_path)
     return {"model_path": model_path, "encoder_path": encoder_path}
 
 

@@ -1,0 +1,67 @@
+import keras
+import numpy as np
+import pytest
+
+from siamese_research import losses as L
+from siamese_research import merges as Mg
+from siamese_research.config import ConfigError
+
+U = np.random.default_rng(0).standard_normal((5, 6)).astype("float32")
+V = np.random.default_rng(1).standard_normal((5, 6)).astype("float32")
+
+
+@pytest.mark.parametrize("name", [n for n in Mg.available()
+                                  if Mg.get_merge_class(n).symmetric])
+def test_symmetric_merges_ignore_order(name):
+    merge = Mg.build_merge(name)
+    np.testing.assert_allclose(np.asarray(merge([U, V])), np.asarray(merge([V, U])),
+                               rtol=1e-6)
+
+
+def test_symmetric_set_is_what_we_claim():
+    sym = {n for n in Mg.available() if Mg.get_merge_class(n).symmetric}
+    assert sym == {"absdiff", "product", "cosine", "manhattan"}
+
+
+@pytest.mark.parametrize("name", ["concat", "concat_absdiff_product"])
+def test_concat_merges_are_order_dependent(name):
+    """Documented: [u, v] != [v, u]; the head sees which side is which."""
+    merge = Mg.build_merge(name)
+    assert not np.allclose(np.asarray(merge([U, V])), np.asarray(merge([V, U])))
+
+
+def test_merge_values():
+    u, v = np.array([[1.0, -2.0]], "float32"), np.array([[3.0, 1.0]], "float32")
+    np.testing.assert_allclose(Mg.build_merge("absdiff")([u, v]), [[2.0, 3.0]])
+    np.testing.assert_allclose(Mg.build_merge("product")([u, v]), [[3.0, -2.0]])
+    np.testing.assert_allclose(Mg.build_merge("manhattan")([u, v]), [[np.exp(-5.0)]],
+                               rtol=1e-6)
+    cos = (3.0 - 2.0) / (np.sqrt(5.0) * np.sqrt(10.0))
+    np.testing.assert_allclose(Mg.build_merge("cosine")([u, v]), [[(1 + cos) / 2]],
+                               rtol=1e-6)
+    np.testing.assert_allclose(Mg.build_merge("concat_absdiff_product")([u, v]),
+                               [[1, -2, 3, 1, 2, 3, 3, -2]])
+
+
+def test_contrastive_hand_computed_both_labels():
+    """Manhattan distance d = -log(s); margin 2:
+    y=1, d=0.5: 0.5 * 0.25 = 0.125;  y=0, d=0.5: 0.5 * 1.5^2 = 1.125;
+    y=0, d=3 (beyond the margin): 0."""
+    loss = L.build_loss("contrastive", merge="manhattan", margin=2.0)
+    s = np.exp(-np.array([[0.5], [0.5], [3.0]], "float32"))
+    y = np.array([1.0, 0.0, 0.0], "float32")
+    per = [float(loss(y[i:i + 1], s[i:i + 1])) for i in range(3)]
+    np.testing.assert_allclose(per, [0.125, 1.125, 0.0], atol=1e-6)
+    np.testing.assert_allclose(float(loss(y, s)), (0.125 + 1.125) / 3, atol=1e-6)
+
+
+def test_contrastive_needs_a_distance_merge():
+    with pytest.raises(ConfigError, match="needs a distance merge"):
+        L.build_loss("contrastive", merge="concat")
+
+
+def test_unknown_names():
+    with pytest.raises(ConfigError, match="available: absdiff"):
+        Mg.build_merge("nope")
+    with pytest.raises(ConfigError, match="available: bce, contrastive, mse"):
+        L.build_loss("nope", merge="concat")
