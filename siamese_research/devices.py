@@ -18,6 +18,10 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     device (the GPU when there is one, the CPU otherwise). mirrored with no
     GPU uses every logical CPU device (how it is tested on one machine).
     """
+    if name == "multi_worker":
+        # Before anything else touches TensorFlow's context (listing devices
+        # does): collectives must be configured at program start-up.
+        return tf.distribute.MultiWorkerMirroredStrategy()
     visible = gpus()
     if name == "auto":
         name = "mirrored" if len(visible) > 1 else "one_device"
@@ -29,8 +33,6 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
             return tf.distribute.MirroredStrategy()
         cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(cpus)
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     raise ConfigError("strategy", name, "expected auto, one_device, mirrored or "
                       "multi_worker")
 

@@ -74,20 +74,21 @@ class Trainer:
         self.scale_loss = scale_loss
         self.verbose = verbose
         self._gates = summaries.gate_slices(model) if gate_gradients else {}
-        first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+        # Bookkeeping variables are SyncOnRead: each replica updates its own
+        # copy inside the step (no cross-replica sync, so they may be updated
+        # under tf.cond), and a read outside the step takes the first
+        # replica's value, which every replica agrees on.
+        local = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
+                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         with self.strategy.scope():
-            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                           aggregation=first, name="global_step")
+            self.global_step = tf.Variable(0, dtype=tf.int64, name="global_step", **local)
             # Non-finite bookkeeping: how many, the first offending step and
             # which gradient (index into model.trainable_variables; -1 = loss).
-            self.nonfinite_count = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                               aggregation=first)
-            self.nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
-                                              aggregation=first)
-            self.nonfinite_index = tf.Variable(-2, dtype=tf.int64, trainable=False,
-                                               aggregation=first)
-            self.last_sum_error = tf.Variable(-1.0, trainable=False, aggregation=first)
-            self.max_sum_error = tf.Variable(0.0, trainable=False, aggregation=first)
+            self.nonfinite_count = tf.Variable(0, dtype=tf.int64, **local)
+            self.nonfinite_step = tf.Variable(-1, dtype=tf.int64, **local)
+            self.nonfinite_index = tf.Variable(-2, dtype=tf.int64, **local)
+            self.last_sum_error = tf.Variable(-1.0, **local)
+            self.max_sum_error = tf.Variable(0.0, **local)
             self.train_metrics = _metrics("")
             self.val_metrics = _metrics("val_")
             # keras #23085 (Keras 3.15): under a tf.distribute strategy the
@@ -153,17 +154,31 @@ class Trainer:
             # and lowers its scale; that is not a divergence.
             self.optimizer.apply_gradients(pairs)
             finite = tf.math.is_finite(bg.loss)
+        elif self.strategy.num_replicas_in_sync > 1:
+            # apply_gradients all-reduces across replicas, and a sync point
+            # cannot sit inside tf.cond in a replica context. So every replica
+            # agrees on `finite` first and a non-finite step applies zeros:
+            # SGD/RMSprop weights then stay put; momentum optimizers still
+            # take their momentum step (one replica: the step is skipped).
+            ctx = tf.distribute.get_replica_context()
+            bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                                 1.0 - tf.cast(finite, tf.float32))
+            finite = tf.equal(bad, 0.0)
+            self.optimizer.apply_gradients([(_zero_unless(finite, g), v) for g, v in pairs])
         else:
             tf.cond(finite, lambda: _apply(self.optimizer, pairs), lambda: tf.constant(False))
         self._record_nonfinite(step, finite, bg.loss, flags, pairs)
-        tf.cond(finite, lambda: self._update_metrics(self.train_metrics, bg.loss,
-                                                      label, bg.predictions, weight),
-                lambda: tf.constant(False))
+        # Keras 3 losses divide by num_replicas_in_sync (so the all-reduced sum
+        # of gradients is the global mean); metrics and logs want the replica's
+        # own mean loss back.
+        loss = bg.loss * self.strategy.num_replicas_in_sync
+        self._update_metrics(self.train_metrics, loss, label, bg.predictions, weight,
+                             valid=finite)
         self.global_step.assign_add(1)
         if self.writers is None:
             return
         summaries.when(tf.equal(step % self.log_every, 0), lambda: summaries.train_scalars(
-            step, loss=bg.loss, accuracy=self.train_metrics["accuracy"].result(),
+            step, loss=loss, accuracy=self.train_metrics["accuracy"].result(),
             learning_rate=self.optimizer.learning_rate))
         if not diagnose:
             return
@@ -225,16 +240,26 @@ class Trainer:
         (left, right), label, weight = batch
         pred = self.model((left, right), training=False)
         loss = self.loss_fn(label, pred, sample_weight=weight)
+        loss = loss * self.strategy.num_replicas_in_sync  # see _train_step
         self._update_metrics(self.val_metrics, loss, label, pred, weight)
         return tf.reshape(pred, [-1])
 
-    def _update_metrics(self, metrics, loss, label, pred, weight):
-        metrics["loss"].update_state(loss)
+    def _update_metrics(self, metrics, loss, label, pred, weight, valid=None):
+        # Metric updates sync across replicas, so they cannot sit under
+        # tf.cond: a non-finite step is masked by a zero weight instead.
         pred = tf.reshape(pred, [-1])
+        if valid is None:
+            metrics["loss"].update_state(loss)
+            ones = None
+        else:
+            w = tf.cast(valid, tf.float32)
+            loss = tf.where(valid, loss, tf.zeros_like(loss))
+            pred = tf.where(valid, pred, tf.zeros_like(pred))
+            metrics["loss"].update_state(loss, sample_weight=w)
+            ones = tf.fill(tf.shape(pred), w)
         hard = tf.cast(label >= 0.5, tf.float32)
-        metrics["accuracy"].update_state(hard, pred)
-        metrics["auc"].update_state(hard, pred)
-        return tf.constant(True)
+        metrics["accuracy"].update_state(hard, pred, sample_weight=ones)
+        metrics["auc"].update_state(hard, pred, sample_weight=ones)
 
     # -- the Python loop -------------------------------------------------------
     def fit(self, train: PairDataset, validation: Optional[PairDataset] = None, *,
@@ -292,7 +317,9 @@ class Trainer:
                 bar.update(done, values=self._values(self.train_metrics, ""))
                 if on_progress is not None:
                     on_progress(step)
-                if should_stop is not None and should_stop():
+                if done < spe and should_stop is not None and should_stop():
+                    # Mid-epoch: return now. At an epoch's end, validate and
+                    # finish the epoch first so no epoch-level summary is lost.
                     history["interrupted"] = True
                     self.flush()
                     return history
@@ -308,6 +335,9 @@ class Trainer:
             self.flush()
             if on_epoch_end is not None:
                 on_epoch_end(epoch, logs)
+            if should_stop is not None and should_stop() and epoch + 1 < epochs:
+                history["interrupted"] = True
+                return history
         return history
 
     def evaluate(self, data: PairDataset, step: Optional[int] = None):
@@ -376,6 +406,13 @@ def _metrics(prefix):
 def _apply(optimizer, pairs):
     optimizer.apply_gradients(pairs)
     return tf.constant(True)
+
+
+def _zero_unless(ok, g):
+    if isinstance(g, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.where(ok, g.values, tf.zeros_like(g.values)),
+                                g.indices, g.dense_shape)
+    return tf.where(ok, g, tf.zeros_like(g))
 
 
 def _values(g):

@@ -80,6 +80,9 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
       UserError: bad flags, data or checkpoint (before anything is written
         when it can be known up front).
     """
+    # First: MultiWorkerMirroredStrategy configures collectives, which must
+    # happen before anything initialises TensorFlow's eager context.
+    strategy = devices.make_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -87,7 +90,6 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
     resuming = not config.restart and ckpt_lib.has_checkpoint(config.run_dir)
     if resuming:
         ckpt_lib.check_compatible(config.run_dir, config)
-    strategy = devices.make_strategy(config.strategy)
     data = data_lib.load(config)
     model, loss_fn, optimizer = build(config, data, strategy)
     chief = devices.is_chief(strategy)
@@ -100,9 +102,18 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
     val_ds = (data_lib.PairDataset(data.validation, config.batch_size, shuffle=False)
               if data.validation is not None and len(data.validation) else None)
 
-    # From here on the run folder is written.
-    os.makedirs(config.run_dir, exist_ok=True)
-    if config.restart:
+    # From here on the run folder is written (by the chief only).
+    if chief:
+        try:
+            os.makedirs(config.run_dir, exist_ok=True)
+            probe = os.path.join(config.run_dir, ".write_test")
+            with open(probe, "w"):
+                pass
+            os.remove(probe)
+        except OSError as e:
+            raise ConfigError("run_dir", config.run_dir,
+                              f"cannot write there ({e.strerror})") from None
+    if config.restart and chief:
         _clear_run(config.run_dir)
     trainer = Trainer(model, loss_fn=loss_fn, optimizer=optimizer, strategy=strategy,
                       writers=None, steps_per_execution=config.steps_per_execution,
@@ -119,11 +130,12 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
     restored = checkpointer.restore_latest() if resuming else None
     writers = summaries.create_writers(config.run_dir) if chief else None
     trainer.writers = writers  # before the first trace, which reads it
-    with open(os.path.join(config.run_dir, "config.json"), "w") as f:
-        f.write(config.to_json() + "\n")
-    with open(os.path.join(config.run_dir, "command.txt"), "w") as f:
-        f.write(" ".join(argv if argv is not None else sys.argv) + "\n")
-    if data.vectorizer is not None:
+    if chief:
+        with open(os.path.join(config.run_dir, "config.json"), "w") as f:
+            f.write(config.to_json() + "\n")
+        with open(os.path.join(config.run_dir, "command.txt"), "w") as f:
+            f.write(" ".join(argv if argv is not None else sys.argv) + "\n")
+    if data.vectorizer is not None and chief:
         from siamese_research.data import files
         files.save_vectorizer(data.vectorizer, config.run_dir)
 
@@ -165,7 +177,7 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
     finally:
         _restore_signal_handlers(previous)
     seconds = time.perf_counter() - t0
-    result.update(history=history, seconds=seconds,
+    result.update(history=history, seconds=seconds, model=model,
                   step=int(trainer.global_step.numpy()),
                   tracing_count=trainer.tracing_count,
                   max_sum_error=float(trainer.max_sum_error.numpy()),
@@ -183,12 +195,12 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
         return result
     final = history["epochs"][-1] if history["epochs"] else {}
     result.update(final=final)
+    if val_ds is not None:
+        # Every worker runs it: the eval step's gather is a collective.
+        _, preds = trainer.evaluate(val_ds)
+        result.update(validation_predictions=preds)
     if chief:
-        paths = save_models(model, config.run_dir)
-        result.update(paths)
-        if val_ds is not None:
-            _, preds = trainer.evaluate(val_ds)
-            result.update(validation_predictions=preds)
+        result.update(save_models(model, config.run_dir))
     trainer.flush()
     _say(config, *final_words(config, result, model, trainer))
     return result

@@ -1,0 +1,80 @@
+"""Helper processes for tests/test_distribute.py (not a test module).
+
+    python tests/_distributed.py mirrored            # 2 logical CPUs vs 1
+    python tests/_distributed.py worker RUN_DIR      # one multi-worker process
+
+Each prints one JSON line on stdout.
+"""
+
+import json
+import sys
+
+import numpy as np
+
+import siamese_research  # noqa: F401  (quiet TensorFlow import)
+import tensorflow as tf
+
+
+def digest(variables):
+    return [float(np.sum(np.abs(v.numpy()))) for v in variables]
+
+
+def mirrored():
+    """One step on one device vs MirroredStrategy over 2 logical CPUs, same
+    global batch: loss, updated weights and the per-replica branch check."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+
+    from siamese_research import data as D
+    from siamese_research import model as M
+    from siamese_research import summaries
+    from siamese_research.trainer import Trainer
+
+    rng = np.random.default_rng(0)
+    n = 8
+    pairs = D.Pairs(rng.standard_normal((n, 5, 8)).astype("float32"),
+                    rng.standard_normal((n, 6, 8)).astype("float32"),
+                    np.full(n, 5), np.full(n, 6), rng.integers(0, 2, n).astype("float32"))
+    out = {}
+    for name, strategy in [("one", tf.distribute.OneDeviceStrategy("/cpu:0")),
+                           ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0",
+                                                                        "/cpu:1"]))]:
+        keras.utils.set_random_seed(1)
+        with strategy.scope():
+            model = M.build_model(features=8, units=4)
+            optimizer = keras.optimizers.RMSprop(0.01)
+        writers = summaries.create_writers(sys.argv[2] + "/" + name)
+        trainer = Trainer(model, loss_fn=keras.losses.BinaryCrossentropy(),
+                          optimizer=optimizer, strategy=strategy, writers=writers,
+                          verbose=0, log_every=1, grad_check_every=1)
+        data = D.PairDataset(pairs, n, shuffle=False)
+        trainer.set_input_spec(data)
+        iterator = iter(strategy.experimental_distribute_dataset(data.epoch(0)))
+        with writers["train"].as_default():
+            trainer.train_steps(iterator, tf.constant(1))
+        errors = strategy.experimental_local_results(trainer.last_sum_error)
+        out[name] = {"loss": float(trainer.train_metrics["loss"].result()),
+                     "weights": [v.numpy().tolist() for v in model.trainable_variables],
+                     "replicas": strategy.num_replicas_in_sync,
+                     "sum_errors": [float(e.numpy()) for e in errors]}
+    print(json.dumps(out))
+
+
+def worker():
+    from siamese_research import training
+    from siamese_research.config import Config
+
+    config = Config(strategy="multi_worker", num_samples=64, timesteps=6, features=8,
+                    units=4, batch_size=8, epochs=1, steps_per_execution=2, log_every=2,
+                    histogram_every=4, verbose=0, seed=3, run_dir=sys.argv[2])
+    result = training.run(config)
+    model = result["model"]
+    print(json.dumps({"step": result["step"], "exit_code": result["exit_code"],
+                      "weights": digest(model.trainable_variables),
+                      "loss": result["final"]["loss"]}))
+
+
+if __name__ == "__main__":
+    {"mirrored": mirrored, "worker": worker}[sys.argv[1]]()
