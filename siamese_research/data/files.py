@@ -1,0 +1,603 @@
+"""Pair files: `.csv`, `.tsv`, `.jsonl` (text pairs) and `.npz` (float pairs).
+
+Text files need a header (or, for `.jsonl`, one JSON object per line). The
+left, right and label columns default to the first two text columns and a
+column named `label`. Texts become token ids through a
+`keras.layers.TextVectorization` adapted on the training split only (0 =
+padding, right-padded, at most `max_length` tokens), which is saved with the
+run (`vectorizer.json`) so evaluation sees the same vocabulary.
+
+`.npz` files hold float arrays `left`, `right` (n, time, features) and `label`
+(n,), with optional `left_length` / `right_length`; steps past a row's length
+are zeroed, which is what the tower's Masking treats as padding.
+
+Every problem is a `DataError` naming the file and the line, row or column,
+raised before anything is returned (so before the run folder is created).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import zipfile
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from siamese_research.config import Config, DataError
+from siamese_research.data import PairData, Pairs, _apply_class_weight, split_last
+
+TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl")
+FLOAT_SUFFIXES = (".npz",)
+VECTORIZER_FILE = "vectorizer.json"
+DEFAULT_LABEL_COLUMN = "label"
+# The losses whose labels must be 0 or 1 (unless --label_range maps them).
+BINARY_LOSSES = ("bce", "contrastive")
+
+
+# -- public API ---------------------------------------------------------------
+def load(config: Config, vectorizer=None) -> PairData:
+    """Reads `config.data` (and `config.validation_data`) into a `PairData`.
+
+    Args:
+      config: the run's settings (data paths, columns, label range, split,
+        max_tokens, max_length, seed, strict, class_weight, features).
+      vectorizer: an already adapted `TextVectorization` to reuse (evaluation
+        re-creating a run's validation split); None adapts a new one on the
+        training split.
+
+    Returns:
+      A `PairData` whose `vectorizer` is the TextVectorization for text files
+      and None for `.npz` files.
+
+    Raises:
+      DataError: any problem with the files, one line naming file and row or
+        column.
+    """
+    kind = file_kind(config.data)
+    if config.validation_data is not None and \
+            file_kind(config.validation_data) != kind:
+        raise DataError(f"{config.validation_data}: a {kind} pair file is needed to "
+                        f"validate a run on {config.data}")
+    if kind == "npz":
+        return _load_npz_data(config)
+    return _load_text_data(config, vectorizer)
+
+
+def load_file(path: str, config: Config, vectorizer=None) -> Tuple[Pairs, int]:
+    """Reads one pair file, whole (no split), for evaluation.
+
+    Args:
+      path: a `.csv`, `.tsv`, `.jsonl` or `.npz` pair file.
+      config: supplies columns, label range, loss, max_length, features, strict.
+      vectorizer: the run's TextVectorization (required for text files).
+
+    Returns:
+      (pairs, skipped): the pairs and how many rows were skipped for an empty
+      text on one side.
+
+    Raises:
+      DataError: a bad file, or a text file without a vectorizer.
+    """
+    if file_kind(path) == "npz":
+        return _read_npz(path, config)
+    if vectorizer is None:
+        raise DataError(f"{path}: text pairs need the run's vectorizer "
+                        f"({VECTORIZER_FILE}), which this run does not have")
+    rows = read_text_rows(path, config)
+    return _vectorize(rows, vectorizer, config)
+
+
+def file_kind(path: str) -> str:
+    """'text' or 'npz' by suffix; DataError for anything else."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in TEXT_SUFFIXES:
+        return "text"
+    if suffix in FLOAT_SUFFIXES:
+        return "npz"
+    raise DataError(f"{path}: unknown pair file type '{suffix}'; expected "
+                    f"{', '.join(TEXT_SUFFIXES + FLOAT_SUFFIXES)}")
+
+
+def make_vectorizer(config: Config, texts: Sequence[str]):
+    """A `TextVectorization` adapted on `texts` (lowercase, strip punctuation,
+    split on whitespace; 0 = padding, 1 = out of vocabulary).
+
+    Args:
+      config: supplies `max_tokens` and `max_length`.
+      texts: the training texts (both sides) to build the vocabulary from.
+    """
+    import keras
+
+    layer = keras.layers.TextVectorization(
+        max_tokens=config.max_tokens, output_sequence_length=config.max_length)
+    layer.adapt(np.asarray(list(texts), dtype=object))
+    return layer
+
+
+def save_vectorizer(vectorizer, run_dir: str) -> str:
+    """Writes the vocabulary and settings to `run_dir/vectorizer.json`.
+
+    Args:
+      vectorizer: an adapted `keras.layers.TextVectorization`.
+      run_dir: the run folder (exists).
+
+    Returns:
+      The path written.
+    """
+    cfg = vectorizer.get_config()
+    state = {"vocabulary": [str(t) for t in vectorizer.get_vocabulary()],
+             "max_tokens": cfg.get("max_tokens"),
+             "output_sequence_length": cfg.get("output_sequence_length"),
+             "standardize": cfg.get("standardize"), "split": cfg.get("split")}
+    path = os.path.join(run_dir, VECTORIZER_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(state, f, ensure_ascii=False)
+    os.replace(tmp, path)  # never a half-written vocabulary
+    return path
+
+
+def load_vectorizer(run_dir: str):
+    """Rebuilds the run's `TextVectorization` from `run_dir/vectorizer.json`.
+
+    Returns:
+      The layer, or None when the run has no vectorizer (float pairs).
+
+    Raises:
+      DataError: the file exists but cannot be read.
+    """
+    import keras
+
+    path = os.path.join(run_dir, VECTORIZER_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+        vocab = list(state["vocabulary"])
+        # get_vocabulary() starts with the reserved padding "" and OOV "[UNK]";
+        # given back, Keras would add them again and shift every id by two.
+        while vocab and vocab[0] in ("", "[UNK]"):
+            vocab.pop(0)
+        return keras.layers.TextVectorization(
+            max_tokens=state.get("max_tokens"),
+            output_sequence_length=state.get("output_sequence_length"),
+            standardize=state.get("standardize") or "lower_and_strip_punctuation",
+            split=state.get("split") or "whitespace", vocabulary=vocab)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: unreadable vectorizer ({e})") from None
+
+
+# -- text files ---------------------------------------------------------------
+class TextRows:
+    """The left/right texts, labels and file line numbers of one text file."""
+
+    def __init__(self, path, left, right, label, lines, columns):
+        self.path, self.left, self.right = path, left, right
+        self.label, self.lines, self.columns = label, lines, columns
+
+    def __len__(self):
+        return len(self.label)
+
+    def take(self, index) -> "TextRows":
+        index = np.asarray(index, dtype=np.int64)
+        return TextRows(self.path, [self.left[i] for i in index],
+                        [self.right[i] for i in index], self.label[index],
+                        self.lines[index], self.columns)
+
+
+def read_table(path: str) -> Tuple[List[str], List[dict], List[int]]:
+    """Parses a `.csv`/`.tsv` (header + rows) or `.jsonl` (an object a line).
+
+    Returns:
+      (columns, rows, line numbers): rows are dicts column -> value (strings
+      for csv/tsv, JSON values for jsonl); line numbers are 1-based file lines.
+
+    Raises:
+      DataError: not UTF-8, an empty file, a header only, a malformed row.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            if path.lower().endswith(".jsonl"):
+                return _read_jsonl(path, f)
+            return _read_delimited(path, f)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _read_delimited(path, f):
+    delimiter = "\t" if path.lower().endswith(".tsv") else ","
+    reader = csv.reader(f, delimiter=delimiter)
+    try:
+        header = None
+        for header in reader:
+            if any(cell.strip() for cell in header):
+                break
+        else:
+            header = None
+        if header is None:
+            raise DataError(f"{path}: empty file (expected a header row naming the "
+                            f"columns, then one pair per row)")
+        header = [h.strip() for h in header]
+        if len(set(header)) != len(header):
+            dup = sorted({h for h in header if header.count(h) > 1})
+            raise DataError(f"{path}: header repeats column(s) {', '.join(dup)}")
+        rows, lines = [], []
+        last = reader.line_num
+        for record in reader:
+            start, last = last + 1, reader.line_num
+            if not record or not any(cell.strip() for cell in record):
+                continue  # blank line
+            if len(record) != len(header):
+                raise DataError(f"{path} line {start}: {len(record)} fields, the "
+                                f"header has {len(header)} ({', '.join(header)})")
+            rows.append(dict(zip(header, record)))
+            lines.append(start)
+    except csv.Error as e:
+        raise DataError(f"{path} line {reader.line_num}: {e}") from None
+    if not rows:
+        raise DataError(f"{path}: header only ({', '.join(header)}), no pairs")
+    return header, rows, lines
+
+
+def _read_jsonl(path, f):
+    columns, rows, lines = [], [], []
+    for number, line in enumerate(f, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path} line {number}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path} line {number}: expected a JSON object "
+                            f"{{\"column\": value, ...}}, got {type(obj).__name__}")
+        for key in obj:
+            if key not in columns:
+                columns.append(key)
+        rows.append(obj)
+        lines.append(number)
+    if not rows:
+        raise DataError(f"{path}: empty file (expected one JSON object per line)")
+    return columns, rows, lines
+
+
+def _is_number(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    if isinstance(value, str):
+        try:
+            float(value)
+            return True
+        except ValueError:
+            return False
+    return False
+
+
+def resolve_columns(path: str, columns: Sequence[str], rows: Sequence[dict],
+                    config: Config) -> Tuple[str, str, str]:
+    """The (left, right, label) columns: the flags, else the defaults.
+
+    Defaults: a column named `label`, and the first two text columns (a
+    column is text when some value in it is not a number).
+
+    Raises:
+      DataError: a named column is missing (the message lists the columns
+        that exist), or fewer than two text columns to default to.
+    """
+    listing = ", ".join(columns)
+
+    def need(name, flag):
+        if name not in columns:
+            raise DataError(f"{path}: no column '{name}' (--{flag}); the columns are "
+                            f"{listing}")
+        return name
+
+    label = need(config.label_column or DEFAULT_LABEL_COLUMN, "label_column")
+    left = need(config.left_column, "left_column") if config.left_column else None
+    right = need(config.right_column, "right_column") if config.right_column else None
+    if left is None or right is None:
+        taken = {label, left, right}
+        text = [c for c in columns if c not in taken and any(
+            not _is_number(r.get(c)) for r in rows if r.get(c) not in (None, ""))]
+        if left is None:
+            if not text:
+                raise DataError(f"{path}: no text column for the left side; pass "
+                                f"--left_column (the columns are {listing})")
+            left = text.pop(0)
+        if right is None:
+            if not text:
+                raise DataError(f"{path}: no second text column for the right side; "
+                                f"pass --right_column (the columns are {listing})")
+            right = text.pop(0)
+    if len({left, right, label}) < 3:
+        raise DataError(f"{path}: left, right and label columns must differ "
+                        f"(got {left}, {right}, {label})")
+    return left, right, label
+
+
+def parse_labels(path: str, values: Sequence, where: Sequence[str],
+                 config: Config) -> np.ndarray:
+    """Turns raw label values into float32 targets in [0, 1].
+
+    Args:
+      path: the file (for messages).
+      values: one raw value per row.
+      where: per row, how to name it in a message ("line 7", "row 3").
+      config: `loss` and `label_range` decide what is allowed.
+
+    Raises:
+      DataError: the first value that is not a number, not 0/1 for a binary
+        loss, or outside `--label_range` / [0, 1].
+    """
+    bounds = config.label_bounds
+    out = np.empty(len(values), np.float32)
+    for i, value in enumerate(values):
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            x = math.nan
+        if not math.isfinite(x):
+            raise DataError(f"{path} {where[i]}: label {value!r} is not a number")
+        if bounds is not None:
+            lo, hi = bounds
+            if not lo <= x <= hi:
+                raise DataError(f"{path} {where[i]}: label {value!r} is outside "
+                                f"--label_range={config.label_range}")
+            x = (x - lo) / (hi - lo)
+        elif config.loss in BINARY_LOSSES:
+            if x not in (0.0, 1.0):
+                raise DataError(f"{path} {where[i]}: label {value!r} is not 0 or 1, as "
+                                f"--loss={config.loss} needs (graded labels: "
+                                f"--label_range=lo,hi --loss=mse)")
+        elif not 0.0 <= x <= 1.0:
+            raise DataError(f"{path} {where[i]}: label {value!r} is outside [0, 1]; "
+                            f"map graded labels with --label_range=lo,hi")
+        out[i] = x
+    return out
+
+
+def read_text_rows(path: str, config: Config) -> TextRows:
+    """Reads a text pair file into texts, labels and line numbers.
+
+    Raises:
+      DataError: see `read_table`, `resolve_columns`, `parse_labels`.
+    """
+    columns, rows, lines = read_table(path)
+    left_col, right_col, label_col = resolve_columns(path, columns, rows, config)
+    for row, line in zip(rows, lines):
+        for col in (left_col, right_col, label_col):
+            if col not in row:  # only .jsonl rows can lack a key
+                raise DataError(f"{path} line {line}: no key '{col}'")
+
+    def text(v):
+        return "" if v is None else v if isinstance(v, str) else str(v)
+
+    left = [text(r[left_col]) for r in rows]
+    right = [text(r[right_col]) for r in rows]
+    label = parse_labels(path, [r[label_col] for r in rows],
+                         [f"line {n}" for n in lines], config)
+    return TextRows(path, left, right, label, np.asarray(lines, np.int64),
+                    (left_col, right_col, label_col))
+
+
+def _vectorize(rows: TextRows, vectorizer, config: Config) -> Tuple[Pairs, int]:
+    """Token ids for both sides; drops (or, strict, refuses) empty texts."""
+    left = _ids(vectorizer, rows.left)
+    right = _ids(vectorizer, rows.right)
+    left_len = np.count_nonzero(left, axis=1).astype(np.int32)
+    right_len = np.count_nonzero(right, axis=1).astype(np.int32)
+    # A text with no words after lowercasing and stripping punctuation gives
+    # zero tokens: its encoding would be all padding, so it is not a pair.
+    empty = (left_len == 0) | (right_len == 0)
+    if empty.any():
+        i = int(np.argmax(empty))
+        if config.strict:
+            col = rows.columns[0] if left_len[i] == 0 else rows.columns[1]
+            raise DataError(f"{rows.path} line {rows.lines[i]}: empty text in column "
+                            f"'{col}' (--strict; without it such pairs are skipped)")
+    keep = np.flatnonzero(~empty)
+    pairs = Pairs(left[keep], right[keep], left_len[keep], right_len[keep],
+                  rows.label[keep], [rows.left[i] for i in keep],
+                  [rows.right[i] for i in keep])
+    return pairs, int(empty.sum())
+
+
+def _ids(vectorizer, texts: Sequence[str]) -> np.ndarray:
+    if not len(texts):
+        return np.zeros((0, 1), np.int32)
+    out = vectorizer(np.asarray(list(texts), dtype=object))
+    return np.asarray(out).astype(np.int32)
+
+
+def split_by_group(keys: Sequence[str], fraction: float, seed: int):
+    """Holds out whole groups (rows sharing a key) for validation.
+
+    Groups are taken in a seeded random order until at least
+    `round(fraction * n)` rows are held out, so no key is on both sides.
+
+    Returns:
+      (train index, validation index), each in file order.
+    """
+    n = len(keys)
+    target = int(round(n * fraction))
+    groups = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    names = list(groups)
+    order = np.random.default_rng(seed).permutation(len(names))
+    held = []
+    for g in order:
+        if len(held) >= target:
+            break
+        held.extend(groups[names[g]])
+    held_set = set(held)
+    train = np.array([i for i in range(n) if i not in held_set], np.int64)
+    return train, np.array(sorted(held), np.int64)
+
+
+def _load_text_data(config: Config, vectorizer=None) -> PairData:
+    rows = read_text_rows(config.data, config)
+    split_note = ""
+    if config.validation_data is not None:
+        train_rows = rows
+        val_rows = read_text_rows(config.validation_data, config)
+        split_note = f"validation: {config.validation_data}"
+    elif config.validation_split > 0:
+        keys = [t.strip() for t in rows.left]
+        if len(set(keys)) < len(keys):
+            train_idx, val_idx = split_by_group(keys, config.validation_split,
+                                                config.seed)
+            n_groups = len({keys[i] for i in val_idx})
+            split_note = (f"{len(val_idx)} pairs of {n_groups} left texts held out "
+                          f"(split by left text, seed {config.seed})")
+        else:
+            n_val = int(round(len(rows) * config.validation_split))
+            train_idx = np.arange(len(rows) - n_val)
+            val_idx = np.arange(len(rows) - n_val, len(rows))
+            split_note = f"the last {n_val} pairs held out"
+        if len(train_idx) == 0:
+            raise DataError(f"{config.data}: --validation_split="
+                            f"{config.validation_split} leaves no training pairs out "
+                            f"of {len(rows)}")
+        train_rows = rows.take(train_idx)
+        val_rows = rows.take(val_idx) if len(val_idx) else None
+    else:
+        train_rows, val_rows = rows, None
+    if vectorizer is None:
+        vectorizer = make_vectorizer(config, train_rows.left + train_rows.right)
+    train, skipped = _vectorize(train_rows, vectorizer, config)
+    validation = None
+    if val_rows is not None:
+        validation, val_skipped = _vectorize(val_rows, vectorizer, config)
+        skipped += val_skipped
+        if not len(validation):
+            validation = None
+    if not len(train):
+        raise DataError(f"{config.data}: no training pairs left after skipping "
+                        f"{skipped} with an empty text")
+    _apply_class_weight(train, config.class_weight)
+    left_col, right_col, label_col = rows.columns
+    desc = (f"{config.data}: text pairs {left_col!r} / {right_col!r}, label "
+            f"{label_col!r}; vocabulary {vectorizer.vocabulary_size():,} from the "
+            f"training split; {split_note or 'no validation'}")
+    if skipped:
+        desc += f"; skipped {skipped} pairs with an empty text"
+    positives = float(np.mean(train.label >= 0.5))
+    desc += f"; {positives:.1%} positive"
+    return PairData(train, validation, vectorizer, desc)
+
+
+# -- .npz float pairs -----------------------------------------------------------
+def _read_npz(path: str, config: Config) -> Tuple[Pairs, int]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        # ValueError: pickled object arrays, which are refused (no code runs).
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    names = ", ".join(sorted(arrays)) or "none"
+    for key in ("left", "right", "label"):
+        if key not in arrays:
+            raise DataError(f"{path}: no array '{key}'; it has {names} (needs left, "
+                            f"right, label; optional left_length, right_length)")
+    left, right, label = arrays["left"], arrays["right"], arrays["label"]
+    for name, a in (("left", left), ("right", right)):
+        if a.ndim != 3 or not np.issubdtype(a.dtype, np.number):
+            raise DataError(f"{path}: '{name}' must be numbers shaped (pairs, time, "
+                            f"features), got {a.dtype} {a.shape}")
+    if label.ndim != 1 or len(label) == 0:
+        raise DataError(f"{path}: 'label' must be a non-empty vector (pairs,), "
+                        f"got shape {label.shape}")
+    n = len(label)
+    if len(left) != n or len(right) != n:
+        raise DataError(f"{path}: left has {len(left)} rows, right {len(right)}, "
+                        f"label {n}; they must match")
+    if left.shape[2] != right.shape[2]:
+        raise DataError(f"{path}: left has {left.shape[2]} features per step, right "
+                        f"{right.shape[2]}; both sides must have the same size")
+    if left.shape[2] != config.features:
+        raise DataError(f"{path}: pairs have {left.shape[2]} features per step, the "
+                        f"model expects --features={config.features}; pass "
+                        f"--features={left.shape[2]}")
+    for name, a in (("left", left), ("right", right)):
+        bad = ~np.isfinite(a).all(axis=(1, 2))
+        if bad.any():
+            raise DataError(f"{path}: '{name}' row {int(np.argmax(bad))} holds a "
+                            f"non-finite number (NaN or inf)")
+    if not np.issubdtype(label.dtype, np.number):
+        raise DataError(f"{path}: 'label' must be numbers, got {label.dtype}")
+    label = parse_labels(path, label.tolist(), [f"row {i}" for i in range(n)], config)
+    lengths = []
+    for name, a in (("left", left), ("right", right)):
+        key = f"{name}_length"
+        if key in arrays:
+            length = arrays[key]
+            if length.shape != (n,) or not np.issubdtype(length.dtype, np.integer):
+                raise DataError(f"{path}: '{key}' must be integers shaped ({n},), got "
+                                f"{length.dtype} {length.shape}")
+            bad = (length < 0) | (length > a.shape[1])
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise DataError(f"{path}: '{key}' row {i} is {int(length[i])}, outside "
+                                f"0..{a.shape[1]} steps")
+        else:
+            # Right padding: the length is up to the last step with any non-zero.
+            nonzero = np.any(a != 0, axis=2)
+            last = a.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)
+            length = np.where(nonzero.any(axis=1), last, 0)
+        lengths.append(length.astype(np.int32))
+    left_len, right_len = lengths
+    steps = np.arange(left.shape[1])
+    left = np.where(steps[None, :, None] < left_len[:, None, None], left, 0)
+    steps = np.arange(right.shape[1])
+    right = np.where(steps[None, :, None] < right_len[:, None, None], right, 0)
+    empty = (left_len == 0) | (right_len == 0)
+    if empty.any() and config.strict:
+        i = int(np.argmax(empty))
+        side = "left" if left_len[i] == 0 else "right"
+        raise DataError(f"{path}: row {i} has an empty {side} sequence (--strict; "
+                        f"without it such pairs are skipped)")
+    keep = np.flatnonzero(~empty)
+    pairs = Pairs(left[keep].astype(np.float32), right[keep].astype(np.float32),
+                  left_len[keep], right_len[keep], label[keep])
+    return pairs, int(empty.sum())
+
+
+def _load_npz_data(config: Config) -> PairData:
+    pairs, skipped = _read_npz(config.data, config)
+    if config.validation_data is not None:
+        train = pairs
+        validation, val_skipped = _read_npz(config.validation_data, config)
+        skipped += val_skipped
+        note = f"validation: {config.validation_data}"
+    else:
+        if not len(pairs):
+            train, validation = pairs, None
+        else:
+            train, validation = split_last(pairs, config.validation_split)
+        note = (f"the last {len(validation)} pairs held out" if validation is not None
+                else "no validation")
+    if validation is not None and not len(validation):
+        validation = None
+    if not len(train):
+        raise DataError(f"{config.data}: no training pairs left after skipping "
+                        f"{skipped} with an empty sequence")
+    _apply_class_weight(train, config.class_weight)
+    desc = (f"{config.data}: float pairs, {train.left.shape[2]} features per step; "
+            f"{note}")
+    if skipped:
+        desc += f"; skipped {skipped} pairs with an empty sequence"
+    return PairData(train, validation, None, desc)
+
+
+__all__ = ["load", "load_file", "save_vectorizer", "load_vectorizer", "read_table",
+           "read_text_rows", "resolve_columns", "parse_labels", "split_by_group",
+           "make_vectorizer", "file_kind"]

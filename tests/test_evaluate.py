@@ -1,0 +1,189 @@
+"""Evaluation: metric functions against hand-computed values, and the CLI."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, SHARED_DATA, run_train, tiny
+from siamese_research import evaluate as ev
+
+
+# -- metrics, by hand ---------------------------------------------------------------
+def test_accuracy_and_f1():
+    labels, scores = [1, 0, 1, 0], [0.9, 0.4, 0.3, 0.6]
+    assert ev.accuracy(labels, scores) == 0.5  # right on rows 0 and 1
+    assert ev.accuracy(labels, scores, threshold=0.25) == 0.5
+    assert ev.accuracy(labels, scores, threshold=0.65) == 0.75
+    # t=0.5: tp=1 (0.9), fp=1 (0.6), fn=1 (0.3): 2 / (2 + 1 + 1).
+    assert ev.f1_score(labels, scores) == 0.5
+
+
+def test_best_threshold():
+    # Separable: the cut is the midpoint between 0.2 and 0.6.
+    assert ev.best_threshold([0, 0, 1, 1], [0.1, 0.2, 0.6, 0.7]) == pytest.approx(0.4)
+    # Accuracy 3/4 at 0.15 and at 0.35: the one nearer 0.5 wins.
+    assert ev.best_threshold([0, 1, 0, 1], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.35)
+    # All negative: the best cut is above every score.
+    assert ev.best_threshold([0, 0], [0.6, 0.8]) > 0.8
+
+
+def test_rankdata_roc_auc_and_average_precision():
+    np.testing.assert_array_equal(ev.rankdata([3, 1, 3]), [2.5, 1.0, 2.5])
+    # Positive-negative pairs: 0.9>0.6, 0.9>0.1, 0.3<0.6, 0.3>0.1 -> 3/4.
+    assert ev.roc_auc([1, 1, 0, 0], [0.9, 0.3, 0.6, 0.1]) == 0.75
+    assert ev.roc_auc([1, 0], [0.5, 0.5]) == 0.5  # a tie is half right
+    assert math.isnan(ev.roc_auc([1, 1], [0.2, 0.3]))
+    # Ranked pos, neg, pos: recall 1/2 at precision 1, then 1/2 at 2/3.
+    assert ev.average_precision([1, 0, 1], [0.9, 0.8, 0.7]) == pytest.approx(5 / 6)
+    # A tie block is one step: pos and neg tied at the top -> 1/2 x 1/2 ...
+    assert ev.average_precision([1, 0, 1], [0.9, 0.9, 0.1]) == pytest.approx(
+        0.5 * 0.5 + 0.5 * 2 / 3)
+
+
+def test_ranking_metrics_per_group():
+    groups = ["a", "a", "a", "b", "b", "b", "c", "c"]
+    labels = [0, 1, 0, 1, 1, 0, 1, 1]
+    scores = [.9, .8, .1, .2, .9, .5, .3, .4]
+    got = ev.ranking_metrics(groups, labels, scores)
+    # a: positive at rank 2 -> AP 1/2, RR 1/2. b: ranks 1 and 3 -> AP
+    # (1 + 2/3) / 2, RR 1. c: all positive, not scored.
+    assert got["groups_scored"] == 2
+    assert got["map"] == pytest.approx((0.5 + 5 / 6) / 2)
+    assert got["mrr"] == pytest.approx(0.75)
+    # Ties rank the negative first: a constant score earns no credit.
+    tie = ev.ranking_metrics(["q", "q"], [1, 0], [0.5, 0.5])
+    assert tie["map"] == 0.5 and tie["mrr"] == 0.5
+    assert ev.ranking_metrics(["q"], [1], [0.5])["groups_scored"] == 0
+
+
+def test_correlations():
+    x = [1, 2, 3, 4]
+    # Deviations (-1.5, -.5, .5, 1.5) and (-1.5, .5, -.5, 1.5): 4 / 5.
+    assert ev.pearson(x, [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert ev.spearman(x, [1, 9, 4, 16]) == pytest.approx(0.8)  # same ranks
+    assert ev.pearson(x, [1, 9, 4, 16]) != pytest.approx(0.8)
+    assert math.isnan(ev.pearson(x, [2, 2, 2, 2]))
+
+
+def test_overlap_baseline():
+    idf = {"cat": 2.0, "sat": 1.0, "the": 0.1}
+    # Left words {cat, sat} (case and punctuation dropped); 'cat' matches.
+    np.testing.assert_allclose(ev.overlap_scores(["Cat, sat!"], ["the cat"], idf),
+                               [2 / 3])
+    table = ev.idf_table(["a b", "a", "a b"])  # distinct texts: "a b", "a"
+    assert table == {"a": 0.0, "b": pytest.approx(math.log(2))}
+
+
+def test_compute_metrics_keys():
+    binary = ev.compute_metrics([1, 0, 1, 0], [.9, .2, .6, .7], groups=list("aabb"),
+                                threshold=0.65)
+    assert binary["accuracy"] == 0.75 and binary["accuracy_best_threshold"] == 0.5
+    assert binary["map"] == 0.75 and binary["groups_scored"] == 2
+    graded = ev.compute_metrics([0, .5, 1], [.1, .4, .8], graded=True)
+    assert set(graded) == {"pairs", "pearson", "spearman"}
+    assert graded["spearman"] == pytest.approx(1.0)
+
+
+# -- the command line, on a tiny trained run -------------------------------------
+def write_qa(path, questions=6):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["q", "label", "a"])
+        for i in range(questions):
+            w.writerow([f"what is thing{i}?", 1, f"thing{i} is a thing, surely"])
+            w.writerow([f"what is thing{i}?", 0, "nothing to see"])
+            w.writerow([f"what is thing{i}?", 0, f"other{i} words"])
+    return str(path)
+
+
+def evaluate_cli(*args):
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return subprocess.run([sys.executable, "-m", "siamese_research.evaluate", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from siamese_research import training
+
+    tmp = tmp_path_factory.mktemp("eval")
+    data = write_qa(tmp / "train.csv")
+    run_dir = tmp / "run"
+    config = tiny(data=data, run_dir=str(run_dir), epochs=1, batch_size=4,
+                  validation_split=0.34, max_tokens=50, max_length=8)
+    assert training.run(config)["exit_code"] == 0
+    return run_dir, write_qa(tmp / "dev.csv", questions=4)
+
+
+def test_cli_writes_json_tensorboard_and_matches_the_library(trained_run):
+    run_dir, dev = trained_run
+    proc = evaluate_cli(f"--run_dir={run_dir}", f"--data={dev}", "--baseline=overlap")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # no TensorFlow log lines
+    assert "groups_scored" in proc.stdout and "overlap" in proc.stdout
+    model = json.loads((run_dir / "eval_dev.json").read_text())
+    base = json.loads((run_dir / "eval_dev_overlap.json").read_text())
+    for key in ("accuracy", "accuracy_best_threshold", "threshold", "f1", "roc_auc",
+                "average_precision", "map", "mrr", "groups_scored"):
+        assert key in model, key
+    assert model["groups_scored"] == 4 and model["pairs"] == 12
+    assert "pearson" not in model
+    # The answer repeats the question's rare word: overlap ranks it first.
+    assert base["map"] == 1.0 and base["mrr"] == 1.0
+    # The CLI's numbers are the library's.
+    again = ev.evaluate_run(str(run_dir), dev)
+    assert again["model"]["map"] == pytest.approx(model["map"])
+    assert again["model"]["threshold"] == pytest.approx(model["threshold"])
+    events = os.listdir(run_dir / "eval_dev")
+    assert any(name.startswith("events.out.tfevents") for name in events)
+    assert os.listdir(run_dir / "eval_dev_overlap")
+
+
+def test_resuming_with_another_feature_size_is_refused(trained_run, tmp_path):
+    run_dir, dev = trained_run
+    before = sorted(os.listdir(run_dir / "checkpoints"))
+    proc = run_train(f"--data={dev}", "--features=6", "--units=4", "--epochs=2",
+                     "--max_tokens=50", "--max_length=8", f"--run_dir={run_dir}",
+                     timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "features=8 in the checkpoint, 6 now" in lines[0], lines
+    assert "Traceback" not in proc.stderr
+    assert sorted(os.listdir(run_dir / "checkpoints")) == before
+
+
+@pytest.mark.parametrize("case", ["no_run", "wrong_kind", "bad_column"])
+def test_cli_bad_input_is_one_line_exit_2(trained_run, tmp_path, case):
+    run_dir, dev = trained_run
+    npz = tmp_path / "x.npz"
+    np.savez(npz, left=np.ones((2, 3, 8)), right=np.ones((2, 3, 8)), label=[0, 1])
+    args = {"no_run": ([f"--run_dir={tmp_path / 'nope'}", f"--data={dev}"], "nope"),
+            "wrong_kind": ([f"--run_dir={run_dir}", f"--data={npz}"], "text pairs"),
+            "bad_column": ([f"--run_dir={run_dir}", f"--data={dev}",
+                            "--left_column=zzz"], "no column 'zzz'")}[case]
+    proc = evaluate_cli(*args[0])
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and args[1] in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_overlap_baseline_on_trecqa_dev():
+    path = os.path.join(SHARED_DATA, "trecqa", "dev.csv")
+    if not os.path.exists(path):
+        pytest.skip(f"TREC QA data not found at {path} (only in the shared workspace)")
+    from siamese_research.data import files
+
+    rows = files.read_text_rows(path, tiny(data=path))
+    scores = ev.overlap_scores(rows.left, rows.right)
+    got = ev.ranking_metrics([t.strip() for t in rows.left], rows.label, scores)
+    # docs/results.md reports these (81 questions, 65 with both kinds).
+    assert got["groups_scored"] == 65
+    assert got["map"] == pytest.approx(0.7170, abs=5e-4)

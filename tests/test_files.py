@@ -1,0 +1,248 @@
+"""Pair files: csv/tsv/jsonl text pairs, npz float pairs, and their bad inputs."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA, run_train, tiny
+from siamese_research.config import DataError
+from siamese_research.data import files
+
+QUESTIONS = ["who wrote alpha, the book?", "where is bravo?", "when did charlie end?",
+             "what is délta?"]
+MARKERS = ["alpha", "bravo", "charlie", "délta"]
+
+
+def qa_rows():
+    """4 questions x 3 candidates; the first candidate answers (label 1).
+
+    Each group's answers carry the group's own marker word, so a held-out
+    group's marker is out of the training vocabulary.
+    """
+    rows = []
+    for q, m in zip(QUESTIONS, MARKERS):
+        rows.append({"question": q, "label": 1, "answer": f"{m} was written, in 1990"})
+        rows.append({"question": q, "label": 0, "answer": f"nothing about {m} here"})
+        rows.append({"question": q, "label": 0, "answer": "the weather is fine"})
+    return rows
+
+
+def write_csv(path, rows, columns=("question", "label", "answer"), delimiter=","):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter=delimiter)
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([r[c] for c in columns])
+    return str(path)
+
+
+def write_jsonl(path, rows):
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return str(path)
+
+
+def text_config(path, **overrides):
+    base = dict(data=str(path), max_tokens=100, max_length=12, validation_split=0.25)
+    base.update(overrides)
+    return tiny(**base)
+
+
+def test_csv_defaults_quoted_utf8_and_split_by_left_text(tmp_path):
+    path = write_csv(tmp_path / "qa.csv", qa_rows())
+    data = files.load(text_config(path))
+    train, val = data.train, data.validation
+    # Defaults: the first two text columns, and 'label'.
+    assert "'question' / 'answer', label 'label'" in data.description
+    # The quoted comma and the UTF-8 letter survive the parser.
+    assert "who wrote alpha, the book?" in train.left_text + val.left_text
+    assert "what is délta?" in train.left_text + val.left_text
+    # 0.25 of 12 rows = one whole question held out, never on both sides.
+    assert len(val) == 3 and len(train) == 9
+    assert len(set(val.left_text)) == 1
+    assert not set(val.left_text) & set(train.left_text)
+    # Token ids: int32, right-padded, lengths = non-pad tokens.
+    assert train.left.dtype == np.int32 and train.left.shape[1] == 12
+    np.testing.assert_array_equal(train.left_length, np.count_nonzero(train.left, 1))
+    for row, n in zip(train.right, train.right_length):
+        assert (row[:n] > 0).all() and (row[n:] == 0).all()
+    # The vocabulary comes from the training split only.
+    vocab = data.vectorizer.get_vocabulary()
+    held_marker = MARKERS[QUESTIONS.index(val.left_text[0])]
+    assert held_marker not in vocab
+    assert 1 in val.right[0]  # the marker is out of vocabulary (id 1)
+    for m in MARKERS:
+        if m != held_marker:
+            assert m in vocab
+
+
+def test_split_is_deterministic_per_seed(tmp_path):
+    rows = [dict(r, question=f"{r['question']} {k}") for k in range(3) for r in qa_rows()]
+    path = write_csv(tmp_path / "qa.csv", rows)
+    held = {seed: tuple(sorted(set(files.load(text_config(path, seed=seed))
+                                   .validation.left_text))) for seed in (1, 2, 3)}
+    assert held[1] == tuple(sorted(set(files.load(text_config(path, seed=1))
+                                       .validation.left_text)))
+    assert len(set(held.values())) > 1  # the seed chooses the held-out questions
+
+
+def test_unique_left_texts_hold_out_the_last_rows(tmp_path):
+    rows = [dict(r, question=f"q{i} {r['question']}") for i, r in enumerate(qa_rows())]
+    data = files.load(text_config(write_csv(tmp_path / "u.csv", rows)))
+    assert data.validation.left_text == [r["question"] for r in rows[-3:]]
+
+
+def test_tsv_and_jsonl_give_the_same_pairs_as_csv(tmp_path):
+    rows = qa_rows()
+    ref = files.load(text_config(write_csv(tmp_path / "a.csv", rows)))
+    for path in (write_csv(tmp_path / "a.tsv", rows, delimiter="\t"),
+                 write_jsonl(tmp_path / "a.jsonl", rows)):
+        got = files.load(text_config(path))
+        np.testing.assert_array_equal(got.train.left, ref.train.left)
+        np.testing.assert_array_equal(got.train.right, ref.train.right)
+        np.testing.assert_array_equal(got.validation.label, ref.validation.label)
+
+
+def test_named_columns_label_range_and_class_weight(tmp_path):
+    rows = [{"score": s, "b": f"text {i}", "a": f"other {i}", "id": i}
+            for i, s in enumerate([1, 5, 3, 2, 4, 1, 5, 3])]
+    path = write_csv(tmp_path / "g.csv", rows, columns=("id", "a", "score", "b"))
+    data = files.load(text_config(path, left_column="b", right_column="a",
+                                  label_column="score", label_range="1,5", loss="mse",
+                                  validation_split=0.0))
+    np.testing.assert_allclose(data.train.label, [0, 1, .5, .25, .75, 0, 1, .5])
+    assert data.train.left_text[0] == "text 0"  # 'id' (numbers) is not text
+    assert data.validation is None
+
+    binary = files.load(text_config(write_csv(tmp_path / "qa.csv", qa_rows()),
+                                    class_weight="balanced", validation_split=0.0))
+    # 12 pairs, 4 positive: n / (2 n_class) = 1.5 and 0.75.
+    np.testing.assert_allclose(np.unique(binary.train.weight), [0.75, 1.5])
+    assert binary.train.weight[0] == 1.5
+
+
+def test_empty_text_skipped_and_counted_or_strict_error(tmp_path):
+    rows = qa_rows()
+    rows[4]["answer"] = "   "
+    rows[7]["answer"] = "?!"  # no words after stripping punctuation
+    path = write_csv(tmp_path / "e.csv", rows)
+    data = files.load(text_config(path, validation_split=0.0))
+    assert len(data.train) == 10
+    assert "skipped 2 pairs with an empty text" in data.description
+    with pytest.raises(DataError, match=r"e\.csv line 6: empty text in column 'answer'"):
+        files.load(text_config(path, strict=True))
+
+
+def test_validation_data_file(tmp_path):
+    rows = qa_rows()
+    train = write_csv(tmp_path / "t.csv", rows[:9])
+    val = write_jsonl(tmp_path / "v.jsonl", rows[9:])
+    data = files.load(text_config(train, validation_data=val))
+    assert len(data.train) == 9 and len(data.validation) == 3
+    assert "délta" not in data.vectorizer.get_vocabulary()
+
+
+def test_vectorizer_round_trip(tmp_path):
+    data = files.load(text_config(write_csv(tmp_path / "qa.csv", qa_rows())))
+    path = files.save_vectorizer(data.vectorizer, str(tmp_path))
+    assert os.path.basename(path) == "vectorizer.json"
+    again = files.load_vectorizer(str(tmp_path))
+    assert again.get_vocabulary() == data.vectorizer.get_vocabulary()
+    texts = data.train.right_text + ["unseen words only"]
+    np.testing.assert_array_equal(np.asarray(again(np.array(texts, dtype=object))),
+                                  np.asarray(data.vectorizer(np.array(texts,
+                                                                      dtype=object))))
+    assert files.load_vectorizer(str(tmp_path / "nothing")) is None
+
+
+def write_npz(path, n=8, time=5, features=8, **arrays):
+    rng = np.random.default_rng(0)
+    base = dict(left=rng.normal(size=(n, time, features)).astype(np.float32),
+                right=rng.normal(size=(n, time, features)).astype(np.float32),
+                label=(np.arange(n) % 2).astype(np.float32))
+    base.update(arrays)
+    np.savez(path, **base)
+    return str(path)
+
+
+def test_npz_lengths_zero_the_padding(tmp_path):
+    rng = np.random.default_rng(1)
+    left = rng.normal(size=(8, 5, 8)).astype(np.float32) + 3.0
+    right = left.copy()
+    right[:, 3:] = 0.0  # right padding: inferred length 3
+    path = write_npz(tmp_path / "p.npz", left=left, right=right,
+                     left_length=np.array([5, 4, 3, 2, 1, 5, 5, 5]))
+    data = files.load(tiny(data=path, validation_split=0.25))
+    assert data.vectorizer is None and not data.is_text
+    np.testing.assert_array_equal(data.train.left_length, [5, 4, 3, 2, 1, 5])
+    np.testing.assert_array_equal(data.train.right_length, [3] * 6)
+    assert (data.train.left[1, 4:] == 0).all() and (data.train.left[1, :4] != 0).all()
+    assert len(data.validation) == 2
+
+
+# -- bad input through train.py: exit 2, one line, nothing written ----------------
+def _bad_text_files(tmp_path):
+    out = {}
+    out["missing_column"] = (
+        [f"--data={write_csv(tmp_path / 'm.csv', qa_rows())}", "--label_column=gold"],
+        "m.csv: no column 'gold' (--label_column); the columns are question, label, "
+        "answer")
+    (tmp_path / "empty.csv").write_text("")
+    out["empty_file"] = ([f"--data={tmp_path / 'empty.csv'}"], "empty.csv: empty file")
+    (tmp_path / "head.csv").write_text("question,label,answer\n")
+    out["header_only"] = ([f"--data={tmp_path / 'head.csv'}"],
+                          "head.csv: header only (question, label, answer), no pairs")
+    rows = qa_rows()
+    rows[5]["label"] = 2
+    out["bad_label"] = ([f"--data={write_csv(tmp_path / 'l.csv', rows)}"],
+                        "l.csv line 7: label '2' is not 0 or 1")
+    rows = qa_rows()
+    rows[2]["question"] = ""
+    out["empty_text_strict"] = (
+        [f"--data={write_csv(tmp_path / 's.csv', rows)}", "--strict"],
+        "s.csv line 4: empty text in column 'question'")
+    left = np.zeros((8, 5, 8), np.float32)
+    left[3, 1, 2] = np.nan
+    out["nonfinite_npz"] = ([f"--data={write_npz(tmp_path / 'n.npz', left=left)}"],
+                            "'left' row 3 holds a non-finite number")
+    rng = np.random.default_rng(0)
+    out["feature_sizes_differ"] = (
+        [f"--data={write_npz(tmp_path / 'f.npz', right=rng.normal(size=(8, 5, 6)))}"],
+        "left has 8 features per step, right 6")
+    out["features_flag"] = ([f"--data={write_npz(tmp_path / 'g.npz', features=6)}"],
+                            "pass --features=6")
+    return out
+
+
+BAD = ["missing_column", "empty_file", "header_only", "bad_label", "empty_text_strict",
+       "nonfinite_npz", "feature_sizes_differ", "features_flag"]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_file_is_one_line_exit_2_nothing_written(tmp_path, case):
+    args, needle = _bad_text_files(tmp_path)[case]
+    run_dir = tmp_path / "run"
+    proc = run_train(*args, f"--run_dir={run_dir}", "--features=8", "--units=4",
+                     "--epochs=1", "--batch_size=4", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not run_dir.exists()
+
+
+def test_trecqa_loads_and_splits_by_question():
+    path = os.path.join(SHARED_DATA, "trecqa", "train.csv")
+    if not os.path.exists(path):
+        pytest.skip(f"TREC QA data not found at {path} (only in the shared workspace)")
+    data = files.load(tiny(data=path, max_tokens=20000, max_length=64,
+                           validation_split=0.2))
+    assert "'qtext' / 'atext', label 'label'" in data.description
+    assert not set(data.train.left_text) & set(data.validation.left_text)
+    assert len(data.train) + len(data.validation) == 4718
+    assert 0.05 < float(np.mean(data.train.label)) < 0.10  # about 7% positives
