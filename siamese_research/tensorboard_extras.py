@@ -1,0 +1,474 @@
+"""TensorBoard beyond scalars and histograms: HParams, graph, projector, PR
+curves and a custom scalars layout.
+
+`summaries.py` writes what the compiled step logs; this module writes what a
+run logs once or once per epoch, from the Python loop. Where each piece lands
+in a run folder `runs/<name>/`:
+
+* HParams session and experiment config: the run folder itself;
+* final metrics for the HParams table: the run folder, `final/<metric>` scalars
+  (e.g. `final/val_accuracy`);
+* graph of the first compiled train call: `train/`, tag `train_step`;
+* graph of one step's branch-split forward/backward: `train/`, the run graph;
+* custom scalars layout: `train/`, tag `custom_scalars__config__`;
+* PR curve of the validation predictions: `validation/`, tag `pr_curve`, every
+  epoch;
+* projector (encoder outputs, left and right): `validation/`,
+  `projector_config.pbtxt`, `projector-1.*` (a checkpoint) and
+  `projector_metadata.tsv`.
+
+The HParams session lives in the run folder itself, so `train/` and
+`validation/` are its sub-runs, and `tensorboard --logdir runs/sweep` shows a
+sweep as one table (one row per run folder). The projector files live in
+`validation/` because the Projector plugin only reads folders that are runs
+(hold event files), and they are the validation items' encodings.
+
+Everything here runs eagerly, outside the compiled step, except that
+`start_graph_trace` must be called before the first compiled train call.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Dict, Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.custom_scalar import metadata as custom_scalar_metadata
+from tensorboard.plugins.hparams import api as hp
+from tensorboard.plugins.hparams import api_pb2
+from tensorboard.plugins.pr_curve import metadata as pr_curve_metadata
+from tensorboard.plugins import projector
+
+# The settings a run reports to the HParams dashboard, in this column order.
+HPARAMS = ("encoder", "merge", "loss", "share", "units", "optimizer",
+           "learning_rate", "batch_size", "data")
+# The HParams dashboard shows 5 hparam columns at first: those marked as
+# differing, then the rest by name. These are the model's own settings, the
+# usual axes of a sweep (tied vs untied, lstm vs gru); the others are one
+# click away.
+SHOWN_FIRST = ("encoder", "merge", "loss", "share", "units")
+# Final metrics are written at the run folder under this prefix; the HParams
+# experiment config declares exactly these tags as its metrics.
+FINAL_PREFIX = "final/"
+# Metrics shown first in the HParams table, when a run reports them.
+FINAL_METRICS = ("val_accuracy", "val_auc", "val_loss", "accuracy", "loss",
+                 "max_sum_error")
+GRAPH_TAG = "train_step"
+PR_CURVE_TAG = "pr_curve"
+PR_THRESHOLDS = 201
+PROJECTOR_FOLDER = "validation"
+PROJECTOR_TENSOR = "encoder_outputs"
+PROJECTOR_METADATA = "projector_metadata.tsv"
+# The custom scalars layout: (category, [(chart title, tag regex), ...]).
+LAYOUT = (
+    ("branch gradients", (
+        ("left, right and total norm",
+         r"^branch_gradients/(left|right|total)_norm$"),
+        ("cosine(left, right) and sum_error",
+         r"^branch_gradients/(cosine|sum_error)$"),
+    )),
+    ("train vs validation", (
+        ("loss", r"^loss$"),
+        ("accuracy", r"^accuracy$"),
+    )),
+)
+
+
+# -- HParams -----------------------------------------------------------------
+def run_writer(run_dir: str) -> tf.summary.SummaryWriter:
+    """A writer at the run folder itself (not `train/` or `validation/`).
+
+    Args:
+      run_dir: the run folder.
+
+    Returns:
+      A `tf.summary.SummaryWriter` whose events make `run_dir` an HParams
+      session with `train/` and `validation/` as its sub-runs.
+    """
+    return tf.summary.create_file_writer(run_dir)
+
+
+def hparam_values(config) -> Dict[str, object]:
+    """The run's settings for the HParams dashboard.
+
+    Args:
+      config: a `Config`.
+
+    Returns:
+      {name: value} for every name in `HPARAMS` (str, int or float).
+    """
+    return {name: getattr(config, name) for name in HPARAMS}
+
+
+def final_metric_tags(metrics: Mapping[str, object]) -> list:
+    """The `final/<name>` tags `write_hparams` writes for `metrics`.
+
+    Args:
+      metrics: {name: value}; non-numeric and non-finite values, and
+        `epoch`, are left out.
+
+    Returns:
+      The tags, `FINAL_METRICS` first (in that order), then the rest sorted.
+    """
+    names = [k for k, v in metrics.items() if k != "epoch" and _is_number(v)]
+    ordered = [k for k in FINAL_METRICS if k in names]
+    ordered += sorted(k for k in names if k not in FINAL_METRICS)
+    return [FINAL_PREFIX + k for k in ordered]
+
+
+def write_hparams(writer: Optional[tf.summary.SummaryWriter], config,
+                  metrics: Mapping[str, object], step: int = 0) -> list:
+    """Logs the run's settings and final metrics to the HParams plugin.
+
+    Writes, into the run folder itself: the experiment config (`HPARAMS` and
+    the `final/<metric>` tags as its metrics), the session (its trial id is
+    the run folder's name, so the table reads `lstm-tied`, not a hash), and
+    every numeric metric as the scalar `final/<metric>` at `step`. Every run
+    of a sweep writes the same experiment config, so whichever one the
+    plugin reads first describes them all.
+
+    Args:
+      writer: a writer open at `config.run_dir` (see `run_writer`), or None
+        to open (and close) one there. Not the `train/` or `validation/`
+        writer: the session must be their parent.
+      config: the run's `Config`.
+      metrics: final metrics, e.g. the last epoch's logs (`loss`, `accuracy`,
+        `auc`, `val_loss`, `val_accuracy`, `val_auc`) plus `max_sum_error`.
+      step: the step the metrics belong to (the run's last global step).
+
+    Returns:
+      The metric tags written (e.g. `["final/val_accuracy", ...]`).
+    """
+    own = writer is None
+    if own:
+        writer = run_writer(config.run_dir)
+    tags = final_metric_tags(metrics)
+    try:
+        with writer.as_default():
+            hp.hparams_config(
+                hparams=[hp.HParam(name, _Typed(type(value), name in SHOWN_FIRST))
+                         for name, value in hparam_values(config).items()],
+                metrics=[hp.Metric(tag, display_name=tag[len(FINAL_PREFIX):])
+                         for tag in tags])
+            trial = os.path.basename(os.path.normpath(config.run_dir))
+            hp.hparams(hparam_values(config), trial_id=trial)
+            for tag in tags:
+                tf.summary.scalar(tag, float(metrics[tag[len(FINAL_PREFIX):]]),
+                                  step=step)
+        writer.flush()
+    finally:
+        if own:
+            writer.close()
+    return tags
+
+
+class _Typed(hp.Domain):
+    """A domain that only states the type (string or number), no values.
+
+    A sweep's runs each write the experiment config and the plugin keeps one
+    of them, so listing values (`hp.Discrete`) would hide the other runs'
+    values from the dashboard's filters; with only the type the dashboard
+    offers a regex filter for strings and a range filter for numbers.
+    `shown_first` marks the hparam as one of the dashboard's first columns.
+    """
+
+    def __init__(self, dtype, shown_first: bool = False):
+        self._dtype = str if dtype is str else float
+        self._shown_first = shown_first
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    def sample_uniform(self, rng=None):  # pragma: no cover (not sampled here)
+        raise NotImplementedError("a type-only domain has no values")
+
+    def update_hparam_info(self, hparam_info):
+        hparam_info.type = (api_pb2.DATA_TYPE_STRING if self._dtype is str
+                            else api_pb2.DATA_TYPE_FLOAT64)
+        # `differs` is how the dashboard picks its first columns (a sweep's
+        # runs cannot know what their siblings vary, so mark the usual axes).
+        hparam_info.differs = self._shown_first
+
+
+def _is_number(value) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+# -- Graph ---------------------------------------------------------------------
+def start_graph_trace() -> None:
+    """Starts recording the graphs of `tf.function`s traced from now on.
+
+    Call it right before the first compiled train call: only functions
+    traced while the trace is on are recorded, and the step is traced once.
+    """
+    tf.summary.trace_on(graph=True, profiler=False)
+
+
+def export_graph_trace(writer: tf.summary.SummaryWriter, step: int = 0,
+                       name: str = GRAPH_TAG) -> None:
+    """Writes the recorded graph to `writer` (the Graphs dashboard) and stops
+    recording.
+
+    Args:
+      writer: the `train/` writer.
+      step: the step to file the graph under.
+      name: the graph's tag.
+    """
+    with writer.as_default():
+        tf.summary.trace_export(name=name, step=step)
+    writer.flush()
+
+
+def trace_graph(writer: tf.summary.SummaryWriter, fn, *args, step: int = 0,
+                name: str = GRAPH_TAG):
+    """Calls `fn(*args)` with the graph trace on and exports the graph.
+
+    Use it on the first compiled train call only (e.g. `trainer.train_steps(
+    iterator, n)`); later calls reuse the traced graph and record nothing.
+
+    Args:
+      writer: the `train/` writer.
+      fn: a `tf.function` (or a Python function that calls one).
+      *args: its arguments.
+      step: the step to file the graph under.
+      name: the graph's tag.
+
+    Returns:
+      What `fn` returns.
+    """
+    start_graph_trace()
+    try:
+        return fn(*args)
+    finally:
+        # Export (and so turn tracing off) even when the call raised.
+        export_graph_trace(writer, step, name)
+
+
+def write_branch_graph(writer: tf.summary.SummaryWriter, model, loss_fn,
+                       element_spec) -> None:
+    """Writes the graph of one forward and branch-split backward pass as the
+    run's graph (the Graphs dashboard's default view of `train/`).
+
+    The compiled train call (`trace_graph`) runs many steps in a loop, so its
+    graph shows the step inside a `while` body. This graph is that step's
+    math alone, traced (never run) from `gradients.branch_gradients`: each
+    shared weight is one resource input read twice, once into the left
+    call's copy and once into the right call's (`Identity`, `Identity_3`,
+    ...), feeding two calls of the one encoder (`lstm_1`, `lstm_3`).
+
+    Args:
+      writer: the `train/` writer.
+      model: the `SiameseModel`.
+      loss_fn: its loss.
+      element_spec: the batches' spec (`PairDataset.element_spec`).
+    """
+    from siamese_research import gradients
+
+    def branch_step(batch):
+        (left, right), label, weight = batch
+        bg = gradients.branch_gradients(model, loss_fn, left, right, label, weight,
+                                        training=True)
+        return bg.loss, bg.combined()
+
+    fn = tf.function(branch_step, input_signature=[element_spec], autograph=False)
+    graph = fn.get_concrete_function().graph
+    with writer.as_default():
+        tf.summary.graph(graph)
+    writer.flush()
+
+
+# -- PR curve --------------------------------------------------------------------
+def pr_curve(writer: tf.summary.SummaryWriter, labels, predictions, step: int,
+             name: str = PR_CURVE_TAG, num_thresholds: int = PR_THRESHOLDS) -> None:
+    """Writes the precision-recall curve of the validation predictions.
+
+    Same data as `tensorboard.plugins.pr_curve.summary.pb`, written under the
+    plain tag `name` (pb's would be `name/pr_curves`).
+
+    Args:
+      writer: the `validation/` writer.
+      labels: (n,) labels in [0, 1]; >= 0.5 counts as "similar".
+      predictions: (n,) scores; clipped to [0, 1] (score merges may return
+        slightly outside it).
+      step: the global step (one curve per epoch).
+      name: the tag.
+      num_thresholds: thresholds evenly spaced in [0, 1].
+    """
+    labels = np.asarray(labels, np.float64).reshape(-1) >= 0.5
+    scores = np.clip(np.asarray(predictions, np.float64).reshape(-1), 0.0, 1.0)
+    if labels.shape != scores.shape:
+        raise ValueError(f"{labels.shape[0]} labels but {scores.shape[0]} predictions")
+    bucket = np.floor(scores * (num_thresholds - 1)).astype(np.int64)
+    tp_bins = np.bincount(bucket[labels], minlength=num_thresholds)
+    fp_bins = np.bincount(bucket[~labels], minlength=num_thresholds)
+    # Counts at threshold t: predictions >= t, i.e. a reverse cumulative sum.
+    tp = np.cumsum(tp_bins[::-1])[::-1].astype(np.float64)
+    fp = np.cumsum(fp_bins[::-1])[::-1].astype(np.float64)
+    tn, fn = fp[0] - fp, tp[0] - tp
+    precision = tp / np.maximum(1e-7, tp + fp)
+    recall = tp / np.maximum(1e-7, tp + fn)
+    data = np.stack([tp, fp, tn, fn, precision, recall]).astype(np.float32)
+    meta = pr_curve_metadata.create_summary_metadata(
+        display_name=name, description="validation pairs, label >= 0.5 = similar",
+        num_thresholds=num_thresholds)
+    with writer.as_default():
+        tf.summary.write(name, tf.constant(data), step=step,
+                         metadata=meta.SerializeToString())
+    writer.flush()
+
+
+# -- Custom scalars ----------------------------------------------------------------
+def scalars_layout() -> layout_pb2.Layout:
+    """The custom scalars layout (`LAYOUT`): branch norms on one chart, cosine
+    and sum_error on another, loss and accuracy of train vs validation."""
+    categories = []
+    for title, charts in LAYOUT:
+        categories.append(layout_pb2.Category(title=title, chart=[
+            layout_pb2.Chart(title=chart, multiline=layout_pb2.MultilineChartContent(
+                tag=[regex])) for chart, regex in charts]))
+    return layout_pb2.Layout(category=categories)
+
+
+def write_custom_scalars_layout(writer: tf.summary.SummaryWriter) -> None:
+    """Writes `scalars_layout()` once (the Custom Scalars dashboard).
+
+    Args:
+      writer: any writer of the run (the `train/` one by convention).
+    """
+    meta = custom_scalar_metadata.create_summary_metadata()
+    with writer.as_default():
+        tf.summary.write(custom_scalar_metadata.CONFIG_SUMMARY_TAG,
+                         tf.constant(scalars_layout().SerializeToString()),
+                         step=0, metadata=meta.SerializeToString())
+    writer.flush()
+
+
+# -- Projector ------------------------------------------------------------------------
+def encode_pairs(model, dataset, max_pairs: Optional[int] = None):
+    """The towers' outputs for a dataset's pairs, in the dataset's order.
+
+    Args:
+      model: a `SiameseModel` (its left tower encodes the left side, its
+        right tower, the same object when tied, the right side).
+      dataset: a `PairDataset` built with `shuffle=False`.
+      max_pairs: stop after this many pairs (None: all).
+
+    Returns:
+      (encodings_left (n, d), encodings_right (n, d), labels (n,)), numpy.
+    """
+    left_tower, right_tower = model.towers
+    out_l, out_r, out_y, n = [], [], [], 0
+    for (left, right), label, _ in dataset.epoch(0):
+        out_l.append(np.asarray(left_tower(left, training=False)))
+        out_r.append(np.asarray(right_tower(right, training=False)))
+        out_y.append(label.numpy())
+        n += len(out_y[-1])
+        if max_pairs is not None and n >= max_pairs:
+            break
+    if not out_y:
+        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32), np.zeros(0)
+    stop = n if max_pairs is None else min(n, max_pairs)
+    return (np.concatenate(out_l)[:stop], np.concatenate(out_r)[:stop],
+            np.concatenate(out_y)[:stop])
+
+
+def export_projector(run_dir: str, encodings_left, encodings_right, labels,
+                     texts_left: Optional[Sequence[str]] = None,
+                     texts_right: Optional[Sequence[str]] = None,
+                     max_points: int = 1000) -> Optional[str]:
+    """Writes the encoder's outputs for the Projector plugin.
+
+    Points are the first `max_points // 2` pairs' left encodings followed by
+    the same pairs' right encodings, so pair i is points i and n + i. Files,
+    in `<run_dir>/validation/` (a folder the plugin reads because it holds
+    the validation events): a checkpoint of one variable `encoder_outputs`
+    (n_points, dim), `projector_metadata.tsv` (columns side, label, pair,
+    text) and `projector_config.pbtxt`.
+
+    Args:
+      run_dir: the run folder.
+      encodings_left, encodings_right: (n, dim) encodings of the same pairs.
+      labels: (n,) pair labels.
+      texts_left, texts_right: the raw texts for text data, else None.
+      max_points: cap on points (left + right); 0 writes nothing.
+
+    Returns:
+      The checkpoint path, or None when nothing was written.
+
+    Raises:
+      ValueError: the inputs disagree in length or dimension.
+    """
+    left = np.asarray(encodings_left, np.float32)
+    right = np.asarray(encodings_right, np.float32)
+    labels = np.asarray(labels).reshape(-1)
+    if left.shape != right.shape or left.ndim != 2 or len(labels) != len(left):
+        raise ValueError(f"encodings {left.shape} and {right.shape} and "
+                         f"{len(labels)} labels do not describe the same pairs")
+    n = min(len(left), max_points // 2)
+    if n == 0:
+        return None
+    folder = os.path.join(run_dir, PROJECTOR_FOLDER)
+    os.makedirs(folder, exist_ok=True)
+    points = np.concatenate([left[:n], right[:n]])
+    with tf.device("/cpu:0"):
+        embedding = tf.Variable(points, trainable=False, name=PROJECTOR_TENSOR)
+    # The checkpoint holds only this variable: the plugin offers every 2-D
+    # tensor of the checkpoint it reads as an embedding.
+    ckpt = tf.train.Checkpoint(**{PROJECTOR_TENSOR: embedding})
+    path = ckpt.save(os.path.join(folder, "projector"))
+    with open(os.path.join(folder, PROJECTOR_METADATA), "w", encoding="utf-8") as f:
+        f.write("side\tlabel\tpair\ttext\n")
+        for side, texts in (("left", texts_left), ("right", texts_right)):
+            for i in range(n):
+                text = _tsv_cell(texts[i]) if texts is not None else ""
+                f.write(f"{side}\t{_label_cell(labels[i])}\t{i}\t{text}\n")
+    config = projector.ProjectorConfig()
+    # No model_checkpoint_path: the plugin then takes the latest checkpoint
+    # of this folder (relative paths here would be read against TensorBoard's
+    # working directory), so the run folder can move.
+    emb = config.embeddings.add()
+    emb.tensor_name = f"{PROJECTOR_TENSOR}/.ATTRIBUTES/VARIABLE_VALUE"
+    emb.metadata_path = PROJECTOR_METADATA
+    projector.visualize_embeddings(folder, config)
+    return path
+
+
+def export_validation_projector(run_dir: str, model, dataset,
+                                max_points: int = 1000) -> Optional[str]:
+    """`export_projector` for a run's validation `PairDataset` (one call).
+
+    Args:
+      run_dir: the run folder.
+      model: the trained `SiameseModel`.
+      dataset: the validation `PairDataset` (`shuffle=False`); its `pairs`
+        carry `left_text` / `right_text` for text data.
+      max_points: cap on points (left + right).
+
+    Returns:
+      The checkpoint path, or None when nothing was written.
+    """
+    if dataset is None or max_points < 2:
+        return None
+    left, right, labels = encode_pairs(model, dataset, max_points // 2)
+    pairs = dataset.pairs
+    return export_projector(run_dir, left, right, labels, pairs.left_text,
+                            pairs.right_text, max_points=max_points)
+
+
+def _tsv_cell(text) -> str:
+    # A tab or newline inside a cell would shift every later column.
+    return " ".join(str(text).split())
+
+
+def _label_cell(label) -> str:
+    value = float(label)
+    return str(int(value)) if value.is_integer() else f"{value:g}"
