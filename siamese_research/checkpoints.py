@@ -37,7 +37,7 @@ class Checkpointer:
                                               global_step=global_step, epoch=self.epoch)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                                   max_to_keep=max_to_keep)
-        self._last_saved = -1
+        self._last_saved = 0  # step 0 is the initialisation: nothing to save
         self.global_step = global_step
 
     @property
@@ -51,7 +51,7 @@ class Checkpointer:
             return None
         try:
             self.checkpoint.restore(path).assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, AssertionError) as e:
+        except Exception as e:  # noqa: BLE001 (a bad file raises many kinds)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"checkpoint {path}: cannot be restored into this "
                                   f"model ({first[:200]}); use --restart to start over"
@@ -66,7 +66,7 @@ class Checkpointer:
     def save(self, step: int, epoch: Optional[int] = None) -> str:
         if epoch is not None:
             self.epoch.assign(epoch)
-        if step == self._last_saved:
+        if step == self._last_saved and self.latest is not None:
             return self.latest
         self._last_saved = step
         return self.manager.save(checkpoint_number=step)

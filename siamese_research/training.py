@@ -169,6 +169,13 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
     except NonFiniteError as e:
         trainer.flush()
         last = checkpointer.latest
+        if chief and replicas == 1:
+            # The bad step was not applied: the weights are step e.step - 1's,
+            # the last good state. Keep it (older checkpoints stay too).
+            trainer.global_step.assign(e.step - 1)
+            last = checkpointer.save(e.step - 1)
+        if config.verbose:
+            print(file=sys.stdout, flush=True)  # end the progress bar's line
         print(f"error: {e}; stopped without applying it. Last good checkpoint: "
               f"{last or 'none'}. Lower --learning_rate, check the data, or use "
               f"--on_nonfinite=skip.", file=sys.stderr)

@@ -1,0 +1,152 @@
+"""Checkpoints, exact resume after a real signal, determinism."""
+
+import collections
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from siamese_research import training
+from conftest import ROOT, run_train, tiny
+
+# 400 train pairs / batch 8 = 50 steps per epoch, 2 epochs = 100 steps.
+LONG = ["--num_samples=500", "--timesteps=6", "--features=8", "--units=4",
+        "--batch_size=8", "--epochs=2", "--steps_per_execution=1", "--log_every=5",
+        "--histogram_every=25", "--checkpoint_every=5", "--seed=11"]
+TOTAL_STEPS = 100
+
+
+def _weights(run_dir):
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    return [v.numpy() for v in model.trainable_variables]
+
+
+def _tag_steps(folder):
+    """Counter of (tag, step) over every event file in `folder`."""
+    seen = collections.Counter()
+    for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                seen[(value.tag, event.step)] += 1
+    return seen
+
+
+@pytest.fixture(scope="module")
+def interrupted_and_resumed(tmp_path_factory):
+    base = tmp_path_factory.mktemp("resume")
+    run_dir = str(base / "run")
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *LONG,
+                             f"--run_dir={run_dir}"], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    marker = os.path.join(run_dir, "checkpoints", "checkpoint")
+    deadline = time.monotonic() + 240
+    try:
+        # Bounded poll for the first checkpoint: training is under way.
+        while not os.path.exists(marker):
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    first = (proc.returncode, out, err, latest)
+    resumed = run_train(*LONG, f"--run_dir={run_dir}")
+    straight = run_train(*LONG, f"--run_dir={base / 'straight'}")
+    return run_dir, str(base / "straight"), first, resumed, straight
+
+
+def test_sigint_saves_and_says_how_to_resume(interrupted_and_resumed):
+    run_dir, _, (code, out, err, latest), _, _ = interrupted_and_resumed
+    assert code == 130, err
+    assert "Interrupted by SIGINT at step" in err
+    assert f"--run_dir={run_dir}" in err and "Traceback" not in err
+    step = int(err.split("at step ")[1].split(";")[0])
+    assert 5 <= step < TOTAL_STEPS // 2  # mid-epoch 1
+    assert latest.endswith(f"ckpt-{step}")
+
+
+def test_resume_reaches_the_planned_total(interrupted_and_resumed):
+    run_dir, _, _, resumed, straight = interrupted_and_resumed
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming from" in resumed.stdout
+    assert f"Finished {TOTAL_STEPS} steps" in resumed.stdout
+    assert straight.returncode == 0, straight.stderr
+
+
+def test_resumed_weights_equal_uninterrupted(interrupted_and_resumed):
+    """Same seed, same data order (a function of seed and epoch), optimizer
+    slots restored: the resumed run ends on the uninterrupted run's weights."""
+    run_dir, straight_dir, _, _, _ = interrupted_and_resumed
+    for a, b in zip(_weights(run_dir), _weights(straight_dir)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_every_tag_step_once_across_event_files(interrupted_and_resumed):
+    run_dir, straight_dir, _, _, _ = interrupted_and_resumed
+    for sub in ("train", "validation"):
+        resumed = _tag_steps(os.path.join(run_dir, sub))
+        straight = _tag_steps(os.path.join(straight_dir, sub))
+        assert len(glob.glob(os.path.join(run_dir, sub, "events.*"))) >= 2 or sub == \
+            "validation"
+        dupes = {k: n for k, n in resumed.items() if n > 1}
+        assert not dupes, sorted(dupes)[:5]
+        # samples_per_second depends on where the compiled calls fall.
+        keys = {k for k in resumed if k[0] != "samples_per_second"}
+        want = {k for k in straight if k[0] != "samples_per_second"}
+        assert keys == want, sorted(keys ^ want)[:5]
+
+
+def test_incompatible_checkpoint_and_restart(tmp_path):
+    run_dir = str(tmp_path / "run")
+    training.run(tiny(run_dir=run_dir, checkpoint_every=2))
+    base = ["--num_samples=48", "--timesteps=6", "--features=8", "--batch_size=8",
+            "--epochs=2", "--prototypes=4", "--seed=7", f"--run_dir={run_dir}"]
+    bad = run_train(*base, "--units=8", timeout=120)
+    assert bad.returncode == 2
+    line = bad.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert "checkpoints is incompatible" in line and "units=4 in the checkpoint, 8 now" in line
+    assert "--restart" in line
+    again = run_train(*base, "--units=8", "--restart", timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "Resuming" not in again.stdout
+
+
+def test_corrupt_checkpoint_names_the_file(tmp_path):
+    run_dir = str(tmp_path / "run")
+    training.run(tiny(run_dir=run_dir))
+    latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    for path in glob.glob(latest + ".data-*"):
+        with open(path, "wb") as f:
+            f.write(b"not a checkpoint")
+    proc = run_train("--num_samples=48", "--timesteps=6", "--features=8", "--units=4",
+                     "--batch_size=8", "--epochs=3", "--prototypes=4", "--seed=7",
+                     f"--run_dir={run_dir}", timeout=120)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert latest in proc.stderr and "--restart" in proc.stderr
+
+
+def test_deterministic_runs_are_identical(tmp_path):
+    args = ["--num_samples=48", "--timesteps=6", "--features=8", "--units=4",
+            "--batch_size=8", "--epochs=1", "--deterministic", "--seed=5"]
+    a = run_train(*args, f"--run_dir={tmp_path / 'a'}")
+    b = run_train(*args, f"--run_dir={tmp_path / 'b'}")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    final = [next(l for l in p.stdout.splitlines() if l.startswith("Final:"))
+             for p in (a, b)]
+    assert final[0] == final[1]
+    for x, y in zip(_weights(tmp_path / "a"), _weights(tmp_path / "b")):
+        np.testing.assert_array_equal(x, y)
