@@ -66,8 +66,9 @@ def build_encoder(name: str, units: int, **kwargs) -> keras.layers.Layer:
                            f"{', '.join(available())}, or package.module:Name")
     try:
         layer = builder(units=units, **kwargs)
-    except TypeError as e:
-        raise EncoderError(f"--encoder={name}: bad --encoder_args ({e})") from None
+    except (TypeError, ValueError) as e:  # Keras raises either for bad kwargs
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EncoderError(f"--encoder={name}: bad --encoder_args ({message})") from None
     if not isinstance(layer, keras.layers.Layer):
         raise EncoderError(f"--encoder={name}: built a {type(layer).__name__}, "
                            "not a keras.layers.Layer")
