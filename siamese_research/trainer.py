@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from siamese_research import gradients as G
-from siamese_research import summaries
+from siamese_research import summaries, tensorboard_extras
 from siamese_research.data import PairDataset
 
 
@@ -99,6 +99,7 @@ class Trainer:
         self._var_index = {id(v): i for i, v in enumerate(self._variables)}
         # train_step / eval_step get their signature from the data.
         self.train_step = self.eval_step = None
+        self._graph_traced = False
         self.train_steps = tf.function(self._train_steps, jit_compile=jit_compile,
                                        reduce_retracing=True)
 
@@ -308,7 +309,13 @@ class Trainer:
                 n = min(self.steps_per_execution, spe - done)
                 before, t0 = int(self.global_step.numpy()), time.perf_counter()
                 with self._writer(summaries.TRAIN):
-                    self.train_steps(iterator, tf.constant(n, tf.int32))
+                    if self.writers is not None and not self._graph_traced:
+                        self._graph_traced = True  # the first compiled call only
+                        tensorboard_extras.trace_graph(
+                            self.writers[summaries.TRAIN], self.train_steps, iterator,
+                            tf.constant(n, tf.int32), step=before)
+                    else:
+                        self.train_steps(iterator, tf.constant(n, tf.int32))
                 step = int(self.global_step.numpy())
                 seconds = time.perf_counter() - t0
                 self._check_nonfinite()
@@ -351,13 +358,22 @@ class Trainer:
             self.set_input_spec(data)
         for m in self.val_metrics.values():
             m.reset_state()
-        preds = [self.eval_step(batch).numpy()
-                 for batch in data.epoch(0)]
+        preds, labels = [], []
+        for batch in data.epoch(0):
+            pred = self.eval_step(batch).numpy()
+            preds.append(pred)
+            # Several replicas each score the whole (undistributed) batch and
+            # the gather stacks the copies: repeat the labels to match.
+            labels.append(np.resize(batch[1].numpy(), pred.shape))
         logs = self._values_dict(self.val_metrics, "val_")
+        preds = np.concatenate(preds) if preds else np.zeros(0, np.float32)
         if step is not None and self.writers is not None:
             with self.writers[summaries.VALIDATION].as_default():
                 summaries.epoch_scalars(step, {k[4:]: v for k, v in logs.items()})
-        return logs, np.concatenate(preds) if preds else np.zeros(0, np.float32)
+            if len(preds):
+                tensorboard_extras.pr_curve(self.writers[summaries.VALIDATION],
+                                            np.concatenate(labels), preds, step)
+        return logs, preds
 
     # -- helpers -----------------------------------------------------------------
     def _writer(self, name):

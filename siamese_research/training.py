@@ -6,7 +6,7 @@ are all checked before the run folder is touched.
 
 from __future__ import annotations
 
-import json
+import glob
 import os
 import signal
 import sys
@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from siamese_research import checkpoints as ckpt_lib
 from siamese_research import data as data_lib
-from siamese_research import devices, losses, summaries
+from siamese_research import devices, losses, summaries, tensorboard_extras
 from siamese_research import model as model_lib
 from siamese_research.config import Config, ConfigError, UserError
 from siamese_research.trainer import NonFiniteError, Trainer
@@ -153,6 +153,9 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
         with writers[summaries.TRAIN].as_default():
             summaries.text("config", "```\n" + config.to_json() + "\n```")
             summaries.text("model_summary", model_lib.parameter_table(model))
+            tensorboard_extras.write_custom_scalars_layout(writers[summaries.TRAIN])
+            tensorboard_extras.write_branch_graph(writers[summaries.TRAIN], model, loss_fn,
+                                                  train_ds.element_spec)
 
     stop = {"signal": None}
     previous = _install_signal_handlers(stop)
@@ -208,6 +211,12 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
         result.update(validation_predictions=preds)
     if chief:
         result.update(save_models(model, config.run_dir))
+        tensorboard_extras.write_hparams(
+            None, config, dict(final, max_sum_error=result["max_sum_error"]),
+            step=result["step"])
+        if val_ds is not None and config.projector_points:
+            tensorboard_extras.export_validation_projector(
+                config.run_dir, model, val_ds, max_points=config.projector_points)
     trainer.flush()
     _say(config, *final_words(config, result, model, trainer))
     return result
@@ -250,6 +259,8 @@ def _clear_run(run_dir: str) -> None:
         path = os.path.join(run_dir, name)
         if os.path.isdir(path):
             shutil.rmtree(path)
+    for path in glob.glob(os.path.join(run_dir, "events.out.tfevents.*")):
+        os.remove(path)  # the HParams session events
 
 
 def _install_signal_handlers(stop: dict):

@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from siamese_research import data as D
 from siamese_research import gradients as G
 from siamese_research import losses as L
 from siamese_research import merges as Mg
 from siamese_research import model as M
 from siamese_research import training
 from siamese_research.trainer import Trainer
-from conftest import tiny
+
 
 ENCODERS = ["lstm", "gru", "bilstm", "conv1d", "transformer"]
 COMBOS = [(e, m, loss) for e in ENCODERS for m in Mg.available()

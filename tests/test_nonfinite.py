@@ -1,6 +1,5 @@
 """The non-finite guard: stop (naming step and variable) or skip and count."""
 
-import os
 
 import keras
 import numpy as np

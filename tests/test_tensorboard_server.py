@@ -18,7 +18,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -28,7 +27,6 @@ from tensorboard.compat.proto import graph_pb2
 from siamese_research import data as data_lib
 from siamese_research import tensorboard_extras as tbx
 from siamese_research import training
-from siamese_research.trainer import Trainer
 from conftest import tiny
 
 pytestmark = pytest.mark.slow
@@ -38,59 +36,17 @@ REQUEST_TIMEOUT = 20.0
 
 
 def make_tensorboard_run(tmp_dir):
-    """Trains a 2-epoch tiny run into `tmp_dir` with every TensorBoard extra.
-
-    Until `training.run` calls `tensorboard_extras` itself, a `Trainer`
-    subclass adds the graph trace (first compiled call) and the per-epoch PR
-    curve, and the run-level writes follow `training.run`.
+    """Trains a 2-epoch tiny run into `tmp_dir` with `training.run`, which
+    writes every TensorBoard extra itself.
 
     Returns:
       (config, result, val_labels): the run's `Config`, `RunResult` and the
       validation labels.
     """
     config = tiny(run_dir=os.path.join(str(tmp_dir), "tiny-run"), projector_points=20)
-    trainers = []
-
-    class ExtrasTrainer(Trainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            trainers.append(self)
-            compiled = self.train_steps
-
-            def first_call_traced(iterator, n):
-                # Swap back first, so only the first call is traced.
-                self.train_steps = compiled
-                if self.writers is None:
-                    return compiled(iterator, n)
-                return tbx.trace_graph(self.writers["train"], compiled, iterator, n)
-
-            first_call_traced.experimental_get_tracing_count = (
-                compiled.experimental_get_tracing_count)
-            self.train_steps = first_call_traced
-
-        def evaluate(self, data, step=None):
-            logs, preds = super().evaluate(data, step=step)
-            if step is not None and self.writers is not None:
-                tbx.pr_curve(self.writers["validation"], data.pairs.label, preds, step)
-            return logs, preds
-
-    with mock.patch.object(training, "Trainer", ExtrasTrainer):
-        result = training.run(config, argv=["train.py", "--tiny"])
+    result = training.run(config, argv=["train.py", "--tiny"])
     assert result["exit_code"] == 0
-    trainer = trainers[-1]
-    train_writer = trainer.writers["train"]
-    pairs = data_lib.load(config)
-    val = data_lib.PairDataset(pairs.validation, config.batch_size, shuffle=False)
-    tbx.write_custom_scalars_layout(train_writer)
-    tbx.write_branch_graph(train_writer, trainer.model, trainer.loss_fn,
-                           val.element_spec)
-    metrics = dict(result["final"], max_sum_error=result["max_sum_error"])
-    tbx.write_hparams(None, config, metrics, step=result["step"])
-    tbx.export_validation_projector(config.run_dir, trainer.model, val,
-                                    max_points=config.projector_points)
-    for writer in trainer.writers.values():
-        writer.close()
-    return config, result, pairs.validation.label
+    return config, result, data_lib.load(config).validation.label
 
 
 def _free_port():

@@ -1,13 +1,11 @@
 import keras
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from siamese_research import data as D
 from siamese_research import model as M
 from siamese_research import summaries
 from siamese_research.trainer import Trainer
-from conftest import tiny
 
 
 def _pairs(n, length, f=8, seed=0):

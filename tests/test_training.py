@@ -54,7 +54,6 @@ def test_every_contract_tag_at_the_expected_steps(tiny_run):
     # samples_per_second: once per compiled call that crossed a log step.
     assert set(tags["samples_per_second"]) <= set(log_steps)
     assert tags["samples_per_second"]
-    import keras  # noqa: F401
     from siamese_research import model as M
     model = training.build(config, training.data_lib.load(config))[0]
     for v in model.trainable_variables:
