@@ -1,0 +1,494 @@
+"""`python -m siamese_research.bench`: this trainer against `keras.Model.fit`.
+
+One process, one set of random pairs (the notebook's data: uniform features,
+random labels), the notebook's model (one `LSTM(32)` shared by two
+`(None, 128)` inputs, `concat`, `Dense(1, sigmoid)`, RMSprop, binary
+cross-entropy, batch 64, 10 steps). Rows, in samples (pairs) per second:
+
+* A: `keras.Model.fit` on the notebook's functional model, at its default
+  `steps_per_execution` (1) and at the other values tried; the best is A-best.
+* B: this project's `Trainer` on `model.build_model(merge="concat")` with its
+  defaults: summary writers on (a temp folder), branch diagnostics on, the
+  default cadences (log 10, histograms 100, check 10, 20 steps per call).
+* C: B with `diagnostics=False` and no writers (it still trains on
+  g_left + g_right).
+
+Every row is warmed up (one untimed epoch, which also traces), then timed
+for `--repeats` epochs; the rows are interleaved round by round so that load
+from other processes spreads over all of them, and each row reports its
+median. An A epoch is the second epoch of a two-epoch `fit` call, end of
+epoch to end of epoch (fit's once-per-call set-up left out); a B/C epoch is
+the whole `Trainer.fit` call for one more epoch. Both include what every
+epoch costs in a real run: a new data iterator and the old one's teardown.
+
+Usage::
+
+    python -m siamese_research.bench [--quick] [--sweep] [--markdown=PATH]
+                                     [--repeats=N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import keras
+import tensorflow as tf
+
+from siamese_research import data as data_lib
+from siamese_research import fused  # noqa: F401  (registers the lstm_fused encoder)
+from siamese_research import model as model_lib
+from siamese_research import summaries
+from siamese_research.data import builtin
+from siamese_research.trainer import Trainer
+
+FEATURES, UNITS, BATCH, TIMESTEPS = 128, 32, 64, 10
+LEARNING_RATE = 1e-3
+# fit's steps_per_execution values tried; 1 is Keras's default.
+FIT_STEPS = (1, 10, 20, 50)
+SWEEP_TIMESTEPS = (10, 50, 200)
+SWEEP_BATCHES = (64, 512)
+# Pairs per timed epoch at 10 steps; longer sequences get proportionally
+# fewer so that every timed epoch takes about the same wall time.
+PAIRS_AT_10_STEPS = 12800
+MIN_BATCHES_PER_EPOCH = 4
+
+
+# A runner trains one more epoch and returns (wall seconds, CPU seconds).
+Runner = Callable[[], Tuple[float, float]]
+
+
+@dataclasses.dataclass
+class Row:
+    """One measured configuration: its label and the per-epoch samples/s."""
+
+    key: str
+    label: str
+    timesteps: int
+    batch_size: int
+    pairs: int
+    rates: List[float] = dataclasses.field(default_factory=list)
+    # Pairs per CPU-second of this process: less sensitive than wall time to
+    # other processes competing for the cores (though not immune: caches).
+    cpu_rates: List[float] = dataclasses.field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates) if self.rates else float("nan")
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_rates) if self.cpu_rates else float("nan")
+
+    @property
+    def spread(self) -> str:
+        if not self.rates:
+            return ""
+        return f"{min(self.rates):,.0f}-{max(self.rates):,.0f}"
+
+
+# -- the two ways of training the same model ----------------------------------
+def notebook_model(features: int = FEATURES, units: int = UNITS,
+                   steps_per_execution: int = 1, jit_compile="auto") -> keras.Model:
+    """The notebook's functional model, compiled as the notebook did.
+
+    Args:
+      features: input feature size.
+      units: LSTM size.
+      steps_per_execution: passed to `compile` (Keras's default is 1).
+      jit_compile: passed to `compile` ("auto" is False on a CPU-only machine).
+
+    Returns:
+      A compiled `keras.Model` taking `[left, right]`.
+    """
+    left = keras.Input((None, features), name="left")
+    right = keras.Input((None, features), name="right")
+    lstm = keras.layers.LSTM(units, name="lstm")  # ONE layer, two calls
+    merged = keras.layers.concatenate([lstm(left), lstm(right)])
+    out = keras.layers.Dense(1, activation="sigmoid", name="head")(merged)
+    model = keras.Model([left, right], out, name="notebook")
+    model.compile(optimizer=keras.optimizers.RMSprop(LEARNING_RATE),
+                  loss="binary_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution, jit_compile=jit_compile)
+    return model
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Wall time from the end of one epoch to the end of the next."""
+
+    def on_train_begin(self, logs=None):
+        self.last, self.last_cpu, self.seconds = time.perf_counter(), time.process_time(), []
+
+    def on_epoch_end(self, epoch, logs=None):
+        now, cpu = time.perf_counter(), time.process_time()
+        self.seconds.append((now - self.last, cpu - self.last_cpu))
+        self.last, self.last_cpu = now, cpu
+
+
+class FitRunner:
+    """A: `model.fit` on the notebook's model.
+
+    Each `epoch()` is one `fit` call of two epochs, and returns the second
+    one's time, end of epoch 1 to end of epoch 2: what every epoch after the
+    first costs in a multi-epoch `fit`, including the switch to a new
+    iterator between epochs but not `fit`'s once-per-call set-up.
+    """
+
+    def __init__(self, pairs: data_lib.Pairs, batch_size: int, steps_per_execution: int,
+                 seed: int, jit_compile="auto"):
+        keras.utils.set_random_seed(seed)
+        self.model = notebook_model(steps_per_execution=steps_per_execution,
+                                    jit_compile=jit_compile)
+        self.x = [pairs.left, pairs.right]
+        self.y = pairs.label
+        self.batch_size = batch_size
+        self.timer = _EpochTimer()
+
+    def epoch(self) -> Tuple[float, float]:
+        """Returns (wall seconds, CPU seconds of this process) of one epoch."""
+        self.model.fit(self.x, self.y, batch_size=self.batch_size, epochs=2,
+                       shuffle=True, verbose=0, callbacks=[self.timer])
+        return self.timer.seconds[-1]
+
+
+class TrainerRunner:
+    """B (diagnostics) or C (none): this project's Trainer, one more epoch
+    per call.
+
+    Args:
+      pairs: the training pairs.
+      batch_size: pairs per step.
+      diagnostics: True = the Trainer's defaults with writers in `log_dir`;
+        False = `diagnostics=False`, `writers=None`.
+      log_dir: where B's event files go.
+      seed: initialisation and shuffling.
+      trainer_kwargs: overrides of Trainer arguments (cost breakdown rows).
+    """
+
+    def __init__(self, pairs: data_lib.Pairs, batch_size: int, *, diagnostics: bool,
+                 log_dir: Optional[str], seed: int, **trainer_kwargs):
+        keras.utils.set_random_seed(seed)
+        model = model_lib.build_model(encoder=trainer_kwargs.pop("encoder", "lstm"),
+                                      units=UNITS, features=FEATURES, merge="concat")
+        writers = summaries.create_writers(log_dir) if diagnostics else None
+        kwargs = dict(trainer_kwargs)
+        if not diagnostics:
+            kwargs["diagnostics"] = False
+        self.trainer = Trainer(model, loss_fn=keras.losses.BinaryCrossentropy(),
+                               optimizer=keras.optimizers.RMSprop(LEARNING_RATE),
+                               writers=writers, verbose=0, **kwargs)
+        self.data = data_lib.PairDataset(pairs, batch_size, seed=seed)
+        self.epochs = 0
+
+    def epoch(self) -> Tuple[float, float]:
+        """Returns (wall seconds, CPU seconds of this process) of one epoch."""
+        self.epochs += 1
+        start, cpu = time.perf_counter(), time.process_time()
+        self.trainer.fit(self.data, epochs=self.epochs)
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    def close(self) -> None:
+        if self.trainer.writers is not None:
+            for writer in self.trainer.writers.values():
+                writer.close()
+
+
+# -- measuring ----------------------------------------------------------------------
+def pairs_for(timesteps: int, batch_size: int, scale: float = 1.0) -> int:
+    """Pairs per timed epoch: about constant work, whole batches only."""
+    n = int(PAIRS_AT_10_STEPS * scale * TIMESTEPS / timesteps)
+    n = max(n, MIN_BATCHES_PER_EPOCH * batch_size)
+    return (n // batch_size) * batch_size
+
+
+def measure(rows: Sequence[Row], runners: Dict[str, Runner],
+            repeats: int, progress: bool = True) -> None:
+    """Warms every runner up with one epoch, then runs `repeats` rounds of one
+    timed epoch per runner, filling each row's `rates` (pairs / second)."""
+    for row in rows:
+        runners[row.key]()  # warm-up: tracing, optimizer slots, tf.data start
+        if progress:
+            print(f"  warmed up {row.label}", file=sys.stderr, flush=True)
+    for r in range(repeats):
+        for row in rows:
+            seconds, cpu = runners[row.key]()
+            row.rates.append(row.pairs / seconds)
+            row.cpu_rates.append(row.pairs / max(cpu, 1e-9))
+        if progress:
+            print(f"  round {r + 1}/{repeats}: " + ", ".join(
+                f"{row.key} {row.rates[-1]:,.0f}" for row in rows),
+                file=sys.stderr, flush=True)
+
+
+def run(*, quick: bool = False, sweep: bool = False, repeats: int = 5,
+        seed: int = 0, progress: bool = True, fit_steps: Sequence[int] = FIT_STEPS,
+        breakdown: bool = False) -> dict:
+    """Runs the benchmark; returns {"rows", "ratios", "machine", "settings", ...}.
+
+    Args:
+      quick: a few seconds (CI): A at its default, B and C; 4 batches per
+        epoch, 1 repeat. The numbers then mean nothing; the table is the point.
+      sweep: add B and C at every timesteps x batch size of the sweep.
+      repeats: timed epochs per row (the median is reported).
+      seed: data, initialisation and shuffling.
+      progress: per-round progress lines on stderr.
+      fit_steps: fit's steps_per_execution values to try (1 = Keras's default).
+      breakdown: add B variants that switch single diagnostics off, to show
+        what each costs.
+
+    Returns:
+      {"rows": [Row], "ratios": {...}, "tracing_count": B's tracing counts,
+       "machine": machine(), "settings": {...}}.
+    """
+    if quick:
+        repeats, fit_steps, sweep, breakdown = 1, (1,), False, False
+    started = time.time()
+    load_before = _loadavg()
+    log_root = tempfile.mkdtemp(prefix="siamese_bench_")
+    rows: List[Row] = []
+    runners: Dict[str, Runner] = {}
+    trainers: Dict[str, TrainerRunner] = {}
+
+    def add(key, label, runner, timesteps, batch, n):
+        rows.append(Row(key, label, timesteps, batch, n))
+        runners[key] = runner.epoch
+        if isinstance(runner, TrainerRunner):
+            trainers[key] = runner
+
+    def add_shape(timesteps: int, batch: int, main: bool):
+        n = 4 * batch if quick else pairs_for(timesteps, batch)
+        pairs = builtin.random_pairs(num_samples=n, timesteps=timesteps,
+                                     features=FEATURES, seed=seed)
+        shape = dict(timesteps=timesteps, batch=batch, n=n)
+        prefix = "" if main else f"T{timesteps}b{batch}"
+        if main:
+            for spe in fit_steps:
+                add(f"A{spe}", f"A: model.fit, steps_per_execution={spe}"
+                    + (" (default)" if spe == 1 else ""),
+                    FitRunner(pairs, batch, spe, seed), **shape)
+        add(prefix + "B", "B: Trainer, defaults (diagnostics + writers)",
+            TrainerRunner(pairs, batch, diagnostics=True, seed=seed,
+                          log_dir=os.path.join(log_root, prefix + "B")), **shape)
+        add(prefix + "C", "C: Trainer, diagnostics off, no writers",
+            TrainerRunner(pairs, batch, diagnostics=False, seed=seed, log_dir=None),
+            **shape)
+        if main and not quick:
+            add("Axla", "A: model.fit, steps_per_execution=20, jit_compile=True",
+                FitRunner(pairs, batch, 20, seed, jit_compile=True), **shape)
+            add("BF", "B with encoder=lstm_fused",
+                TrainerRunner(pairs, batch, diagnostics=True, seed=seed,
+                              log_dir=os.path.join(log_root, "BF"), encoder="lstm_fused"),
+                **shape)
+            add("CF", "C with encoder=lstm_fused",
+                TrainerRunner(pairs, batch, diagnostics=False, seed=seed, log_dir=None,
+                              encoder="lstm_fused"), **shape)
+        if main and breakdown:
+            for key, label, kw in _breakdown_variants():
+                add(key, label, TrainerRunner(pairs, batch, diagnostics=True, seed=seed,
+                                              log_dir=os.path.join(log_root, key), **kw),
+                    **shape)
+
+    add_shape(TIMESTEPS, BATCH, main=True)
+    if sweep:
+        for timesteps in SWEEP_TIMESTEPS:
+            for batch in SWEEP_BATCHES:
+                if (timesteps, batch) != (TIMESTEPS, BATCH):
+                    add_shape(timesteps, batch, main=False)
+    try:
+        measure(rows, runners, repeats, progress)
+    finally:
+        for runner in trainers.values():
+            runner.close()
+    by_key = {row.key: row for row in rows}
+    a_rows = [r for r in rows if r.key[1:].isdigit()]
+    best = max(a_rows, key=lambda r: r.median)
+    a1, b, c = by_key["A1"], by_key["B"], by_key["C"]
+    ratios = {"A_best_steps": int(best.key[1:]),
+              "B/A_default": b.median / a1.median, "B/A_best": b.median / best.median,
+              "B/C": b.median / c.median, "C/B": c.median / b.median,
+              "cpu B/A_default": b.cpu_median / a1.cpu_median,
+              "cpu B/A_best": b.cpu_median / best.cpu_median,
+              "cpu C/B": c.cpu_median / b.cpu_median}
+    if "BF" in by_key:
+        bf, cf = by_key["BF"], by_key["CF"]
+        ratios.update({"BF/A_default": bf.median / a1.median,
+                       "BF/A_best": bf.median / best.median,
+                       "CF/BF": cf.median / bf.median,
+                       "BF/B": bf.median / b.median,
+                       "B/Axla": b.median / by_key["Axla"].median})
+    return {"rows": rows, "ratios": ratios, "best_fit": best.key,
+            "tracing_count": trainers["B"].trainer.tracing_count,
+            "machine": machine(load_before, _loadavg()),
+            "settings": {"repeats": repeats, "quick": quick, "sweep": sweep,
+                         "seconds": time.time() - started, "seed": seed}}
+
+
+def _breakdown_variants():
+    """B minus one diagnostic at a time (a huge cadence = never)."""
+    never = 10 ** 9
+    return [
+        ("Bnocheck", "B, grad_check_every=never", dict(grad_check_every=never)),
+        ("Bnohist", "B, histogram_every=never", dict(histogram_every=never)),
+        ("Bnogates", "B, gate_gradients=False", dict(gate_gradients=False)),
+        ("Bscalars", "B, no check, no histograms, no gate scalars",
+         dict(grad_check_every=never, histogram_every=never, gate_gradients=False)),
+    ]
+
+
+# -- reporting ----------------------------------------------------------------------
+def machine(load_before=None, load_after=None) -> dict:
+    """CPU model, cores, versions, date and load average."""
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count()
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable,
+            "gpus": len(tf.config.list_physical_devices("GPU")),
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime(
+                "%Y-%m-%d %H:%M UTC"),
+            "load_before": load_before, "load_after": load_after}
+
+
+def _loadavg():
+    try:
+        return tuple(round(x, 2) for x in os.getloadavg())
+    except OSError:
+        return None
+
+
+def table(result: dict) -> str:
+    """The result as Markdown: the main table, ratios, sweep and machine."""
+    rows, ratios, m = result["rows"], result["ratios"], result["machine"]
+    ref = {row.key: row for row in rows}
+    main = [r for r in rows if r.timesteps == TIMESTEPS and r.batch_size == BATCH]
+    a1 = ref["A1"]
+    lines = [f"At the notebook's shape (T={TIMESTEPS}, batch={BATCH}, "
+             f"{main[0].pairs:,} pairs per timed epoch):", "",
+             "| row | samples/s (median) | range | vs A default | "
+             "samples per CPU-second (median) |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for row in main:
+        best = " (best fit)" if row.key == result["best_fit"] else ""
+        lines.append(f"| {row.label}{best} | {row.median:,.0f} | {row.spread} | "
+                     f"{row.median / a1.median:.2f}x | {row.cpu_median:,.0f} |")
+    r = ratios
+    lines += [
+        "",
+        f"- B / A (fit default, steps_per_execution=1): **{r['B/A_default']:.2f}x** "
+        f"(target >= 2.0; by CPU time {r['cpu B/A_default']:.2f}x)",
+        f"- B / A (fit best, steps_per_execution={r['A_best_steps']}): "
+        f"**{r['B/A_best']:.2f}x** (target >= 1.3; by CPU time {r['cpu B/A_best']:.2f}x)",
+        f"- B / C: **{r['B/C']:.3f}**, C / B: **{r['C/B']:.3f}** (target C / B <= 1.05; "
+        f"by CPU time {r['cpu C/B']:.3f})",
+    ]
+    if "BF/A_default" in r:
+        lines += [
+            f"- with `lstm_fused`: B / A default **{r['BF/A_default']:.2f}x**, B / A best "
+            f"**{r['BF/A_best']:.2f}x**, C / B **{r['CF/BF']:.3f}**; B(lstm_fused) / "
+            f"B(lstm) {r['BF/B']:.2f}x",
+            f"- B / A (fit, steps_per_execution=20, jit_compile=True): {r['B/Axla']:.2f}x",
+        ]
+    lines.append(f"- B's tracing counts after all epochs: {result['tracing_count']}")
+    sweep = [row for row in rows if row.key.endswith("B") and row.key[0] == "T"]
+    if sweep:
+        lines += ["", "Sweep: B (defaults, `lstm` encoder) and C / B at each shape; "
+                  "time per sample per step should stay flat if cost is linear in T:", "",
+                  "| T | batch | pairs / epoch | B samples/s | range | "
+                  "B us / sample / step | C / B |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for row in sorted([ref["B"]] + sweep, key=lambda x: (x.batch_size, x.timesteps)):
+            c = ref[row.key[:-1] + "C"]
+            lines.append(f"| {row.timesteps} | {row.batch_size} | {row.pairs:,} | "
+                         f"{row.median:,.0f} | {row.spread} | "
+                         f"{1e6 / row.median / row.timesteps:.2f} | "
+                         f"{c.median / row.median:.3f} |")
+    s = result["settings"]
+    lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
+              f"{m['gpus']} GPUs; TensorFlow {m['tensorflow']}, Keras {m['keras']}, "
+              f"Python {m['python']}; {m['date']}. Load average (1, 5, 15 min) before "
+              f"{m['load_before']}, after {m['load_after']}. {s['repeats']} timed epochs "
+              f"per row after one warm-up epoch, rows interleaved round by round; "
+              f"{s['seconds']:.0f} s in all."]
+    if s["quick"]:
+        lines.append("(--quick: tiny epochs, one repeat; these numbers mean nothing.)")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of `python -m siamese_research.bench`.
+
+    Returns:
+      The exit status (0).
+    """
+    parser = argparse.ArgumentParser(prog="python -m siamese_research.bench",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="a few seconds: tiny epochs, one repeat (CI smoke test)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="add B and C at timesteps 10, 50, 200 x batch 64, 512")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="add B with single diagnostics switched off")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the table here")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed epochs per row (median reported)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    tf.get_logger().setLevel("ERROR")
+    result = run(quick=args.quick, sweep=args.sweep, repeats=args.repeats, seed=args.seed,
+                 breakdown=args.breakdown)
+    text = table(result)
+    print(text)
+    if args.markdown:
+        command = "python -m siamese_research.bench " + " ".join(
+            sys.argv[1:] if argv is None else argv)
+        write_markdown(args.markdown, f"`{command.strip()}`\n\n{text}")
+    return 0
+
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def write_markdown(path: str, text: str) -> None:
+    """Writes `text` between the bench markers of `path`, keeping the
+    hand-written notes around them; a new file gets a title and the markers.
+
+    Args:
+      path: the Markdown file.
+      text: the generated table.
+    """
+    block = f"{START}\n{text}\n{END}"
+    old = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+    if START in old and END in old and old.index(START) < old.index(END):
+        new = old[:old.index(START)] + block + old[old.index(END) + len(END):]
+    else:
+        new = f"# Benchmarks\n\n{block}\n"
+    with open(path, "w") as f:
+        f.write(new)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
