@@ -85,6 +85,7 @@ def test_compute_metrics_keys():
                                 threshold=0.65)
     assert binary["accuracy"] == 0.75 and binary["accuracy_best_threshold"] == 0.5
     assert binary["map"] == 0.75 and binary["groups_scored"] == 2
+    assert binary["f1"] == pytest.approx(0.8)  # at 0.5: tp 2, fp 1, fn 0
     graded = ev.compute_metrics([0, .5, 1], [.1, .4, .8], graded=True)
     assert set(graded) == {"pairs", "pearson", "spearman"}
     assert graded["spearman"] == pytest.approx(1.0)
