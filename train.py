@@ -35,6 +35,8 @@ HELP = {
     "label_range": "graded labels 'lo,hi' (e.g. 1,5) mapped to [0, 1]; use --loss=mse",
     "max_tokens": "text: vocabulary size, from the training split only",
     "max_length": "text: tokens kept per side",
+    "oov_buckets": "text: out-of-vocabulary words hash into this many ids (1: one "
+                   "shared OOV id), so an unseen word matches itself on both sides",
     "bucket_by_length": "batch pairs of similar lengths together",
     "strict": "an empty text on one side is an error instead of being skipped",
     # Model.

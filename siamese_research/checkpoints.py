@@ -19,7 +19,7 @@ from siamese_research.config import Config, UserError
 # Settings that change the variables' shapes or meaning: a checkpoint made
 # with other values cannot be resumed.
 MODEL_FIELDS = ("encoder", "units", "features", "merge", "share", "encoder_args",
-                "max_tokens", "optimizer")
+                "max_tokens", "oov_buckets", "optimizer")
 
 
 class CheckpointError(UserError):

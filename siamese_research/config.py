@@ -59,6 +59,7 @@ class Config:
     label_range: Optional[str] = None  # "lo,hi": graded labels mapped to [0, 1]
     max_tokens: int = 20000  # text: vocabulary size (incl. pad and OOV)
     max_length: int = 64  # text: tokens kept per side
+    oov_buckets: int = 1  # text: hashed ids for out-of-vocabulary words
     bucket_by_length: bool = False  # group similar lengths into batches
     strict: bool = False  # empty text on one side is an error, not skipped
     # Model.
@@ -108,7 +109,7 @@ class Config:
             "num_samples", "timesteps", "features", "units", "epochs",
             "batch_size", "steps_per_execution", "log_every", "histogram_every",
             "grad_check_every", "keep_checkpoints", "prototypes", "max_tokens",
-            "max_length",
+            "max_length", "oov_buckets",
         )
         for name in positive:
             value = getattr(self, name)
