@@ -307,3 +307,7 @@ class SiameseTower(keras.layers.Layer):
         return {**super().get_config(),
                 "core": keras.saving.serialize_keras_object(self.core),
                 "vocab_size": self.vocab_size, "features": self.features}
+
+
+# Registers `lstm_fused` (imported last: it registers itself through this module).
+from siamese_research import fused  # noqa: E402,F401

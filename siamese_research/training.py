@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from siamese_research import checkpoints as ckpt_lib
 from siamese_research import data as data_lib
-from siamese_research import devices, losses, summaries, tensorboard_extras
+from siamese_research import devices, gpu, losses, summaries, tensorboard_extras
 from siamese_research import model as model_lib
 from siamese_research.config import Config, ConfigError, UserError
 from siamese_research.trainer import NonFiniteError, Trainer
@@ -90,8 +90,17 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
     resuming = not config.restart and ckpt_lib.has_checkpoint(config.run_dir)
     if resuming:
         ckpt_lib.check_compatible(config.run_dir, config)
+    on_gpu = gpu.gpu_visible()
+    # The dtype policy must be set before the model is built.
+    policy = gpu.mixed_precision_setup(config.mixed_precision, on_gpu)
     data = data_lib.load(config)
     model, loss_fn, optimizer = build(config, data, strategy)
+    gpu.check_jit(config.jit_compile, on_gpu, model)
+    gpu.warn_cudnn(model, on_gpu)
+    with strategy.scope():
+        optimizer = gpu.wrap_optimizer(optimizer, policy)
+    scale_loss = (optimizer.scale_loss
+                  if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None)
     chief = devices.is_chief(strategy)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
@@ -121,7 +130,7 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
                       grad_check_every=config.grad_check_every,
                       gate_gradients=config.gate_gradients,
                       on_nonfinite=config.on_nonfinite, jit_compile=config.jit_compile,
-                      verbose=config.verbose)
+                      scale_loss=scale_loss, verbose=config.verbose)
     ckpt_dir = os.path.join(config.run_dir, "checkpoints")
     with strategy.scope():
         checkpointer = ckpt_lib.Checkpointer(

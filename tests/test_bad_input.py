@@ -74,6 +74,7 @@ FLAG_CASES = [
     (["--label_range=5"], "--label_range=5: expected two numbers"),
     (["--label_range=5,1"], "needs lo < hi"),
     (["--mixed_precision=float8"], "--mixed_precision=float8"),
+    (["--mixed_precision=mixed_float16"], "--mixed_precision=mixed_float16: needs a GPU"),
     (["--validation_data=README.md"], "only with a pair file as --data"),
 ]
 
