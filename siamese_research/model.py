@@ -82,16 +82,16 @@ class SiameseModel(keras.Model):
 
 def build_tower(*, encoder: str = "lstm", units: int = 32, features: int = 128,
                 vocab_size: int = 0, encoder_args: Optional[dict] = None,
-                name: str = "encoder"):
+                masked: bool = True, name: str = "encoder"):
     core = encoders_lib.build_encoder(encoder, units, **(encoder_args or {}))
     return encoders_lib.SiameseTower(core, vocab_size=vocab_size, features=features,
-                                     name=name)
+                                     masked=masked, name=name)
 
 
 def build_model(*, encoder: str = "lstm", units: int = 32, features: int = 128,
                 merge: str = "concat_absdiff_product", share: str = "tied",
                 vocab_size: int = 0, encoder_args: Optional[dict] = None,
-                build: bool = True) -> SiameseModel:
+                masked: bool = True, build: bool = True) -> SiameseModel:
     """Builds a `SiameseModel` and (by default) its variables.
 
     Args:
@@ -102,10 +102,12 @@ def build_model(*, encoder: str = "lstm", units: int = 32, features: int = 128,
       share: "tied" (one encoder) or "untied" (two of the same architecture).
       vocab_size: > 0 for token-id inputs (adds a shared Embedding).
       encoder_args: extra keyword arguments for the encoder.
+      masked: mask all-zero steps of float inputs (padding); False for data
+        whose sequences are all full length.
       build: run one dummy batch so every variable exists.
     """
     kwargs = dict(encoder=encoder, units=units, features=features,
-                  vocab_size=vocab_size, encoder_args=encoder_args)
+                  vocab_size=vocab_size, encoder_args=encoder_args, masked=masked)
     left = build_tower(**kwargs)
     right = build_tower(**kwargs, name="right_encoder") if share == "untied" else None
     model = SiameseModel(left, merges_lib.build_merge(merge), right_encoder=right)

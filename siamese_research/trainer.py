@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from siamese_research import gradients as G
+from siamese_research.config import ConfigError
 from siamese_research import summaries, tensorboard_extras
 from siamese_research.data import PairDataset
 
@@ -100,8 +101,16 @@ class Trainer:
         # train_step / eval_step get their signature from the data.
         self.train_step = self.eval_step = None
         self._graph_traced = False
-        self.train_steps = tf.function(self._train_steps, jit_compile=jit_compile,
-                                       reduce_retracing=True)
+        # XLA compiles the per-batch math only: the iterator and the summary
+        # writes around it cannot be compiled. It recompiles for every new
+        # (batch, time) shape, so it pays off for fixed-length data.
+        self._jit_math = None
+        if jit_compile:
+            if self.strategy.num_replicas_in_sync > 1:
+                raise ConfigError("jit_compile", True, "works with one device only (the "
+                                  "update's cross-replica sum cannot sit in XLA)")
+            self._jit_math = tf.function(self._step_math, jit_compile=True)
+        self.train_steps = tf.function(self._train_steps, reduce_retracing=True)
 
     @property
     def diagnostics(self) -> bool:
@@ -134,13 +143,58 @@ class Trainer:
                 break
 
     def _train_step(self, batch):
+        """One step, per replica: the math (optionally XLA-compiled), then the
+        gated summaries, which XLA cannot compile."""
+        step = self.global_step + 1
+        math = self._jit_math if self._jit_math is not None else self._step_math
+        loss, predictions, finite, left, right, total = math(batch)
+        self.global_step.assign_add(1)
+        if self.writers is None:
+            return
+        log = tf.equal(step % self.log_every, 0)
+        summaries.when(log, lambda: summaries.train_scalars(
+            step, loss=loss, accuracy=self.train_metrics["accuracy"].result(),
+            learning_rate=self.optimizer.learning_rate))
+        summaries.when(tf.logical_not(finite), lambda: summaries.scalar(
+            "nonfinite_steps", self.nonfinite_count, step))
+        if not self.diagnostics:
+            return
+        variables = G.encoder_variables(self.model)
+        bg = G.BranchGradients(loss, predictions, variables, [], left, right, [])
+        if self.scale_loss is not None:
+            bg = self._unscaled(bg)
+        check = tf.equal(step % self.grad_check_every, 0)
+        hist = tf.equal(step % self.histogram_every, 0)
+        summaries.when(log, lambda: summaries.branch_scalars(step, bg))
+
+        def record_check():
+            error = G.sum_error(total, bg.left, bg.right, bg.encoder_vars)
+            self.last_sum_error.assign(error)
+            self.max_sum_error.assign(tf.maximum(self.max_sum_error, error))
+            summaries.check_scalars(step, bg, total, error)
+
+        summaries.when(check, record_check)
+        summaries.when(hist, lambda: summaries.histograms(step, self.model, bg, total,
+                                                          self._gates))
+        if self._gates:
+            summaries.when(log, lambda: summaries.gate_scalars(
+                step, bg, total if self.grad_check_every == self.log_every else None,
+                self._gates))
+
+    def _step_math(self, batch):
+        """Forward, branch gradients, the check's total gradient, the update,
+        metrics and non-finite bookkeeping: no summary writes.
+
+        Returns:
+          (loss, predictions, finite, g_left, g_right, g_total): g_total is
+          zeros except on check and histogram steps (None without diagnostics).
+        """
         (left, right), label, weight = batch
         step = self.global_step + 1
         bg = G.branch_gradients(self.model, self.loss_fn, left, right, label, weight,
                                 training=True, scale_loss=self.scale_loss)
-        diagnose = self.diagnostics
-        if diagnose:
-            log = tf.equal(step % self.log_every, 0)
+        total = None
+        if self.diagnostics:
             check = tf.equal(step % self.grad_check_every, 0)
             hist = tf.equal(step % self.histogram_every, 0)
             # The independent total gradient, through the real variables, on
@@ -175,31 +229,12 @@ class Trainer:
         loss = bg.loss * self.strategy.num_replicas_in_sync
         self._update_metrics(self.train_metrics, loss, label, bg.predictions, weight,
                              valid=finite)
-        self.global_step.assign_add(1)
-        if self.writers is None:
-            return
-        summaries.when(tf.equal(step % self.log_every, 0), lambda: summaries.train_scalars(
-            step, loss=loss, accuracy=self.train_metrics["accuracy"].result(),
-            learning_rate=self.optimizer.learning_rate))
-        if not diagnose:
-            return
-        if self.scale_loss is not None:
-            bg = self._unscaled(bg)
-        summaries.when(log, lambda: summaries.branch_scalars(step, bg))
-
-        def record_check():
-            error = G.sum_error(total, bg.left, bg.right, bg.encoder_vars)
-            self.last_sum_error.assign(error)
-            self.max_sum_error.assign(tf.maximum(self.max_sum_error, error))
-            summaries.check_scalars(step, bg, total, error)
-
-        summaries.when(check, record_check)
-        summaries.when(hist, lambda: summaries.histograms(step, self.model, bg, total,
-                                                          self._gates))
-        if self._gates:
-            summaries.when(log, lambda: summaries.gate_scalars(
-                step, bg, total if self.grad_check_every == self.log_every else None,
-                self._gates))
+        left, right = bg.left, bg.right
+        if self._jit_math is not None:  # XLA returns dense tensors only
+            left = [None if g is None else G.dense(g, v) for g, v in zip(left, bg.encoder_vars)]
+            right = [None if g is None else G.dense(g, v)
+                     for g, v in zip(right, bg.encoder_vars)]
+        return loss, bg.predictions, finite, left, right, total
 
     def _total(self, batch):
         (left, right), label, weight = batch
@@ -226,9 +261,6 @@ class Trainer:
             first = self.nonfinite_step < 0
             self.nonfinite_step.assign(tf.where(first, step, self.nonfinite_step))
             self.nonfinite_index.assign(tf.where(first, which, self.nonfinite_index))
-            if self.writers is not None:
-                summaries.when(tf.constant(True), lambda: summaries.scalar(
-                    "nonfinite_steps", self.nonfinite_count, step))
             return tf.constant(True)
 
         tf.cond(finite, lambda: tf.constant(False), record)

@@ -61,7 +61,7 @@ def build(config: Config, data: data_lib.PairData, strategy=None):
         model = model_lib.build_model(
             encoder=config.encoder, units=config.units, features=config.features,
             merge=config.merge, share=config.share, vocab_size=vocab,
-            encoder_args=config.encoder_kwargs)
+            encoder_args=config.encoder_kwargs, masked=data.padded or vocab > 0)
         loss_fn = losses.build_loss(config.loss, merge=config.merge, margin=config.margin)
         optimizer = build_optimizer(config.optimizer, config.learning_rate)
     return model, loss_fn, optimizer

@@ -5,7 +5,10 @@ left, right and label columns default to the first two text columns and a
 column named `label`. Texts become token ids through a
 `keras.layers.TextVectorization` adapted on the training split only (0 =
 padding, right-padded, at most `max_length` tokens), which is saved with the
-run (`vectorizer.json`) so evaluation sees the same vocabulary.
+run (`vectorizer.json`) so evaluation sees the same vocabulary. Words outside
+the vocabulary hash (FarmHash of the word) into `oov_buckets` ids 1..N, so
+the same unseen word gets the same id on both sides of a pair and in every
+run that loads the vectoriser; with N = 1 they all share id 1.
 
 `.npz` files hold float arrays `left`, `right` (n, time, features) and `label`
 (n,), with optional `left_length` / `right_length`; steps past a row's length
@@ -101,18 +104,48 @@ def file_kind(path: str) -> str:
                     f"{', '.join(TEXT_SUFFIXES + FLOAT_SUFFIXES)}")
 
 
-def make_vectorizer(config: Config, texts: Sequence[str]):
-    """A `TextVectorization` adapted on `texts` (lowercase, strip punctuation,
-    split on whitespace; 0 = padding, 1 = out of vocabulary).
+def _text_vectorization(num_oov_indices: int = 1, vocabulary=None, **kwargs):
+    """A `keras.layers.TextVectorization` with `num_oov_indices` hashed OOV ids.
 
-    Args:
-      config: supplies `max_tokens` and `max_length`.
-      texts: the training texts (both sides) to build the vocabulary from.
+    Keras 3's TextVectorization always builds its `StringLookup` with one OOV
+    id and takes no `num_oov_indices`; for more than one, the lookup is
+    rebuilt with them (same max_tokens, mask "" = 0, output mode). An unseen
+    word then maps to 1 + FarmHash64(word) mod num_oov_indices: the same id for
+    the same word everywhere, no salt, nothing stored but the count.
     """
     import keras
 
-    layer = keras.layers.TextVectorization(
-        max_tokens=config.max_tokens, output_sequence_length=config.max_length)
+    if num_oov_indices == 1:
+        return keras.layers.TextVectorization(vocabulary=vocabulary, **kwargs)
+    layer = keras.layers.TextVectorization(**kwargs)
+    old = layer._lookup_layer
+    layer._lookup_layer = keras.layers.StringLookup(
+        max_tokens=old.max_tokens, num_oov_indices=num_oov_indices,
+        vocabulary=vocabulary, mask_token="", output_mode=old.output_mode,
+        pad_to_max_tokens=old.pad_to_max_tokens, sparse=old.sparse,
+        encoding=old.encoding)
+    layer._has_input_vocabulary = vocabulary is not None
+    return layer
+
+
+def make_vectorizer(config: Config, texts: Sequence[str]):
+    """A `TextVectorization` adapted on `texts` (lowercase, strip punctuation,
+    split on whitespace; 0 = padding, 1..oov_buckets = out of vocabulary,
+    hashed per word; the vocabulary's words follow).
+
+    `max_tokens` counts padding, ONE out-of-vocabulary id and the words, as
+    with a single OOV id; the extra `oov_buckets - 1` ids come on top, so the
+    words kept do not depend on `oov_buckets` and `vocabulary_size()` grows
+    by `oov_buckets - 1`.
+
+    Args:
+      config: supplies `max_tokens`, `max_length` and `oov_buckets`.
+      texts: the training texts (both sides) to build the vocabulary from.
+    """
+    layer = _text_vectorization(
+        max_tokens=config.max_tokens + config.oov_buckets - 1,
+        num_oov_indices=config.oov_buckets,
+        output_sequence_length=config.max_length)
     layer.adapt(np.asarray(list(texts), dtype=object))
     return layer
 
@@ -130,6 +163,7 @@ def save_vectorizer(vectorizer, run_dir: str) -> str:
     cfg = vectorizer.get_config()
     state = {"vocabulary": [str(t) for t in vectorizer.get_vocabulary()],
              "max_tokens": cfg.get("max_tokens"),
+             "num_oov_indices": int(vectorizer._lookup_layer.num_oov_indices),
              "output_sequence_length": cfg.get("output_sequence_length"),
              "standardize": cfg.get("standardize"), "split": cfg.get("split")}
     path = os.path.join(run_dir, VECTORIZER_FILE)
@@ -158,12 +192,17 @@ def load_vectorizer(run_dir: str):
         with open(path, encoding="utf-8") as f:
             state = json.load(f)
         vocab = list(state["vocabulary"])
-        # get_vocabulary() starts with the reserved padding "" and OOV "[UNK]";
-        # given back, Keras would add them again and shift every id by two.
+        # Files written before --oov_buckets have one OOV id.
+        num_oov = int(state.get("num_oov_indices", 1))
+        if num_oov < 1:
+            raise ValueError(f"num_oov_indices {num_oov}: must be >= 1")
+        # get_vocabulary() starts with the reserved padding "" and the
+        # num_oov_indices OOV "[UNK]"s; given back, Keras would add them again
+        # and shift every id.
         while vocab and vocab[0] in ("", "[UNK]"):
             vocab.pop(0)
-        return keras.layers.TextVectorization(
-            max_tokens=state.get("max_tokens"),
+        return _text_vectorization(
+            max_tokens=state.get("max_tokens"), num_oov_indices=num_oov,
             output_sequence_length=state.get("output_sequence_length"),
             standardize=state.get("standardize") or "lower_and_strip_punctuation",
             split=state.get("split") or "whitespace", vocabulary=vocab)
