@@ -76,9 +76,8 @@ class FusedLSTM(keras.layers.Layer):
         projected = tf.reshape(tf.matmul(tf.reshape(xt, [-1, shape[2]]), kernel) + bias,
                                [shape[0], shape[1], 4 * self.units])
         if mask is None:
-            keep = tf.ones([shape[0], shape[1], 1], kernel.dtype)
-        else:
-            keep = tf.cast(tf.transpose(mask, [1, 0])[..., None], kernel.dtype)
+            return lstm_recurrence(projected, recurrent)
+        keep = tf.cast(tf.transpose(mask, [1, 0])[..., None], kernel.dtype)
         return lstm_recurrence(projected, recurrent, keep)
 
     def compute_mask(self, inputs, mask=None):
@@ -91,28 +90,45 @@ class FusedLSTM(keras.layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
-@tf.custom_gradient
-def lstm_recurrence(projected, recurrent_kernel, keep):
+def lstm_recurrence(projected, recurrent_kernel, keep=None):
     """The LSTM recurrence on pre-projected inputs.
 
     Args:
       projected: (time, batch, 4U) = x_t @ kernel + bias, gates i, f, c, o.
       recurrent_kernel: (U, 4U).
-      keep: (time, batch, 1) float, 1 where the step is real, 0 where it is
-        padding (the state is kept there).
+      keep: None (every step is real), or (time, batch, 1) float: 1 where the
+        step is real, 0 where it is padding (the state is kept there).
 
     Returns:
       (batch, U): the hidden state after the last real step (zeros for a row
       with no real step).
     """
+    if keep is None:
+        return _RECURRENCE[False](projected, recurrent_kernel)
+    return _RECURRENCE[True](projected, recurrent_kernel, keep)
+
+
+def _make_recurrence(masked: bool):
+    # Two graphs rather than an all-ones mask: without padding the loops skip
+    # the per-step selects (a few of the ~30 small ops per step that set the
+    # speed here).
+    @tf.custom_gradient
+    def recurrence(projected, recurrent_kernel, *keep):
+        return _recurrence(masked, projected, recurrent_kernel, *keep)
+
+    return recurrence
+
+
+def _recurrence(masked, projected, recurrent_kernel, keep=None):
     steps = tf.shape(projected)[0]
     batch = tf.shape(projected)[1]
     units = tf.shape(recurrent_kernel)[0]
     dtype = projected.dtype
     zeros = tf.zeros([batch, units], dtype)
     z_in = tf.TensorArray(dtype, size=steps).unstack(projected)
-    keep_in = tf.TensorArray(dtype, size=steps).unstack(keep)
-    real_in = tf.TensorArray(tf.bool, size=steps).unstack(keep > 0)
+    if masked:
+        keep_in = tf.TensorArray(dtype, size=steps).unstack(keep)
+        real_in = tf.TensorArray(tf.bool, size=steps).unstack(keep > 0)
     # What the backward pass needs per step: the previous state and the
     # activated gates (i, f, g, o) and tanh(c).
     h_seq = tf.TensorArray(dtype, size=steps)
@@ -128,10 +144,11 @@ def lstm_recurrence(projected, recurrent_kernel, keep):
         c_new = f * c + i * g
         tanh_c = tf.tanh(c_new)
         h_new = o * tanh_c
-        # Padding keeps the state (as keras.layers.LSTM does with a mask).
-        real = real_in.read(t)
-        h_next = tf.where(real, h_new, h)
-        c_next = tf.where(real, c_new, c)
+        h_next, c_next = h_new, c_new
+        if masked:  # padding keeps the state, as keras.layers.LSTM does
+            real = real_in.read(t)
+            h_next = tf.where(real, h_new, h)
+            c_next = tf.where(real, c_new, c)
         return (t + 1, h_next, c_next, h_seq.write(t, h), c_seq.write(t, c),
                 act_seq.write(t, tf.concat([i, f, g, o], 1)),
                 tanh_c_seq.write(t, tanh_c))
@@ -154,19 +171,24 @@ def lstm_recurrence(projected, recurrent_kernel, keep):
 
         def backward(t, dh, dc, dz_seq):
             s = steps - 1 - t
-            m = keep_in.read(s)
             i, f, g, o = tf.split(acts_in.read(s), 4, axis=1)
             tanh_c = tanh_c_in.read(s)
-            # Only a real step passes gradient into its gates; padding passes
-            # dh, dc straight through to the previous state.
-            dh_new, dc_in = m * dh, m * dc
+            dh_new, dc_in = dh, dc
+            if masked:
+                # Only a real step passes gradient into its gates; padding
+                # passes dh, dc straight through to the previous state.
+                m = keep_in.read(s)
+                dh_new, dc_in = m * dh, m * dc
             do = dh_new * tanh_c
             dc_new = dc_in + dh_new * o * (1.0 - tanh_c * tanh_c)
             di, df, dg = dc_new * g, dc_new * c_prev_in.read(s), dc_new * i
             dz = tf.concat([di * i * (1.0 - i), df * f * (1.0 - f),
                             dg * (1.0 - g * g), do * o * (1.0 - o)], 1)
-            dh_prev = dh - dh_new + tf.matmul(dz, recurrent_t)
-            dc_prev = dc - dc_in + dc_new * f
+            dh_prev = tf.matmul(dz, recurrent_t)
+            dc_prev = dc_new * f
+            if masked:
+                dh_prev += dh - dh_new
+                dc_prev += dc - dc_in
             return t + 1, dh_prev, dc_prev, dz_seq.write(s, dz)
 
         _, _, _, dz_seq = tf.while_loop(
@@ -177,9 +199,14 @@ def lstm_recurrence(projected, recurrent_kernel, keep):
         # dW of the recurrent kernel: ONE product over all steps and rows.
         d_recurrent = tf.matmul(tf.reshape(h_prev_all, [-1, units]),
                                 tf.reshape(dz_all, [-1, 4 * units]), transpose_a=True)
-        return dz_all, d_recurrent, tf.zeros_like(keep)
+        if masked:
+            return dz_all, d_recurrent, tf.zeros_like(keep)
+        return dz_all, d_recurrent
 
     return h, grad
+
+
+_RECURRENCE = {masked: _make_recurrence(masked) for masked in (False, True)}
 
 
 def fused_lstm(units: int, **kwargs) -> FusedLSTM:
