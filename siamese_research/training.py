@@ -103,6 +103,9 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
                   if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None)
     chief = devices.is_chief(strategy)
     replicas = strategy.num_replicas_in_sync
+    if config.jit_compile and replicas > 1:
+        raise ConfigError("jit_compile", True, "works with one device only (the update's "
+                          "cross-replica sum cannot sit in XLA)")
     if config.batch_size % replicas:
         raise ConfigError("batch_size", config.batch_size,
                           f"must be divisible by the {replicas} replicas")

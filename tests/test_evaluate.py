@@ -147,6 +147,29 @@ def test_cli_writes_json_tensorboard_and_matches_the_library(trained_run):
     assert os.listdir(run_dir / "eval_dev_overlap")
 
 
+def test_oov_buckets_run_reloads_and_scores_unseen_words(tmp_path):
+    """A run with --oov_buckets: the embedding has a row for every hashed id,
+    and evaluate's reloaded vectoriser maps dev-only words as training did."""
+    from siamese_research import training
+    from siamese_research.data import files
+
+    config = tiny(data=write_qa(tmp_path / "train.csv", questions=3),
+                  run_dir=str(tmp_path / "run"), epochs=1, batch_size=4,
+                  validation_split=0.34, max_tokens=50, max_length=8, oov_buckets=16,
+                  projector_points=0)
+    assert training.run(config)["exit_code"] == 0
+    vectorizer = files.load_vectorizer(config.run_dir)
+    model = ev.load_run_model(config.run_dir)
+    embedding = [w for w in model.weights if "embedding" in w.path]
+    assert embedding and embedding[0].shape[0] == vectorizer.vocabulary_size()
+    dev = write_qa(tmp_path / "dev.csv", questions=5)  # thing3, thing4: unseen
+    ids = np.asarray(vectorizer(np.array(["thing4", "thing4 is"], dtype=object)))
+    assert 1 <= ids[0, 0] <= 16 and ids[0, 0] == ids[1, 0]
+    result = ev.evaluate_run(config.run_dir, dev)
+    assert result["model"]["pairs"] == 15 and result["model"]["groups_scored"] == 5
+    assert np.isfinite(result["info"]["scores"]).all()
+
+
 def test_resuming_with_another_feature_size_is_refused(trained_run, tmp_path):
     run_dir, dev = trained_run
     before = sorted(os.listdir(run_dir / "checkpoints"))

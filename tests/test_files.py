@@ -159,6 +159,50 @@ def test_vectorizer_round_trip(tmp_path):
     assert files.load_vectorizer(str(tmp_path / "nothing")) is None
 
 
+def test_oov_buckets_hash_unseen_words_the_same_on_both_sides(tmp_path):
+    train = ["the cat sat", "the dog ran"]
+    one = files.make_vectorizer(tiny(max_tokens=100, max_length=6), train)
+    many = files.make_vectorizer(tiny(max_tokens=100, max_length=6, oov_buckets=64),
+                                 train)
+    # The same words are kept; the 63 extra OOV ids come on top.
+    words = [w for w in one.get_vocabulary() if w not in ("", "[UNK]")]
+    assert [w for w in many.get_vocabulary() if w not in ("", "[UNK]")] == words
+    assert many.vocabulary_size() == one.vocabulary_size() + 63
+    left, right = np.asarray(many(np.array(["thatcher the zebra", "zebra thatcher"],
+                                           dtype=object)))
+    thatcher, zebra = int(left[0]), int(left[2])
+    # Unseen words land in 1..64, each word on its own id, the same on both
+    # sides (one OOV id would make "thatcher" == "zebra").
+    assert 1 <= thatcher <= 64 and 1 <= zebra <= 64 and thatcher != zebra
+    assert right.tolist()[:2] == [zebra, thatcher]
+    assert int(left[1]) == int(np.asarray(one(np.array(["the"], dtype=object)))[0, 0]) + 63
+    np.testing.assert_array_equal(np.asarray(one(np.array(["thatcher zebra"],
+                                                          dtype=object)))[0, :2], [1, 1])
+    # Saved and reloaded: the identical mapping, unseen words included.
+    files.save_vectorizer(many, str(tmp_path))
+    state = json.loads((tmp_path / files.VECTORIZER_FILE).read_text())
+    assert state["num_oov_indices"] == 64
+    again = files.load_vectorizer(str(tmp_path))
+    assert again.get_vocabulary() == many.get_vocabulary()
+    assert again.vocabulary_size() == many.vocabulary_size()
+    texts = np.array(["thatcher the zebra", "never seen before words", "cat"],
+                     dtype=object)
+    np.testing.assert_array_equal(np.asarray(again(texts)), np.asarray(many(texts)))
+
+
+def test_vectorizer_file_without_oov_count_loads_with_one_oov_id(tmp_path):
+    one = files.make_vectorizer(tiny(max_tokens=100, max_length=4), ["the cat sat"])
+    files.save_vectorizer(one, str(tmp_path))
+    path = tmp_path / files.VECTORIZER_FILE
+    state = json.loads(path.read_text())
+    del state["num_oov_indices"]  # as written before --oov_buckets
+    path.write_text(json.dumps(state))
+    again = files.load_vectorizer(str(tmp_path))
+    assert again.vocabulary_size() == one.vocabulary_size()
+    texts = np.array(["the zebra cat", "thatcher"], dtype=object)
+    np.testing.assert_array_equal(np.asarray(again(texts)), np.asarray(one(texts)))
+
+
 def write_npz(path, n=8, time=5, features=8, **arrays):
     rng = np.random.default_rng(0)
     base = dict(left=rng.normal(size=(n, time, features)).astype(np.float32),

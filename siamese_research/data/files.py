@@ -183,8 +183,6 @@ def load_vectorizer(run_dir: str):
     Raises:
       DataError: the file exists but cannot be read.
     """
-    import keras
-
     path = os.path.join(run_dir, VECTORIZER_FILE)
     if not os.path.exists(path):
         return None
