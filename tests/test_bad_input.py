@@ -1,10 +1,10 @@
 """Every bad input the project can meet, as a user meets it through train.py:
 exit status 2, one clear line on stderr, no traceback, nothing half-written.
 
-Pair-file inputs (columns, labels, empty files, .npz contents) are listed in
-FILE_CASES below; checkpoint cases (incompatible, corrupt) are in
-tests/test_checkpoints.py; non-finite training (exit 3) in
-tests/test_nonfinite.py.
+Pair-file inputs (columns, labels, empty files, .npz contents) come from
+tests/test_files.py's cases (which also run each as a real process);
+checkpoint cases (incompatible, corrupt) are in tests/test_checkpoints.py;
+non-finite training (exit 3) in tests/test_nonfinite.py.
 """
 
 import contextlib
@@ -14,6 +14,7 @@ import os
 
 import pytest
 
+import test_files
 from conftest import ROOT, run_train
 
 
@@ -126,3 +127,13 @@ def test_run_dir_not_writable(tmp_path):
     # chmod would not stop a write).
     proc = _Proc(*_cli(*TINY, "--run_dir=/proc/siamese-research/run"))
     _assert_one_line_exit_2(proc, "--run_dir=/proc/siamese-research/run: cannot write")
+
+
+@pytest.mark.parametrize("case", test_files.BAD)
+def test_bad_pair_file(tmp_path, case):
+    args, needle = test_files._bad_text_files(tmp_path)[case]
+    run_dir = tmp_path / "run"
+    proc = _Proc(*_cli(*args, f"--run_dir={run_dir}", "--features=8", "--units=4",
+                       "--epochs=1", "--batch_size=4"))
+    _assert_one_line_exit_2(proc, needle)
+    assert not run_dir.exists()
