@@ -6,9 +6,10 @@ column named `label`. Texts become token ids through a
 `keras.layers.TextVectorization` adapted on the training split only (0 =
 padding, right-padded, at most `max_length` tokens), which is saved with the
 run (`vectorizer.json`) so evaluation sees the same vocabulary. Words outside
-the vocabulary hash (FarmHash of the word) into `oov_buckets` ids 1..N, so
-the same unseen word gets the same id on both sides of a pair and in every
-run that loads the vectoriser; with N = 1 they all share id 1.
+the vocabulary hash (an unsalted FarmHash fingerprint of the word) into
+`oov_buckets` ids 1..N, so the same unseen word gets the same id on both sides
+of a pair and in every run that loads the vectoriser; with N = 1 they all
+share id 1.
 
 `.npz` files hold float arrays `left`, `right` (n, time, features) and `label`
 (n,), with optional `left_length` / `right_length`; steps past a row's length
@@ -110,8 +111,9 @@ def _text_vectorization(num_oov_indices: int = 1, vocabulary=None, **kwargs):
     Keras 3's TextVectorization always builds its `StringLookup` with one OOV
     id and takes no `num_oov_indices`; for more than one, the lookup is
     rebuilt with them (same max_tokens, mask "" = 0, output mode). An unseen
-    word then maps to 1 + FarmHash64(word) mod num_oov_indices: the same id for
-    the same word everywhere, no salt, nothing stored but the count.
+    word then maps to 1 + fingerprint(word) mod num_oov_indices (FarmHash, by
+    `tf.strings.to_hash_bucket_fast`): the same id for the same word
+    everywhere, no salt, nothing stored but the count.
     """
     import keras
 
