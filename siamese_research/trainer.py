@@ -53,7 +53,8 @@ class Trainer:
         still trains on g_left + g_right); used by the benchmark.
       on_nonfinite: "stop" (raise `NonFiniteError`, nothing applied) or
         "skip" (drop that step's update, count it).
-      jit_compile: XLA-compile the multi-step function.
+      jit_compile: XLA-compile the per-batch math (one device only; the
+        iterator loop and the summary writes stay outside XLA).
       scale_loss: mixed precision: `optimizer.scale_loss`.
       verbose: 1 shows a `keras.utils.Progbar`, 0 is silent.
     """
