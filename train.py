@@ -15,6 +15,7 @@ import sys
 
 from absl import flags
 
+from siamese_research import cli
 from siamese_research.config import Config  # also imports TensorFlow, quietly
 
 HELP = {
@@ -100,36 +101,22 @@ def define_flags() -> flags.FlagValues:
     return fv
 
 
-def fail(message: str, status: int = 2) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(status)
-
-
 def main(argv) -> int:
     fv = define_flags()
-    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
-        print(__doc__)
-        print(fv.get_help())
-        return 0
-    try:
-        rest = fv(argv)
-    except flags.Error as e:
-        fail(str(e))
-    if len(rest) > 1:
-        fail(f"unexpected argument {rest[1]!r}; flags look like --name=value")
+    cli.parse(fv, argv, __doc__)
     from siamese_research.config import UserError
 
     try:
         config = Config(**{name: fv[name].value for name in Config.field_names()})
     except UserError as e:
-        fail(str(e))
+        cli.fail(str(e))
     from siamese_research import training
 
     training.quiet_tensorflow()
     try:
         result = training.run(config, argv=argv)
     except UserError as e:
-        fail(str(e))
+        cli.fail(str(e))
     return result["exit_code"]
 
 

@@ -43,10 +43,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from siamese_research import cli
 from siamese_research.config import Config, ConfigError, DataError, UserError
 
 BASELINES = ("none", "overlap")
-PR_THRESHOLDS = 201
 # The same characters TextVectorization's lower_and_strip_punctuation removes.
 _PUNCTUATION = re.compile(r'[!"#$%&()\*\+,\-\./:;<=>?@\[\\\]^_`{|}~\']')
 METRIC_ORDER = ("pairs", "positives", "accuracy", "threshold", "accuracy_best_threshold",
@@ -441,23 +441,6 @@ def _json_ready(metrics: dict) -> dict:
             if not (isinstance(v, float) and not math.isfinite(v))}
 
 
-def pr_counts(labels, scores, num_thresholds: int = PR_THRESHOLDS) -> dict:
-    """TP/FP/TN/FN, precision and recall at evenly spaced thresholds in [0, 1]."""
-    y = np.asarray(labels) >= 0.5
-    s = np.asarray(scores, np.float64)
-    thresholds = np.linspace(0.0, 1.0, num_thresholds)
-    pred = s[None, :] >= thresholds[:, None]
-    tp = (pred & y).sum(axis=1).astype(np.float64)
-    fp = (pred & ~y).sum(axis=1).astype(np.float64)
-    fn = y.sum() - tp
-    tn = (~y).sum() - fp
-    precision = tp / np.maximum(tp + fp, 1.0)
-    recall = tp / max(float(y.sum()), 1.0)
-    return dict(true_positive_counts=tp, false_positive_counts=fp,
-                true_negative_counts=tn, false_negative_counts=fn,
-                precision=precision, recall=recall)
-
-
 def write_outputs(run_dir: str, stem: str, name: str, metrics: dict, labels,
                   scores) -> str:
     """`DIR/eval_<stem>[_name].json` and TensorBoard `DIR/eval_<stem>[_name]/`
@@ -467,7 +450,8 @@ def write_outputs(run_dir: str, stem: str, name: str, metrics: dict, labels,
       The JSON path.
     """
     import tensorflow as tf
-    from tensorboard.plugins.pr_curve import summary as pr_summary
+
+    from siamese_research import summaries, tensorboard_extras
 
     base = f"eval_{stem}" + ("" if name == "model" else f"_{name}")
     path = os.path.join(run_dir, base + ".json")
@@ -476,12 +460,10 @@ def write_outputs(run_dir: str, stem: str, name: str, metrics: dict, labels,
         f.write("\n")
     writer = tf.summary.create_file_writer(os.path.join(run_dir, base))
     with writer.as_default():
-        for k, v in _json_ready(metrics).items():
-            tf.summary.scalar(f"eval/{k}", float(v), step=0)
-        if not any(k in metrics for k in ("pearson", "spearman")):
-            pb = pr_summary.raw_data_pb("eval/pr_curve", num_thresholds=PR_THRESHOLDS,
-                                        **pr_counts(labels, scores))
-            tf.summary.experimental.write_raw_pb(pb.SerializeToString(), step=0)
+        summaries.epoch_scalars(0, {f"eval/{k}": float(v)
+                                    for k, v in _json_ready(metrics).items()})
+    if not any(k in metrics for k in ("pearson", "spearman")):
+        tensorboard_extras.pr_curve(writer, labels, scores, 0, name="eval/pr_curve")
     writer.close()
     return path
 
@@ -505,30 +487,14 @@ def define_flags():
     return fv
 
 
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv) -> int:
-    from absl import flags
-
     fv = define_flags()
-    if any(a in ("-h", "--help", "--helpfull", "--helpshort") for a in argv[1:]):
-        print(__doc__)
-        print(fv.get_help())
-        return 0
-    try:
-        rest = fv(argv)
-    except flags.Error as e:
-        fail(str(e))
-    if len(rest) > 1:
-        fail(f"unexpected argument {rest[1]!r}; flags look like --name=value")
+    cli.parse(fv, argv, __doc__)
     for name in ("run_dir", "data"):
         if not fv[name].value:
-            fail(f"--{name} is required")
+            cli.fail(f"--{name} is required")
     if fv.batch_size <= 0:
-        fail(f"--batch_size={fv.batch_size}: must be a positive integer")
+        cli.fail(f"--batch_size={fv.batch_size}: must be a positive integer")
     from siamese_research import training
 
     training.quiet_tensorflow()
@@ -538,7 +504,7 @@ def main(argv) -> int:
             left_column=fv.left_column, right_column=fv.right_column,
             label_column=fv.label_column, label_range=fv.label_range)
     except UserError as e:
-        fail(str(e))
+        cli.fail(str(e))
     stem = os.path.splitext(os.path.basename(fv.data))[0]
     info = results["info"]
     paths = [write_outputs(fv.run_dir, stem, "model", results["model"], info["labels"],

@@ -19,7 +19,6 @@ from siamese_research import encoders as encoders_lib
 from siamese_research import gradients as G
 
 TRAIN, VALIDATION = "train", "validation"
-BRANCHES = ("left", "right", "total")
 
 
 def create_writers(run_dir: str) -> Dict[str, tf.summary.SummaryWriter]:
@@ -145,6 +144,11 @@ def histograms(step, model, bg: G.BranchGradients, total: Optional[list],
             if id(v) in gates_of:
                 for gate, part in split_gates(g, gates_of[id(v)][1]).items():
                     histogram(f"gradients/{branch}/{v.path}/{gate}", part, step)
+
+
+def samples_per_second(step: int, value: float) -> None:
+    """Training speed, written by the Python loop (it owns the clock)."""
+    scalar("samples_per_second", value, step)
 
 
 def epoch_scalars(step, values: Dict[str, float]) -> None:

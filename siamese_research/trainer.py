@@ -420,8 +420,8 @@ class Trainer:
         last_log = (step // self.log_every) * self.log_every
         if last_log > before:
             with self.writers[summaries.TRAIN].as_default():
-                tf.summary.scalar("samples_per_second",
-                                  (step - before) * batch_size / seconds, step=last_log)
+                summaries.samples_per_second(last_log,
+                                             (step - before) * batch_size / seconds)
 
     def _check_nonfinite(self):
         bad = int(self.nonfinite_step.numpy())

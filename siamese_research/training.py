@@ -311,9 +311,4 @@ def quiet_tensorflow() -> None:
     warnings.filterwarnings("ignore", module="tensorflow")
 
 
-def json_ready(result: dict) -> dict:
-    return {k: v for k, v in result.items()
-            if isinstance(v, (int, float, str, bool, dict, list, type(None)))}
-
-
-__all__ = ["run", "build", "RunResult", "UserError", "json_ready"]
+__all__ = ["run", "build", "RunResult", "UserError"]

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import ROOT, SHARED_DATA, run_train, tiny
 from siamese_research import evaluate as ev
@@ -142,9 +143,16 @@ def test_cli_writes_json_tensorboard_and_matches_the_library(trained_run):
     again = ev.evaluate_run(str(run_dir), dev)
     assert again["model"]["map"] == pytest.approx(model["map"])
     assert again["model"]["threshold"] == pytest.approx(model["threshold"])
-    events = os.listdir(run_dir / "eval_dev")
-    assert any(name.startswith("events.out.tfevents") for name in events)
-    assert os.listdir(run_dir / "eval_dev_overlap")
+    # TensorBoard: every metric as a scalar and the PR curve, for both scorers.
+    from tensorboard.backend.event_processing import event_accumulator as ea
+    for folder, metrics in (("eval_dev", model), ("eval_dev_overlap", base)):
+        acc = ea.EventAccumulator(str(run_dir / folder), size_guidance={ea.TENSORS: 0})
+        acc.Reload()
+        tags = set(acc.Tags()["tensors"])
+        assert {f"eval/{k}" for k in metrics} <= tags, sorted(tags)
+        assert "eval/pr_curve" in tags
+        logged = float(tf.make_ndarray(acc.Tensors("eval/map")[0].tensor_proto))
+        assert logged == pytest.approx(metrics["map"])
 
 
 def test_oov_buckets_run_reloads_and_scores_unseen_words(tmp_path):
