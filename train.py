@@ -58,6 +58,8 @@ HELP = {
     "batch_size": "pairs per step (global, across replicas)",
     "class_weight": "none, or balanced: weight each class by n / (2 n_class)",
     "seed": "random seed for data, initialisation and shuffling",
+    "embedding_init": "text: uniform (Keras's default) or idf: each word's random "
+                      "embedding rescaled to its idf on the training split",
     # Execution.
     "steps_per_execution": "train steps per compiled call",
     "strategy": "auto (mirrored over >1 GPU, else one device), one_device, "
@@ -65,6 +67,9 @@ HELP = {
     "jit_compile": "XLA-compile the train step (refused on GPU with cuDNN RNNs)",
     "mixed_precision": "mixed_float16 or mixed_bfloat16 (GPU only)",
     "deterministic": "enable TensorFlow op determinism",
+    "intra_op_threads": "threads one op may use; 0 = auto: 1 without a GPU (the "
+                        "branches' ops then run side by side), TensorFlow's default "
+                        "with one",
     "on_nonfinite": "stop: end the run at a non-finite loss/gradient; skip: drop "
                     "that step's update and count it",
     # Logging and checkpoints.

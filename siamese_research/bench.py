@@ -44,6 +44,7 @@ import keras
 import tensorflow as tf
 
 from siamese_research import data as data_lib
+from siamese_research import devices
 from siamese_research import fused  # noqa: F401  (registers the lstm_fused encoder)
 from siamese_research import model as model_lib
 from siamese_research import summaries
@@ -342,7 +343,9 @@ def run(*, quick: bool = False, sweep: bool = False, repeats: int = 5,
             "tracing_count": trainers["B"].trainer.tracing_count,
             "machine": machine(load_before, _loadavg()),
             "settings": {"repeats": repeats, "quick": quick, "sweep": sweep,
-                         "seconds": time.time() - started, "seed": seed}}
+                         "seconds": time.time() - started, "seed": seed,
+                         "intra_op_threads":
+                             tf.config.threading.get_intra_op_parallelism_threads()}}
 
 
 def _breakdown_variants():
@@ -443,7 +446,9 @@ def table(result: dict) -> str:
               f"Python {m['python']}; {m['date']}. Load average (1, 5, 15 min) before "
               f"{m['load_before']}, after {m['load_after']}. {s['repeats']} timed epochs "
               f"per row after one warm-up epoch, rows interleaved round by round; "
-              f"{s['seconds']:.0f} s in all."]
+              f"{s['seconds']:.0f} s in all. One process for all rows, so all run with "
+              f"intra_op_threads={s.get('intra_op_threads', 0)} (0 = TensorFlow's "
+              f"default), train.py's default here."]
     if s["quick"]:
         lines.append("(--quick: tiny epochs, one repeat; these numbers mean nothing.)")
     return "\n".join(lines)
@@ -467,9 +472,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=5,
                         help="timed epochs per row (median reported)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--intra_op_threads", type=int, default=0,
+                        help="threads per op for every row (0 = auto, as train.py)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    if args.intra_op_threads < 0:
+        parser.error("--intra_op_threads must be >= 0")
+    devices.configure_threads(args.intra_op_threads)
     tf.get_logger().setLevel("ERROR")
     result = run(quick=args.quick, sweep=args.sweep, repeats=args.repeats, seed=args.seed,
                  breakdown=args.breakdown)

@@ -19,6 +19,7 @@ SHARES = ("tied", "untied")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 ON_NONFINITE = ("stop", "skip")
 CLASS_WEIGHTS = ("none", "balanced")
+EMBEDDING_INITS = ("uniform", "idf")
 
 
 class UserError(Exception):
@@ -76,6 +77,7 @@ class Config:
     epochs: int = 3
     batch_size: int = 64
     class_weight: str = "none"  # none | balanced
+    embedding_init: str = "uniform"  # text: uniform (Keras's) | idf (see model)
     seed: int = 42
     # Execution.
     steps_per_execution: int = 20  # train steps per compiled call
@@ -83,6 +85,7 @@ class Config:
     jit_compile: bool = False
     mixed_precision: Optional[str] = None  # None | mixed_float16 | mixed_bfloat16
     deterministic: bool = False
+    intra_op_threads: int = 0  # threads one op may use; 0 = auto (see devices)
     on_nonfinite: str = "stop"
     # Logging and checkpoints.
     run_dir: str = ""  # default: runs/<UTC timestamp>
@@ -118,6 +121,10 @@ class Config:
         if self.checkpoint_every < 0:
             raise ConfigError("checkpoint_every", self.checkpoint_every,
                               "must be >= 0 (0 = at epoch ends only)")
+        if isinstance(self.intra_op_threads, bool) or not isinstance(
+                self.intra_op_threads, int) or self.intra_op_threads < 0:
+            raise ConfigError("intra_op_threads", self.intra_op_threads,
+                              "must be >= 0 (0 = auto)")
         if self.projector_points < 0:
             raise ConfigError("projector_points", self.projector_points, "must be >= 0")
         if not 0.0 <= self.validation_split < 1.0:
@@ -150,6 +157,7 @@ class Config:
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("on_nonfinite", self.on_nonfinite, ON_NONFINITE)
         _choice("class_weight", self.class_weight, CLASS_WEIGHTS)
+        _choice("embedding_init", self.embedding_init, EMBEDDING_INITS)
         if self.mixed_precision not in (None, "mixed_float16", "mixed_bfloat16"):
             raise ConfigError("mixed_precision", self.mixed_precision,
                               "expected mixed_float16 or mixed_bfloat16")

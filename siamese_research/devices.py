@@ -11,6 +11,33 @@ def gpus() -> list:
     return tf.config.list_logical_devices("GPU")
 
 
+def configure_threads(intra_op: int = 0) -> int:
+    """Sets how many threads one TensorFlow op may use; call it before
+    anything initialises TensorFlow's runtime (listing logical devices does).
+
+    Args:
+      intra_op: a thread count, or 0 = auto: 1 on a machine without a GPU,
+        TensorFlow's default (every core) with one. On a CPU this model's ops
+        are small: splitting one across cores costs more than it saves, while
+        one thread per op lets the left and the right branch's ops run side by
+        side (inter-op parallelism). Measured in docs/benchmarks.md.
+
+    Returns:
+      The setting in force (0 = TensorFlow's default). Once TensorFlow has
+      started in this process (a second run in one notebook), it cannot change
+      and the current setting is kept.
+    """
+    want = intra_op or (0 if tf.config.list_physical_devices("GPU") else 1)
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    if want == current:
+        return current
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(want)
+    except RuntimeError:  # "cannot be modified after initialization"
+        return current
+    return want
+
+
 def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     """The strategy for `--strategy`.
 

@@ -23,6 +23,7 @@ import math
 from typing import Callable, Dict
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from siamese_research.config import UserError
@@ -35,6 +36,10 @@ GATES = {
     "lstm": ("input", "forget", "cell", "output"),
     "gru": ("update", "reset", "candidate"),
 }
+
+
+def _gpu_visible() -> bool:
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 class EncoderError(UserError, ValueError):
@@ -212,6 +217,30 @@ class TransformerEncoder(keras.layers.Layer):
                 "ff_multiplier": self.ff_multiplier, "dropout": self.dropout}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BagEncoder(keras.layers.Layer):
+    """The masked sum of the steps: a bag of (embedded) words. No weights of
+    its own: with text, what it learns is the shared Embedding's. Its output
+    has the input's feature size (`units` does not apply)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is not None:
+            inputs = inputs * ops.cast(mask, inputs.dtype)[..., None]
+        return ops.sum(inputs, axis=1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+
+@register_encoder("bag")
+def bag(units: int, **kwargs):
+    return BagEncoder(name="bag", **kwargs)
+
+
 @register_encoder("conv1d")
 def conv1d(units: int, **kwargs):
     return Conv1DEncoder(units, name="conv1d", **kwargs)
@@ -250,6 +279,33 @@ def masked_max(x, mask):
 
 
 # -- the tower: input side + core encoder, the object both branches call ------
+# keras.layers.LSTM / GRU on a CPU run their cell in a tf.while_loop. With a
+# static, short time axis (fixed-length data), Keras's own `unroll=True` lays
+# the steps out in the graph instead, which drops the loop's per-step overhead:
+# on the notebook's shape (10 steps) the step ran about 1.3x faster here
+# (docs/benchmarks.md). On a GPU the cuDNN kernel is faster still and needs
+# unroll=False, so there nothing changes.
+UNROLL_MAX_STEPS = 32
+
+
+def should_unroll(timesteps, gpu_visible: bool, max_steps: int = UNROLL_MAX_STEPS) -> bool:
+    """Whether a Keras RNN core is unrolled for a call with this static time
+    size (None when the time axis is dynamic)."""
+    return timesteps is not None and 0 < timesteps <= max_steps and not gpu_visible
+
+
+def _walk_layers(core) -> list:
+    """`core` itself if it is a Keras RNN, or both halves of a Bidirectional."""
+    if isinstance(core, keras.layers.Bidirectional):
+        return [core.forward_layer, core.backward_layer]
+    return [core] if isinstance(core, keras.layers.RNN) else []
+
+
+def _loop_rnns(core) -> list:
+    """The Keras RNN layers of `core` that run a loop (unroll=False)."""
+    return [layer for layer in _walk_layers(core) if not layer.unroll]
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SiameseTower(keras.layers.Layer):
     """Input side (Masking or Embedding) + a core encoder.
@@ -305,7 +361,18 @@ class SiameseTower(keras.layers.Layer):
         else:
             x = inputs
             mask = self.masking.compute_mask(inputs) if self.masking is not None else None
-        return self.core(x, mask=mask, training=training)
+        rnns = _loop_rnns(self.core)
+        if not rnns or not should_unroll(x.shape[1], _gpu_visible()):
+            return self.core(x, mask=mask, training=training)
+        # Unrolled for this call (read at trace time) and set back, so the
+        # layer's config, and so a saved model, keep the user's setting.
+        for layer in rnns:
+            layer.unroll = True
+        try:
+            return self.core(x, mask=mask, training=training)
+        finally:
+            for layer in rnns:
+                layer.unroll = False
 
     def get_config(self):
         return {**super().get_config(),

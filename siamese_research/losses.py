@@ -49,9 +49,9 @@ def build_loss(name: str, *, merge: str, margin: float = 1.0) -> keras.losses.Lo
     if name == "mse":
         return keras.losses.MeanSquaredError(name="mse")
     if name == "contrastive":
-        if not merges_lib.get_merge_class(merge).score:
+        if not merges_lib.get_merge_class(merge).has_distance:
             distance = [m for m in merges_lib.available()
-                        if merges_lib.get_merge_class(m).score]
+                        if merges_lib.get_merge_class(m).has_distance]
             raise ConfigError("loss", name, f"needs a distance merge "
                               f"({', '.join(distance)}), not --merge={merge}")
         return ContrastiveLoss(margin, merge)

@@ -13,6 +13,7 @@ score of both matching pairs raises a mismatched one as much.
 
 from __future__ import annotations
 
+import math
 from typing import Dict
 
 import keras
@@ -55,6 +56,7 @@ class Merge(keras.layers.Layer):
 
     symmetric = True
     score = False
+    has_distance = False  # `distance()` exists (the contrastive loss needs it)
     merge_name = ""
 
     def call(self, inputs):
@@ -107,6 +109,7 @@ class Cosine(Merge):
     """(1 + cos(u, v)) / 2 in [0, 1]; distance = 1 - cos = 2 (1 - s)."""
 
     score = True
+    has_distance = True
 
     def merge(self, u, v):
         un = u / ops.maximum(ops.norm(u, axis=-1, keepdims=True), EPSILON)
@@ -123,9 +126,37 @@ class Manhattan(Merge):
     """MaLSTM (Mueller & Thyagarajan 2016): exp(-||u - v||_1) in (0, 1]."""
 
     score = True
+    has_distance = True
 
     def merge(self, u, v):
         return ops.exp(-ops.sum(ops.abs(u - v), axis=-1, keepdims=True))
 
     def distance(self, similarity):
         return -ops.log(ops.maximum(similarity, EPSILON))
+
+
+@register_merge("dot")
+class Dot(Merge):
+    """sigmoid(s * u.v + b), with s > 0 and b learned; s starts at
+    1 / sqrt(dim).
+
+    An unnormalised similarity. Cosine divides by both lengths, so a long
+    answer that contains all the question's rare words scores lower than a
+    short one that contains fewer of them; u.v does not. With a bag-of-words
+    encoder (`bag`) it is a sum over word pairs of embedding dot products:
+    with near-orthogonal embeddings, a weighted count of shared words
+    (docs/results.md).
+    """
+
+    score = True
+
+    def build(self, input_shape):
+        dim = int(input_shape[0][-1])
+        self.log_scale = self.add_weight(
+            shape=(), name="log_scale",
+            initializer=keras.initializers.Constant(-0.5 * math.log(max(dim, 1))))
+        self.bias = self.add_weight(shape=(), name="bias", initializer="zeros")
+
+    def merge(self, u, v):
+        dot = ops.sum(u * v, axis=-1, keepdims=True)
+        return ops.sigmoid(ops.exp(self.log_scale) * dot + self.bias)

@@ -166,3 +166,20 @@ def encoder_model(model: SiameseModel) -> keras.Model:
     else:
         inputs = keras.Input(shape=(None, tower.features), name="sequence")
     return keras.Model(inputs, tower(inputs), name="encoder_model")
+
+
+def scale_embeddings(model: SiameseModel, lengths) -> None:
+    """Rescales every token's embedding row (its random direction kept) to
+    the given length, in each tower: `--embedding_init=idf` passes the
+    training split's idf, so rare words start long and frequent ones short.
+
+    Args:
+      model: a built SiameseModel with token inputs (an Embedding).
+      lengths: (vocab_size,) target row norms.
+    """
+    lengths = np.asarray(lengths, np.float32)[:, None]
+    for tower in dict.fromkeys(model.towers):
+        table = tower.embedding.embeddings
+        rows = np.asarray(table.numpy(), np.float32)
+        norms = np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+        table.assign(rows / norms * lengths)

@@ -89,10 +89,11 @@ def split_gates(grad, gates: Sequence[str]) -> Dict[str, tf.Tensor]:
     return dict(zip(gates, tf.split(grad, len(gates), axis=-1)))
 
 
-def train_scalars(step, *, loss, accuracy, learning_rate) -> None:
+def train_scalars(step, *, loss, accuracy, learning_rate, samples_per_second) -> None:
     scalar("loss", loss, step)
     scalar("accuracy", accuracy, step)
     scalar("learning_rate", learning_rate, step)
+    scalar("samples_per_second", samples_per_second, step)
 
 
 def branch_scalars(step, bg: G.BranchGradients) -> None:
@@ -144,11 +145,6 @@ def histograms(step, model, bg: G.BranchGradients, total: Optional[list],
             if id(v) in gates_of:
                 for gate, part in split_gates(g, gates_of[id(v)][1]).items():
                     histogram(f"gradients/{branch}/{v.path}/{gate}", part, step)
-
-
-def samples_per_second(step: int, value: float) -> None:
-    """Training speed, written by the Python loop (it owns the clock)."""
-    scalar("samples_per_second", value, step)
 
 
 def epoch_scalars(step, values: Dict[str, float]) -> None:

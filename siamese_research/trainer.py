@@ -2,12 +2,16 @@
 
 Layers, as in Orbit and Keras's own trainer:
 
-* `_train_step(batch)`: math and metric updates for one batch, per replica.
-  Branch gradients come from ONE backward pass (`gradients.branch_gradients`);
-  the optimizer applies g_left + g_right (+ the head's) to the one variable
-  set. On check steps an independent plain gradient checks the sum.
+* `_train_step(batch, final)`: math and metric updates for one batch, per
+  replica. Branch gradients come from ONE backward pass
+  (`gradients.branch_gradients`); the optimizer applies g_left + g_right (+
+  the head's) to the one variable set. Only a call's `final` step carries
+  summary code: on check steps an independent plain gradient checks the sum.
 * `train_steps(iterator, n)`: `n` steps per compiled call over a prefetched
-  iterator (`steps_per_execution`), compiled once.
+  iterator (`steps_per_execution`), compiled once: n - 1 plain steps, then
+  the final one. The Python loop ends every call at the next step where a
+  summary is due, so the plain steps carry no summary code and no `tf.cond`
+  for it at all.
 * `fit(...)`: the Python loop. It owns progress, timing, validation,
   checkpoints and flushing; it never touches per-step math.
 """
@@ -90,6 +94,10 @@ class Trainer:
             self.nonfinite_step = tf.Variable(-1, dtype=tf.int64, **local)
             self.nonfinite_index = tf.Variable(-2, dtype=tf.int64, **local)
             self.last_sum_error = tf.Variable(-1.0, **local)
+            # Where samples_per_second last started counting: its step and
+            # wall time, so the rate is measured in the graph.
+            self._speed_step = tf.Variable(0, dtype=tf.int64, **local)
+            self._speed_time = tf.Variable(0.0, dtype=tf.float64, **local)
             self.max_sum_error = tf.Variable(0.0, **local)
             self.train_metrics = _metrics("")
             self.val_metrics = _metrics("val_")
@@ -120,7 +128,9 @@ class Trainer:
 
     # -- compiled pieces -----------------------------------------------------
     def set_input_spec(self, data: PairDataset) -> None:
-        """Fixes the compiled steps' signature: None batch and time dims."""
+        """Fixes the single-step functions' signature: None batch and time
+        dims. (`train_steps` takes its spec from the iterator: a static time
+        dim for fixed-length data.)"""
         self._spec = data.element_spec
         self.train_step = tf.function(self._distributed_train_step,
                                       input_signature=[self._spec])
@@ -138,26 +148,31 @@ class Trainer:
         self.strategy.run(self._train_step, args=(batch,))
 
     def _train_steps(self, iterator, num_steps):
-        for _ in tf.range(num_steps):
-            self.strategy.run(self._train_step, args=(next(iterator),))
-            if self.on_nonfinite == "stop" and self.nonfinite_step >= 0:
-                break
+        # After a non-finite step under on_nonfinite="stop" the remaining
+        # steps of the call apply nothing (see _step_math), so the loop needs
+        # no break and the final step no condition.
+        for _ in tf.range(num_steps - 1):
+            self.strategy.run(self._train_step, args=(next(iterator), False))
+        self.strategy.run(self._train_step, args=(next(iterator), True))
 
-    def _train_step(self, batch):
-        """One step, per replica: the math (optionally XLA-compiled), then the
-        gated summaries, which XLA cannot compile."""
+    def _train_step(self, batch, final: bool = True):
+        """One step, per replica: the math (optionally XLA-compiled), then,
+        on a call's final step only, the summaries due at it (XLA cannot
+        compile them)."""
         step = self.global_step + 1
         math = self._jit_math if self._jit_math is not None else self._step_math
-        loss, predictions, finite, left, right, total = math(batch)
+        loss, predictions, finite, left, right, total = math(batch, final)
         self.global_step.assign_add(1)
-        if self.writers is None:
+        if self.writers is None or not final:
             return
         log = tf.equal(step % self.log_every, 0)
         summaries.when(log, lambda: summaries.train_scalars(
             step, loss=loss, accuracy=self.train_metrics["accuracy"].result(),
-            learning_rate=self.optimizer.learning_rate))
-        summaries.when(tf.logical_not(finite), lambda: summaries.scalar(
-            "nonfinite_steps", self.nonfinite_count, step))
+            learning_rate=self.optimizer.learning_rate,
+            samples_per_second=self._speed(step, tf.shape(batch[1])[0])))
+        summaries.when(tf.logical_and(log, self.nonfinite_count > 0),
+                       lambda: summaries.scalar("nonfinite_steps", self.nonfinite_count,
+                                                step))
         if not self.diagnostics:
             return
         variables = G.encoder_variables(self.model)
@@ -182,20 +197,27 @@ class Trainer:
                 step, bg, total if self.grad_check_every == self.log_every else None,
                 self._gates))
 
-    def _step_math(self, batch):
+    def _step_math(self, batch, final: bool = True):
         """Forward, branch gradients, the check's total gradient, the update,
         metrics and non-finite bookkeeping: no summary writes.
 
+        Args:
+          batch: ((left, right), label, weight).
+          final: the call's last step, the only one where a check or
+            histogram can be due (a Python bool: plain steps carry no code
+            for it).
+
         Returns:
           (loss, predictions, finite, g_left, g_right, g_total): g_total is
-          zeros except on check and histogram steps (None without diagnostics).
+          zeros except on check and histogram steps (None without
+          diagnostics or on plain steps).
         """
         (left, right), label, weight = batch
         step = self.global_step + 1
         bg = G.branch_gradients(self.model, self.loss_fn, left, right, label, weight,
                                 training=True, scale_loss=self.scale_loss)
         total = None
-        if self.diagnostics:
+        if self.diagnostics and final:
             check = tf.equal(step % self.grad_check_every, 0)
             hist = tf.equal(step % self.histogram_every, 0)
             # The independent total gradient, through the real variables, on
@@ -204,12 +226,22 @@ class Trainer:
                             lambda: [tf.zeros(v.shape, v.dtype) for v in bg.encoder_vars])
         pairs = bg.grads_and_vars()
         flags = [tf.reduce_all(tf.math.is_finite(_values(g))) for g, _ in pairs]
-        finite = tf.logical_and(tf.math.is_finite(bg.loss), tf.reduce_all(tf.stack(flags)))
+        finite = tf.math.is_finite(bg.loss)
+        if flags:  # (a model may have no weights: a bag of floats + cosine)
+            finite = tf.logical_and(finite, tf.reduce_all(tf.stack(flags)))
+        # What this step may apply: a finite step, and under "stop" only
+        # while no earlier step of the call was non-finite.
+        ok = finite
+        if self.on_nonfinite == "stop":
+            ok = tf.logical_and(finite, self.nonfinite_step < 0)
         if self.scale_loss is not None:
-            # A LossScaleOptimizer skips non-finite (overflowed) steps itself
-            # and lowers its scale; that is not a divergence.
-            self.optimizer.apply_gradients(pairs)
+            # A LossScaleOptimizer skips non-finite (overflowed) gradients
+            # itself and lowers its scale; that is not a divergence.
             finite = tf.math.is_finite(bg.loss)
+            ok = tf.logical_and(finite, ok) if self.on_nonfinite == "stop" else finite
+            gate = (self.nonfinite_step < 0 if self.on_nonfinite == "stop"
+                    else tf.constant(True))
+            self._apply_when(gate, pairs)
         elif self.strategy.num_replicas_in_sync > 1:
             # apply_gradients all-reduces across replicas, and a sync point
             # cannot sit inside tf.cond in a replica context. So every replica
@@ -220,22 +252,44 @@ class Trainer:
             bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
                                  1.0 - tf.cast(finite, tf.float32))
             finite = tf.equal(bad, 0.0)
-            self.optimizer.apply_gradients([(_zero_unless(finite, g), v) for g, v in pairs])
+            ok = tf.logical_and(ok, finite)
+            self._apply_when(ok, pairs)
         else:
-            tf.cond(finite, lambda: _apply(self.optimizer, pairs), lambda: tf.constant(False))
+            self._apply_when(ok, pairs)
         self._record_nonfinite(step, finite, bg.loss, flags, pairs)
         # Keras 3 losses divide by num_replicas_in_sync (so the all-reduced sum
         # of gradients is the global mean); metrics and logs want the replica's
         # own mean loss back.
         loss = bg.loss * self.strategy.num_replicas_in_sync
         self._update_metrics(self.train_metrics, loss, label, bg.predictions, weight,
-                             valid=finite)
+                             valid=ok)
         left, right = bg.left, bg.right
         if self._jit_math is not None:  # XLA returns dense tensors only
             left = [None if g is None else G.dense(g, v) for g, v in zip(left, bg.encoder_vars)]
             right = [None if g is None else G.dense(g, v)
                      for g, v in zip(right, bg.encoder_vars)]
         return loss, bg.predictions, finite, left, right, total
+
+    def _speed(self, step, batch_size):
+        """Pairs per second since the last log step (or the epoch's start), on
+        the wall clock, everything between the steps included."""
+        now = _clock()
+        seconds = now - self._speed_time
+        pairs = (tf.cast(step - self._speed_step, tf.float64) *
+                 tf.cast(batch_size * self.strategy.num_replicas_in_sync, tf.float64))
+        self._speed_step.assign(step)
+        self._speed_time.assign(now)
+        return tf.math.divide_no_nan(pairs, seconds)
+
+    def _apply_when(self, ok, pairs):
+        """Applies `pairs` where `ok` holds: skipped under tf.cond on one
+        device; on several, zeros are applied (see _step_math)."""
+        if not pairs:
+            return
+        if self.strategy.num_replicas_in_sync > 1:
+            self.optimizer.apply_gradients([(_zero_unless(ok, g), v) for g, v in pairs])
+        else:
+            tf.cond(ok, lambda: _apply(self.optimizer, pairs), lambda: tf.constant(False))
 
     def _total(self, batch):
         (left, right), label, weight = batch
@@ -252,12 +306,14 @@ class Trainer:
 
     def _record_nonfinite(self, step, finite, loss, flags, pairs):
         def record():
-            bad = tf.logical_not(tf.stack(flags))
-            first_grad = tf.cast(tf.argmax(tf.cast(bad, tf.int32)), tf.int64)
-            index_of = tf.constant([self._var_index.get(id(v), -1) for _, v in pairs],
-                                   tf.int64)
-            which = tf.where(tf.math.is_finite(loss), tf.gather(index_of, first_grad),
-                             tf.constant(-1, tf.int64))
+            which = tf.constant(-1, tf.int64)  # the loss (a model with no weights)
+            if flags:
+                bad = tf.logical_not(tf.stack(flags))
+                first_grad = tf.cast(tf.argmax(tf.cast(bad, tf.int32)), tf.int64)
+                index_of = tf.constant([self._var_index.get(id(v), -1) for _, v in pairs],
+                                       tf.int64)
+                which = tf.where(tf.math.is_finite(loss), tf.gather(index_of, first_grad),
+                                 which)
             self.nonfinite_count.assign_add(1)
             first = self.nonfinite_step < 0
             self.nonfinite_step.assign(tf.where(first, step, self.nonfinite_step))
@@ -338,9 +394,11 @@ class Trainer:
             iterator = iter(self.strategy.experimental_distribute_dataset(
                 train.epoch(epoch, skip)))
             done = skip
+            self._start_speed_clock()
+            shown = 0.0
             while done < spe:
-                n = min(self.steps_per_execution, spe - done)
-                before, t0 = int(self.global_step.numpy()), time.perf_counter()
+                before = int(self.global_step.numpy())
+                n = self.call_length(before, min(self.steps_per_execution, spe - done))
                 with self._writer(summaries.TRAIN):
                     if self.writers is not None and not self._graph_traced:
                         self._graph_traced = True  # the first compiled call only
@@ -350,11 +408,12 @@ class Trainer:
                     else:
                         self.train_steps(iterator, tf.constant(n, tf.int32))
                 step = int(self.global_step.numpy())
-                seconds = time.perf_counter() - t0
                 self._check_nonfinite()
                 done += step - before
-                self._log_speed(before, step, seconds, train.batch_size)
-                bar.update(done, values=self._values(self.train_metrics, ""))
+                if self.verbose and (time.perf_counter() - shown > 0.1 or done >= spe):
+                    # Reading the metrics costs a little: a few times a second.
+                    shown = time.perf_counter()
+                    bar.update(done, values=self._values(self.train_metrics, ""))
                 if on_progress is not None:
                     on_progress(step)
                 if done < spe and should_stop is not None and should_stop():
@@ -408,20 +467,30 @@ class Trainer:
                                             np.concatenate(labels), preds, step)
         return logs, preds
 
+    def call_length(self, step: int, limit: int) -> int:
+        """Steps in the next compiled call after global step `step`: at most
+        `limit`, and ending at the first step where a summary is due, so
+        that summaries happen on a call's final step only."""
+        if self.writers is None:
+            return limit
+        cadences = (self.log_every,)
+        if self.diagnostics:
+            cadences += (self.histogram_every, self.grad_check_every)
+        for k in range(1, limit + 1):
+            if any((step + k) % every == 0 for every in cadences):
+                return k
+        return limit
+
     # -- helpers -----------------------------------------------------------------
     def _writer(self, name):
         if self.writers is None:
             return tf.summary.record_if(False)
         return self.writers[name].as_default()
 
-    def _log_speed(self, before, step, seconds, batch_size):
-        if self.writers is None or seconds <= 0:
-            return
-        last_log = (step // self.log_every) * self.log_every
-        if last_log > before:
-            with self.writers[summaries.TRAIN].as_default():
-                summaries.samples_per_second(last_log,
-                                             (step - before) * batch_size / seconds)
+    def _start_speed_clock(self):
+        # Cross-replica assignments set every replica's copy (SyncOnRead).
+        self._speed_step.assign(self.global_step.value())
+        self._speed_time.assign(_clock())
 
     def _check_nonfinite(self):
         bad = int(self.nonfinite_step.numpy())
@@ -429,6 +498,9 @@ class Trainer:
             return
         index = int(self.nonfinite_index.numpy())
         what = "loss" if index < 0 else f"gradient of {self._variables[index].path}"
+        # The call ran its remaining steps without applying them: the state is
+        # that of the step before `bad`, and the count stops at `bad`.
+        self.global_step.assign(bad)
         self.flush()
         raise NonFiniteError(bad, what)
 
@@ -450,6 +522,12 @@ def _metrics(prefix):
     return {"loss": keras.metrics.Mean(name=prefix + "loss"),
             "accuracy": keras.metrics.BinaryAccuracy(name=prefix + "accuracy"),
             "auc": keras.metrics.AUC(name=prefix + "auc")}
+
+
+def _clock():
+    """Wall-clock seconds as a float64 tensor, in or out of a graph.
+    (tf.timestamp would do, but op determinism forbids it.)"""
+    return tf.py_function(time.perf_counter, [], tf.float64)
 
 
 def _apply(optimizer, pairs):

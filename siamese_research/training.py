@@ -62,6 +62,12 @@ def build(config: Config, data: data_lib.PairData, strategy=None):
             encoder=config.encoder, units=config.units, features=config.features,
             merge=config.merge, share=config.share, vocab_size=vocab,
             encoder_args=config.encoder_kwargs, masked=data.padded or vocab > 0)
+        if config.embedding_init == "idf":
+            if not vocab:
+                raise ConfigError("embedding_init", "idf", "needs a text pair file "
+                                  "(.csv/.tsv/.jsonl): these sequences have no embedding")
+            from siamese_research.data import files
+            model_lib.scale_embeddings(model, files.token_idf(data.train, vocab))
         loss_fn = losses.build_loss(config.loss, merge=config.merge, margin=config.margin)
         optimizer = build_optimizer(config.optimizer, config.learning_rate)
     return model, loss_fn, optimizer
@@ -80,8 +86,9 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
       UserError: bad flags, data or checkpoint (before anything is written
         when it can be known up front).
     """
-    # First: MultiWorkerMirroredStrategy configures collectives, which must
-    # happen before anything initialises TensorFlow's eager context.
+    # First: the thread setting and MultiWorkerMirroredStrategy's collectives
+    # must be configured before anything initialises TensorFlow's context.
+    devices.configure_threads(config.intra_op_threads)
     strategy = devices.make_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:

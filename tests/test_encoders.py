@@ -12,7 +12,7 @@ from siamese_research import summaries
 from siamese_research import gradients as G
 from conftest import ROOT, run_train
 
-BUILTIN = ["lstm", "gru", "bilstm", "conv1d", "transformer"]
+BUILTIN = ["lstm", "gru", "bilstm", "conv1d", "transformer", "bag"]
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -39,7 +39,7 @@ def test_lstm_and_gru_defaults_are_cudnn_eligible():
 
 
 @pytest.mark.parametrize("name,needle", [
-    ("nope", "unknown encoder; available: bilstm, conv1d"),
+    ("nope", "unknown encoder; available: bag, bilstm, conv1d"),
     ("os:path", "neither a Layer subclass nor a function"),
     ("no_such_module_xyz:Enc", "cannot import module 'no_such_module_xyz'"),
     ("collections:Missing", "has no attribute 'Missing'"),
@@ -108,3 +108,36 @@ def test_gate_slices_concatenate_back_to_the_full_gradient(name):
         assert list(parts) == list(names)
         np.testing.assert_array_equal(tf.concat(list(parts.values()), -1).numpy(),
                                       g.numpy())
+
+
+def test_unroll_decision():
+    assert E.should_unroll(10, gpu_visible=False)
+    assert E.should_unroll(E.UNROLL_MAX_STEPS, gpu_visible=False)
+    assert not E.should_unroll(E.UNROLL_MAX_STEPS + 1, gpu_visible=False)
+    assert not E.should_unroll(None, gpu_visible=False)  # dynamic time: a loop
+    assert not E.should_unroll(10, gpu_visible=True)  # cuDNN needs unroll=False
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "bilstm"])
+def test_unrolled_tower_computes_the_looped_function_and_keeps_its_config(name):
+    keras.utils.set_random_seed(0)
+    tower = M.build_model(encoder=name, units=4, features=8, masked=False).encoder
+    x = tf.random.stateless_normal((3, 6, 8), seed=(1, 2))
+    static = tf.function(lambda v: _encode_and_grad(tower, v))
+    looped = tf.function(lambda v: _encode_and_grad(tower, v),
+                         input_signature=[tf.TensorSpec([None, None, 8])])
+    graph = static.get_concrete_function(x).graph
+    assert not any(op.type == "While" for op in graph.get_operations())
+    graph = looped.get_concrete_function().graph
+    assert any(op.type == "While" for op in graph.get_operations())
+    for a, b in zip(static(x), looped(x)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+    assert not any(getattr(layer, "unroll", False) for layer in E._walk_layers(tower.core))
+    assert "'unroll': True" not in str(tower.get_config())
+
+
+def _encode_and_grad(tower, x):
+    with tf.GradientTape() as tape:
+        h = tower(x)
+        loss = tf.reduce_sum(h * h)
+    return [h] + tape.gradient(loss, tower.trainable_variables)

@@ -290,3 +290,37 @@ def test_trecqa_loads_and_splits_by_question():
     assert not set(data.train.left_text) & set(data.validation.left_text)
     assert len(data.train) + len(data.validation) == 4718
     assert 0.05 < float(np.mean(data.train.label)) < 0.10  # about 7% positives
+
+
+def test_token_idf_counts_distinct_texts_and_idf_init_sets_row_lengths():
+    from siamese_research import model as M
+    from siamese_research.data import Pairs
+
+    # Texts as ids: the question [1, 2] repeats (counted once); answers
+    # [2, 3], [2, 4, 4]. N = 3 distinct texts; id 2 in all, 3 and 4 in one,
+    # id 5 in none (an unseen word's hashed id), 0 is padding.
+    left = np.array([[1, 2, 0], [1, 2, 0]])
+    right = np.array([[2, 3, 0], [2, 4, 4]])
+    pairs = Pairs(left, right, np.array([2, 2]), np.array([2, 3]), np.array([1.0, 0.0]))
+    idf = files.token_idf(pairs, vocab_size=6)
+    n = 3
+    np.testing.assert_allclose(idf, [0.0, np.log(n / 1), 0.0, np.log(n / 1),
+                                     np.log(n / 1), np.log(n / 1)], rtol=1e-6)
+    model = M.build_model(units=4, features=8, vocab_size=6)
+    before = model.encoder.embedding.embeddings.numpy()
+    M.scale_embeddings(model, idf)
+    after = model.encoder.embedding.embeddings.numpy()
+    np.testing.assert_allclose(np.linalg.norm(after, axis=1), idf, atol=1e-6)
+    # Directions are kept: each non-zero row is the old row rescaled.
+    for i in (1, 3, 4, 5):
+        cos = after[i] @ before[i] / (np.linalg.norm(after[i]) * np.linalg.norm(before[i]))
+        assert cos == pytest.approx(1.0, abs=1e-6)
+
+
+def test_idf_init_needs_text(tmp_path):
+    from siamese_research import training
+    from siamese_research.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--embedding_init=idf: needs a text pair file"):
+        training.run(tiny(run_dir=str(tmp_path / "run"), embedding_init="idf"))
+    assert not os.path.exists(tmp_path / "run")

@@ -115,3 +115,27 @@ def test_wrap_optimizer_scales_the_loss_for_float16_only():
     assert gpu.wrap_optimizer(wrapped, "mixed_float16") is wrapped
     assert gpu.wrap_optimizer(opt, "mixed_bfloat16") is opt
     assert gpu.wrap_optimizer(opt, None) is opt
+
+
+def test_threads_auto_is_one_per_op_on_a_cpu_and_a_number_is_taken():
+    import subprocess
+    import sys
+
+    code = ("from siamese_research import devices; import tensorflow as tf; "
+            "print(devices.configure_threads({}), "
+            "tf.config.threading.get_intra_op_parallelism_threads())")
+    for arg, want in ((0, "1 1"), (3, "3 3")):
+        out = subprocess.run([sys.executable, "-c", code.format(arg)], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == want.split()
+
+
+def test_threads_cannot_change_once_tensorflow_runs_and_say_so_by_the_result():
+    import tensorflow as tf
+
+    from siamese_research import devices
+
+    tf.constant(1.0) + 1.0  # the runtime is up in this (test) process
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    assert devices.configure_threads(current + 5) == current

@@ -19,7 +19,7 @@ def test_symmetric_merges_ignore_order(name):
 
 def test_symmetric_set_is_what_we_claim():
     sym = {n for n in Mg.available() if Mg.get_merge_class(n).symmetric}
-    assert sym == {"absdiff", "product", "cosine", "manhattan"}
+    assert sym == {"absdiff", "product", "cosine", "manhattan", "dot"}
 
 
 @pytest.mark.parametrize("name", ["concat", "concat_absdiff_product"])
@@ -64,3 +64,15 @@ def test_unknown_names():
         Mg.build_merge("nope")
     with pytest.raises(ConfigError, match="available: bce, contrastive, mse"):
         L.build_loss("nope", merge="concat")
+
+
+def test_dot_merge_is_a_scaled_unnormalised_dot_product():
+    merge = Mg.build_merge("dot")
+    u, v = np.array([[1.0, -2.0, 0.5, 2.0]], "float32"), np.array([[3.0, 1.0, 2.0, 0.0]],
+                                                                  "float32")
+    got = np.asarray(merge([u, v]))
+    want = 1.0 / (1.0 + np.exp(-0.5 * 2.0))  # u.v = 2, scale 1/sqrt(4), bias 0
+    np.testing.assert_allclose(got, [[want]], rtol=1e-6)
+    # Unlike cosine, scaling one side changes the score.
+    assert not np.allclose(np.asarray(merge([u, 3 * v])), got)
+    assert {w.name for w in merge.trainable_weights} == {"log_scale", "bias"}

@@ -48,7 +48,8 @@ def test_multi_step_runs_exactly_n_steps_and_traces_once():
     assert int(trainer.global_step.numpy()) == 3
     trainer.train_steps(it, tf.constant(5))
     assert int(trainer.global_step.numpy()) == 8
-    it2 = iter(D.PairDataset(_pairs(40, 11, seed=1), 4).epoch(1))
+    # A new epoch's iterator (another order, other rows) reuses the trace.
+    it2 = iter(D.PairDataset(_pairs(40, 6, seed=1), 4).epoch(1))
     trainer.train_steps(it2, tf.constant(2))
     assert int(trainer.global_step.numpy()) == 10
     assert trainer.tracing_count["train_steps"] == 1
@@ -105,3 +106,46 @@ def test_jit_compiled_math_matches_the_plain_step(tmp_path):
         assert float(trainer.max_sum_error.numpy()) <= 1e-6
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fixed_length_batches_have_a_static_time_dim_padded_ones_do_not():
+    fixed = D.PairDataset(_pairs(8, 5), 4)
+    assert fixed.fixed_length
+    (left, right), _, _ = fixed.epoch(0).element_spec
+    assert left.shape[1] == 5 and right.shape[1] == 7
+    padded = _pairs(8, 5)
+    padded.left_length[0] = 3
+    data = D.PairDataset(padded, 4)
+    assert not data.fixed_length
+    (left, right), _, _ = data.epoch(0).element_spec
+    assert left.shape[1] is None and right.shape[1] is None
+    # The single-step signature stays None in time either way.
+    assert fixed.element_spec[0][0].shape[1] is None
+
+
+def test_calls_end_where_a_summary_is_due(tmp_path):
+    trainer = _trainer(tmp_path, steps_per_execution=20)
+    trainer.log_every, trainer.histogram_every, trainer.grad_check_every = 10, 100, 10
+    assert trainer.call_length(0, 20) == 10
+    assert trainer.call_length(7, 20) == 3
+    assert trainer.call_length(10, 5) == 5  # the epoch ends first
+    trainer.grad_check_every = 4
+    assert trainer.call_length(0, 20) == 4
+    silent = _trainer(None, steps_per_execution=20)  # no writers: nothing is due
+    assert silent.call_length(7, 20) == 20
+
+
+def test_summaries_land_on_every_due_step_with_long_calls(tmp_path):
+    from test_training import read_tags
+
+    trainer = _trainer(tmp_path, steps_per_execution=50)
+    trainer.log_every, trainer.histogram_every, trainer.grad_check_every = 3, 6, 3
+    data = D.PairDataset(_pairs(40, 5), 4)  # 10 steps per epoch
+    trainer.fit(data, epochs=2)
+    trainer.flush()
+    tags, _ = read_tags(str(tmp_path / "train"))
+    assert tags["loss"] == [3, 6, 9, 12, 15, 18]
+    assert tags["samples_per_second"] == [3, 6, 9, 12, 15, 18]
+    assert tags["branch_gradients/sum_error"] == [3, 6, 9, 12, 15, 18]
+    assert tags["gradients/total/siamese/encoder/lstm/lstm_cell/kernel"] == [6, 12, 18]
+    assert trainer.tracing_count["train_steps"] == 1

@@ -49,11 +49,8 @@ def test_every_contract_tag_at_the_expected_steps(tiny_run):
     hist_steps = [4, 8]  # histogram_every=4
     for tag in SCALARS:
         assert tag in tags, tag
-    for tag in SCALARS[:3] + SCALARS[4:]:
+    for tag in SCALARS:
         assert tags[tag] == log_steps, (tag, tags[tag])
-    # samples_per_second: once per compiled call that crossed a log step.
-    assert set(tags["samples_per_second"]) <= set(log_steps)
-    assert tags["samples_per_second"]
     from siamese_research import model as M
     model = training.build(config, training.data_lib.load(config))[0]
     for v in model.trainable_variables:

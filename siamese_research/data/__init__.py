@@ -192,13 +192,25 @@ class PairDataset:
         return steps_per_epoch(len(self.pairs), self.batch_size)
 
     @property
+    def fixed_length(self) -> bool:
+        """Every float sequence has its arrays' full length (no padding), as
+        in the notebook's data: the time dimension is then static."""
+        return not self.pairs.is_text and not self.pairs.padded
+
+    @property
     def element_spec(self):
+        """((left, right), label, weight) with None batch and time dims: the
+        compiled steps' signature, which any length fits. (An epoch's dataset
+        of `fixed_length` data has a static time dim, see `epoch`.)"""
         side = tf.TensorSpec([None, None] + list(self.pairs.left.shape[2:]),
                              tf.as_dtype(self.pairs.left.dtype))
         vec = tf.TensorSpec([None], tf.float32)
         return ((side, side), vec, vec)
 
     def epoch(self, epoch: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
+        """Epoch `epoch`'s batches, from batch `skip_batches` on. Batches of
+        padded data are trimmed to their longest sequence; those of
+        `fixed_length` data keep a static time dim (an RNN may unroll)."""
         lengths = None
         if self.bucket_by_length:
             lengths = np.maximum(self.pairs.left_length, self.pairs.right_length)
@@ -206,15 +218,20 @@ class PairDataset:
                             lengths, self.batch_size)
         left, right, llen, rlen, label, weight = self._arrays
 
+        fixed = self.fixed_length
+
         def gather(idx):
-            ll, rl = tf.gather(llen, idx), tf.gather(rlen, idx)
-            lx = tf.gather(left, idx)[:, :tf.reduce_max(ll)]
-            rx = tf.gather(right, idx)[:, :tf.reduce_max(rl)]
+            lx, rx = tf.gather(left, idx), tf.gather(right, idx)
+            if not fixed:  # trim each batch to its own longest sequence
+                lx = lx[:, :tf.reduce_max(tf.gather(llen, idx))]
+                rx = rx[:, :tf.reduce_max(tf.gather(rlen, idx))]
             return (lx, rx), tf.gather(label, idx), tf.gather(weight, idx)
 
         ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
         ds = ds.batch(self.batch_size).skip(skip_batches)
-        ds = ds.map(gather, num_parallel_calls=2, deterministic=True)
+        # A sequential map (run by the prefetch thread): on 2 cores a
+        # parallel one only competed with the training step for them.
+        ds = ds.map(gather)
         options = tf.data.Options()
         # With the autotuner on, tearing down the previous epoch's iterator
         # blocked for 0.1-0.4 s in about half the epochs (docs/benchmarks.md).

@@ -456,6 +456,28 @@ def _ids(vectorizer, texts: Sequence[str]) -> np.ndarray:
     return np.asarray(out).astype(np.int32)
 
 
+def token_idf(pairs: Pairs, vocab_size: int) -> np.ndarray:
+    """idf(id) = log(N / df(id)) over the N distinct texts of `pairs` (token
+    ids, both sides; a question repeated for each candidate counts once), as
+    `evaluate`'s overlap baseline weighs words. Ids no text holds (e.g. the
+    hashed ids of unseen words) get log(N), a word seen once; id 0 (padding)
+    gets 0.
+
+    Returns:
+      float32 (vocab_size,).
+    """
+    texts = np.concatenate([np.unique(pairs.left, axis=0), np.unique(pairs.right, axis=0)])
+    texts = np.unique(texts, axis=0)
+    df = np.zeros(vocab_size, np.int64)
+    for row in texts:
+        ids = np.unique(row[row > 0])
+        df[ids[ids < vocab_size]] += 1
+    n = max(len(texts), 1)
+    idf = np.log(n / np.maximum(df, 1)).astype(np.float32)
+    idf[0] = 0.0
+    return idf
+
+
 def split_by_group(keys: Sequence[str], fraction: float, seed: int):
     """Holds out whole groups (rows sharing a key) for validation.
 
