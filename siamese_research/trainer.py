@@ -7,9 +7,10 @@ Layers, as in Orbit and Keras's own trainer:
   (`gradients.branch_gradients`); the optimizer applies g_left + g_right (+
   the head's) to the one variable set. Only a call's `final` step carries
   summary code: on check steps an independent plain gradient checks the sum.
-* `train_steps(iterator, n)`: `n` steps per compiled call over a prefetched
-  iterator (`steps_per_execution`), compiled once: n - 1 plain steps, then
-  the final one. The Python loop ends every call at the next step where a
+* `train_steps(iterator, n, source)`: `n` steps per compiled call over a
+  prefetched iterator of row indices (`steps_per_execution`), compiled once:
+  n - 1 plain steps, then the final one; each step gathers its rows from
+  `source`, the data's arrays. The Python loop ends every call at the next step where a
   summary is due, so the plain steps carry no summary code and no `tf.cond`
   for it at all.
 * `fit(...)`: the Python loop. It owns progress, timing, validation,
@@ -28,6 +29,7 @@ import tensorflow as tf
 from siamese_research import gradients as G
 from siamese_research.config import ConfigError
 from siamese_research import summaries, tensorboard_extras
+from siamese_research import data as data_lib
 from siamese_research.data import PairDataset
 
 
@@ -147,13 +149,21 @@ class Trainer:
     def _distributed_train_step(self, batch):
         self.strategy.run(self._train_step, args=(batch,))
 
-    def _train_steps(self, iterator, num_steps):
+    def _train_steps(self, iterator, num_steps, source=None):
+        """`num_steps` steps over `iterator`: of batches, or with `source`
+        (`PairDataset.source`) of row indices, gathered here per replica."""
         # After a non-finite step under on_nonfinite="stop" the remaining
         # steps of the call apply nothing (see _step_math), so the loop needs
         # no break and the final step no condition.
+        def step(item, final):
+            if source is not None:
+                with tf.device("/cpu:0"):  # where the arrays are: no copy of them
+                    item = data_lib.gather_batch(source[0], item, source[1])
+            self._train_step(item, final)
+
         for _ in tf.range(num_steps - 1):
-            self.strategy.run(self._train_step, args=(next(iterator), False))
-        self.strategy.run(self._train_step, args=(next(iterator), True))
+            self.strategy.run(step, args=(next(iterator), False))
+        self.strategy.run(step, args=(next(iterator), True))
 
     def _train_step(self, batch, final: bool = True):
         """One step, per replica: the math (optionally XLA-compiled), then,
@@ -392,7 +402,7 @@ class Trainer:
                 print(f"Epoch {epoch + 1}/{epochs}" + (f" (resuming at batch {skip})"
                                                        if skip else ""))
             iterator = iter(self.strategy.experimental_distribute_dataset(
-                train.epoch(epoch, skip)))
+                train.index_epoch(epoch, skip)))
             done = skip
             self._start_speed_clock()
             shown = 0.0
@@ -404,9 +414,9 @@ class Trainer:
                         self._graph_traced = True  # the first compiled call only
                         tensorboard_extras.trace_graph(
                             self.writers[summaries.TRAIN], self.train_steps, iterator,
-                            tf.constant(n, tf.int32), step=before)
+                            tf.constant(n, tf.int32), train.source, step=before)
                     else:
-                        self.train_steps(iterator, tf.constant(n, tf.int32))
+                        self.train_steps(iterator, tf.constant(n, tf.int32), train.source)
                 step = int(self.global_step.numpy())
                 self._check_nonfinite()
                 done += step - before

@@ -149,3 +149,23 @@ def test_summaries_land_on_every_due_step_with_long_calls(tmp_path):
     assert tags["branch_gradients/sum_error"] == [3, 6, 9, 12, 15, 18]
     assert tags["gradients/total/siamese/encoder/lstm/lstm_cell/kernel"] == [6, 12, 18]
     assert trainer.tracing_count["train_steps"] == 1
+
+
+def test_gathering_rows_in_the_step_trains_exactly_as_gathered_batches():
+    """fit feeds row indices and gathers inside the compiled step; feeding
+    the epoch's gathered batches instead must give the same weights."""
+    padded = _pairs(12, 6)
+    padded.left_length[::3] = 2  # padded: batches are trimmed in the step too
+    finals = []
+    for use_indices in (True, False):
+        trainer = _trainer()
+        data = D.PairDataset(padded, 4, seed=3)
+        trainer.set_input_spec(data)
+        if use_indices:
+            trainer.fit(data, epochs=1)
+        else:
+            trainer.train_steps(iter(data.epoch(0)), tf.constant(3))
+        assert int(trainer.global_step.numpy()) == 3
+        finals.append([v.numpy() for v in trainer.model.trainable_variables])
+    for a, b in zip(*finals):
+        np.testing.assert_allclose(a, b, atol=1e-6)

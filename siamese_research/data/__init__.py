@@ -10,7 +10,7 @@ lets a resumed run skip to the exact batch it stopped at.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -207,31 +207,38 @@ class PairDataset:
         vec = tf.TensorSpec([None], tf.float32)
         return ((side, side), vec, vec)
 
+    @property
+    def source(self) -> Tuple[tuple, bool]:
+        """(the arrays as tensors, trim): what `gather_batch` reads, for a
+        compiled step that gathers its own rows from `index_epoch`."""
+        return self._arrays, not self.fixed_length
+
     def epoch(self, epoch: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
         """Epoch `epoch`'s batches, from batch `skip_batches` on. Batches of
         padded data are trimmed to their longest sequence; those of
         `fixed_length` data keep a static time dim (an RNN may unroll)."""
+        arrays, trim = self.source
+        return self._pipeline(epoch, skip_batches,
+                              lambda idx: gather_batch(arrays, idx, trim))
+
+    def index_epoch(self, epoch: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
+        """The same batches as `epoch`, as row indices (int64, (batch,)): the
+        trainer gathers the rows inside its compiled step (`source`), which
+        on a CPU was faster than a tf.data map handing over whole batches."""
+        return self._pipeline(epoch, skip_batches, None)
+
+    def _pipeline(self, epoch, skip_batches, gather) -> tf.data.Dataset:
         lengths = None
         if self.bucket_by_length:
             lengths = np.maximum(self.pairs.left_length, self.pairs.right_length)
         order = epoch_order(len(self.pairs), self.seed, epoch, self.shuffle,
                             lengths, self.batch_size)
-        left, right, llen, rlen, label, weight = self._arrays
-
-        fixed = self.fixed_length
-
-        def gather(idx):
-            lx, rx = tf.gather(left, idx), tf.gather(right, idx)
-            if not fixed:  # trim each batch to its own longest sequence
-                lx = lx[:, :tf.reduce_max(tf.gather(llen, idx))]
-                rx = rx[:, :tf.reduce_max(tf.gather(rlen, idx))]
-            return (lx, rx), tf.gather(label, idx), tf.gather(weight, idx)
-
         ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
         ds = ds.batch(self.batch_size).skip(skip_batches)
-        # A sequential map (run by the prefetch thread): on 2 cores a
-        # parallel one only competed with the training step for them.
-        ds = ds.map(gather)
+        if gather is not None:
+            # A sequential map (run by the prefetch thread): on 2 cores a
+            # parallel one only competed with the training step for them.
+            ds = ds.map(gather)
         options = tf.data.Options()
         # With the autotuner on, tearing down the previous epoch's iterator
         # blocked for 0.1-0.4 s in about half the epochs (docs/benchmarks.md).
@@ -239,3 +246,14 @@ class PairDataset:
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA)
         return ds.with_options(options).prefetch(2)
+
+
+def gather_batch(arrays: tuple, idx, trim: bool):
+    """((left, right), label, weight) of rows `idx` of `PairDataset` arrays;
+    with `trim`, each side cut to the batch's longest sequence."""
+    left, right, llen, rlen, label, weight = arrays
+    lx, rx = tf.gather(left, idx), tf.gather(right, idx)
+    if trim:
+        lx = lx[:, :tf.reduce_max(tf.gather(llen, idx))]
+        rx = rx[:, :tf.reduce_max(tf.gather(rlen, idx))]
+    return (lx, rx), tf.gather(label, idx), tf.gather(weight, idx)
