@@ -13,18 +13,19 @@ cross-entropy, batch 64, 10 steps). Rows, in samples (pairs) per second:
 * C: B with `diagnostics=False` and no writers (it still trains on
   g_left + g_right).
 
-Every row is warmed up (one untimed epoch, which also traces), then timed
-for `--repeats` epochs; the rows are interleaved round by round so that load
-from other processes spreads over all of them, and each row reports its
-median. An A epoch is the second epoch of a two-epoch `fit` call, end of
+Rows are measured in groups (the main rows A, B, C; the extra rows; each
+sweep shape), one group's models alive at a time. In a group every row is
+warmed up (one untimed epoch, which also traces), then timed for `--repeats`
+epochs, the rows interleaved round by round so that load from other
+processes spreads over all of them; each row reports its median. An A epoch is the second epoch of a two-epoch `fit` call, end of
 epoch to end of epoch (fit's once-per-call set-up left out); a B/C epoch is
 the whole `Trainer.fit` call for one more epoch. Both include what every
 epoch costs in a real run: a new data iterator and the old one's teardown.
 
 Usage::
 
-    python -m siamese_research.bench [--quick] [--sweep] [--markdown=PATH]
-                                     [--repeats=N]
+    python -m siamese_research.bench [--quick] [--sweep] [--breakdown]
+        [--markdown=PATH] [--repeats=N] [--intra_op_threads=N]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import gc
 import os
 import platform
 import statistics
@@ -235,7 +237,7 @@ def measure(rows: Sequence[Row], runners: Dict[str, Runner],
 
 def run(*, quick: bool = False, sweep: bool = False, repeats: int = 5,
         seed: int = 0, progress: bool = True, fit_steps: Sequence[int] = FIT_STEPS,
-        breakdown: bool = False) -> dict:
+        breakdown: bool = False, extras: bool = True) -> dict:
     """Runs the benchmark; returns {"rows", "ratios", "machine", "settings", ...}.
 
     Args:
@@ -248,6 +250,7 @@ def run(*, quick: bool = False, sweep: bool = False, repeats: int = 5,
       fit_steps: fit's steps_per_execution values to try (1 = Keras's default).
       breakdown: add B variants that switch single diagnostics off, to show
         what each costs.
+      extras: add fit with XLA and B/C with lstm_fused and with XLA.
 
     Returns:
       {"rows": [Row], "ratios": {...}, "tracing_count": B's tracing counts,
@@ -259,14 +262,23 @@ def run(*, quick: bool = False, sweep: bool = False, repeats: int = 5,
     load_before = _loadavg()
     log_root = tempfile.mkdtemp(prefix="siamese_bench_")
     rows: List[Row] = []
-    runners: Dict[str, Runner] = {}
-    trainers: Dict[str, TrainerRunner] = {}
+    # Rows are measured in groups: the main comparison (A at each
+    # steps_per_execution, B, C), then the extra rows at the notebook's
+    # shape, then each sweep shape. Only one group's models exist at a time:
+    # with every row's model alive and interleaved (two dozen of them), all
+    # rows ran slower and noisier than in a process of their own.
+    groups: List[List[Tuple[Row, Callable[[], object]]]] = []
+    tracing: Dict[str, dict] = {}
 
-    def add(key, label, runner, timesteps, batch, n):
-        rows.append(Row(key, label, timesteps, batch, n))
-        runners[key] = runner.epoch
-        if isinstance(runner, TrainerRunner):
-            trainers[key] = runner
+    def add(group, key, label, make, timesteps, batch, n):
+        row = Row(key, label, timesteps, batch, n)
+        rows.append(row)
+        group.append((row, make))
+
+    def trainer(pairs, batch, key, diagnostics, **kw):
+        log_dir = os.path.join(log_root, key) if diagnostics else None
+        return lambda: TrainerRunner(pairs, batch, diagnostics=diagnostics, seed=seed,
+                                     log_dir=log_dir, **kw)
 
     def add_shape(timesteps: int, batch: int, main: bool):
         n = 4 * batch if quick else pairs_for(timesteps, batch)
@@ -274,39 +286,35 @@ def run(*, quick: bool = False, sweep: bool = False, repeats: int = 5,
                                      features=FEATURES, seed=seed)
         shape = dict(timesteps=timesteps, batch=batch, n=n)
         prefix = "" if main else f"T{timesteps}b{batch}"
+        group: list = []
+        groups.append(group)
         if main:
             for spe in fit_steps:
-                add(f"A{spe}", f"A: model.fit, steps_per_execution={spe}"
+                add(group, f"A{spe}", f"A: model.fit, steps_per_execution={spe}"
                     + (" (default)" if spe == 1 else ""),
-                    FitRunner(pairs, batch, spe, seed), **shape)
-        add(prefix + "B", "B: Trainer, defaults (diagnostics + writers)",
-            TrainerRunner(pairs, batch, diagnostics=True, seed=seed,
-                          log_dir=os.path.join(log_root, prefix + "B")), **shape)
-        add(prefix + "C", "C: Trainer, diagnostics off, no writers",
-            TrainerRunner(pairs, batch, diagnostics=False, seed=seed, log_dir=None),
-            **shape)
-        if main and not quick:
-            add("Axla", "A: model.fit, steps_per_execution=20, jit_compile=True",
-                FitRunner(pairs, batch, 20, seed, jit_compile=True), **shape)
-            add("BF", "B with encoder=lstm_fused",
-                TrainerRunner(pairs, batch, diagnostics=True, seed=seed,
-                              log_dir=os.path.join(log_root, "BF"), encoder="lstm_fused"),
-                **shape)
-            add("CF", "C with encoder=lstm_fused",
-                TrainerRunner(pairs, batch, diagnostics=False, seed=seed, log_dir=None,
-                              encoder="lstm_fused"), **shape)
-            add("BX", "B with jit_compile=True",
-                TrainerRunner(pairs, batch, diagnostics=True, seed=seed,
-                              log_dir=os.path.join(log_root, "BX"), jit_compile=True),
-                **shape)
-            add("CX", "C with jit_compile=True",
-                TrainerRunner(pairs, batch, diagnostics=False, seed=seed, log_dir=None,
-                              jit_compile=True), **shape)
-        if main and breakdown:
+                    lambda spe=spe: FitRunner(pairs, batch, spe, seed), **shape)
+        add(group, prefix + "B", "B: Trainer, defaults (diagnostics + writers)",
+            trainer(pairs, batch, prefix + "B", True), **shape)
+        add(group, prefix + "C", "C: Trainer, diagnostics off, no writers",
+            trainer(pairs, batch, prefix + "C", False), **shape)
+        if not main or quick or not (extras or breakdown):
+            return
+        group = []
+        groups.append(group)
+        if extras:
+            add(group, "Axla", "A: model.fit, steps_per_execution=20, jit_compile=True",
+                lambda: FitRunner(pairs, batch, 20, seed, jit_compile=True), **shape)
+            add(group, "BF", "B with encoder=lstm_fused",
+                trainer(pairs, batch, "BF", True, encoder="lstm_fused"), **shape)
+            add(group, "CF", "C with encoder=lstm_fused",
+                trainer(pairs, batch, "CF", False, encoder="lstm_fused"), **shape)
+            add(group, "BX", "B with jit_compile=True",
+                trainer(pairs, batch, "BX", True, jit_compile=True), **shape)
+            add(group, "CX", "C with jit_compile=True",
+                trainer(pairs, batch, "CX", False, jit_compile=True), **shape)
+        if breakdown:
             for key, label, kw in _breakdown_variants():
-                add(key, label, TrainerRunner(pairs, batch, diagnostics=True, seed=seed,
-                                              log_dir=os.path.join(log_root, key), **kw),
-                    **shape)
+                add(group, key, label, trainer(pairs, batch, key, True, **kw), **shape)
 
     add_shape(TIMESTEPS, BATCH, main=True)
     if sweep:
@@ -314,11 +322,19 @@ def run(*, quick: bool = False, sweep: bool = False, repeats: int = 5,
             for batch in SWEEP_BATCHES:
                 if (timesteps, batch) != (TIMESTEPS, BATCH):
                     add_shape(timesteps, batch, main=False)
-    try:
-        measure(rows, runners, repeats, progress)
-    finally:
-        for runner in trainers.values():
-            runner.close()
+    for group in groups:
+        built = {row.key: make() for row, make in group}
+        try:
+            measure([row for row, _ in group], {k: r.epoch for k, r in built.items()},
+                    repeats, progress)
+            if "B" in built:
+                tracing["B"] = built["B"].trainer.tracing_count
+        finally:
+            for runner in built.values():
+                if isinstance(runner, TrainerRunner):
+                    runner.close()
+        del built
+        gc.collect()
     by_key = {row.key: row for row in rows}
     a_rows = [r for r in rows if r.key[1:].isdigit()]
     best = max(a_rows, key=lambda r: r.median)
@@ -340,7 +356,7 @@ def run(*, quick: bool = False, sweep: bool = False, repeats: int = 5,
                        "BX/A_best": by_key["BX"].median / best.median,
                        "CX/BX": by_key["CX"].median / by_key["BX"].median})
     return {"rows": rows, "ratios": ratios, "best_fit": best.key,
-            "tracing_count": trainers["B"].trainer.tracing_count,
+            "tracing_count": tracing["B"],
             "machine": machine(load_before, _loadavg()),
             "settings": {"repeats": repeats, "quick": quick, "sweep": sweep,
                          "seconds": time.time() - started, "seed": seed,
@@ -445,7 +461,9 @@ def table(result: dict) -> str:
               f"{m['gpus']} GPUs; TensorFlow {m['tensorflow']}, Keras {m['keras']}, "
               f"Python {m['python']}; {m['date']}. Load average (1, 5, 15 min) before "
               f"{m['load_before']}, after {m['load_after']}. {s['repeats']} timed epochs "
-              f"per row after one warm-up epoch, rows interleaved round by round; "
+              f"per row after one warm-up epoch, rows interleaved round by round "
+              f"within their group (the main rows; the extra rows; each sweep shape), "
+              f"one group's models alive at a time; "
               f"{s['seconds']:.0f} s in all. One process for all rows, so all run with "
               f"intra_op_threads={s.get('intra_op_threads', 0)} (0 = TensorFlow's "
               f"default), train.py's default here."]
