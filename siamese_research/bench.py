@@ -13,8 +13,9 @@ cross-entropy, batch 64, 10 steps). Rows, in samples (pairs) per second:
 * C: B with `diagnostics=False` and no writers (it still trains on
   g_left + g_right).
 
-Rows are measured in groups (the main rows A, B, C; the extra rows; each
-sweep shape), one group's models alive at a time. In a group every row is
+Rows are measured in groups (A, B, C; the XLA and lstm_fused rows; the
+breakdown; each sweep shape), one group's models alive at a time, each group
+with its own reference rows. In a group every row is
 warmed up (one untimed epoch, which also traces), then timed for `--repeats`
 epochs, the rows interleaved round by round so that load from other
 processes spreads over all of them; each row reports its median. An A epoch is the second epoch of a two-epoch `fit` call, end of
@@ -78,6 +79,7 @@ class Row:
     timesteps: int
     batch_size: int
     pairs: int
+    group: int = 0  # rows are compared within their group (see run)
     rates: List[float] = dataclasses.field(default_factory=list)
     # Pairs per CPU-second of this process: less sensitive than wall time to
     # other processes competing for the cores (though not immune: caches).
@@ -271,7 +273,7 @@ def run(*, quick: bool = False, sweep: bool = False, repeats: int = 5,
     tracing: Dict[str, dict] = {}
 
     def add(group, key, label, make, timesteps, batch, n):
-        row = Row(key, label, timesteps, batch, n)
+        row = Row(key, label, timesteps, batch, n, group=len(groups) - 1)
         rows.append(row)
         group.append((row, make))
 
@@ -297,11 +299,17 @@ def run(*, quick: bool = False, sweep: bool = False, repeats: int = 5,
             trainer(pairs, batch, prefix + "B", True), **shape)
         add(group, prefix + "C", "C: Trainer, diagnostics off, no writers",
             trainer(pairs, batch, prefix + "C", False), **shape)
-        if not main or quick or not (extras or breakdown):
+        if not main or quick:
             return
-        group = []
-        groups.append(group)
+        # Each further group re-measures its references beside its rows:
+        # only rows of one group were measured under the same conditions.
         if extras:
+            group = []
+            groups.append(group)
+            add(group, "A1@x", "A: model.fit, default (reference for the rows below)",
+                lambda: FitRunner(pairs, batch, 1, seed), **shape)
+            add(group, "B@x", "B (reference for the rows below)",
+                trainer(pairs, batch, "B@x", True), **shape)
             add(group, "Axla", "A: model.fit, steps_per_execution=20, jit_compile=True",
                 lambda: FitRunner(pairs, batch, 20, seed, jit_compile=True), **shape)
             add(group, "BF", "B with encoder=lstm_fused",
@@ -313,6 +321,12 @@ def run(*, quick: bool = False, sweep: bool = False, repeats: int = 5,
             add(group, "CX", "C with jit_compile=True",
                 trainer(pairs, batch, "CX", False, jit_compile=True), **shape)
         if breakdown:
+            group = []
+            groups.append(group)
+            add(group, "B@b", "B (reference for the rows below)",
+                trainer(pairs, batch, "B@b", True), **shape)
+            add(group, "C@b", "C (reference for the rows below)",
+                trainer(pairs, batch, "C@b", False), **shape)
             for key, label, kw in _breakdown_variants():
                 add(group, key, label, trainer(pairs, batch, key, True, **kw), **shape)
 
@@ -345,16 +359,16 @@ def run(*, quick: bool = False, sweep: bool = False, repeats: int = 5,
               "cpu B/A_default": b.cpu_median / a1.cpu_median,
               "cpu B/A_best": b.cpu_median / best.cpu_median,
               "cpu C/B": c.cpu_median / b.cpu_median}
-    if "BF" in by_key:
-        bf, cf = by_key["BF"], by_key["CF"]
-        ratios.update({"BF/A_default": bf.median / a1.median,
-                       "BF/A_best": bf.median / best.median,
+    if "BF" in by_key:  # within the extra rows' group
+        bf, cf, bx, cx = by_key["BF"], by_key["CF"], by_key["BX"], by_key["CX"]
+        a1x, bref, axla = by_key["A1@x"], by_key["B@x"], by_key["Axla"]
+        ratios.update({"BF/A_default": bf.median / a1x.median,
                        "CF/BF": cf.median / bf.median,
-                       "BF/B": bf.median / b.median,
-                       "B/Axla": b.median / by_key["Axla"].median,
-                       "BX/A_default": by_key["BX"].median / a1.median,
-                       "BX/A_best": by_key["BX"].median / best.median,
-                       "CX/BX": by_key["CX"].median / by_key["BX"].median})
+                       "BF/B": bf.median / bref.median,
+                       "B/Axla": bref.median / axla.median,
+                       "BX/A_default": bx.median / a1x.median,
+                       "BX/B": bx.median / bref.median,
+                       "CX/BX": cx.median / bx.median})
     return {"rows": rows, "ratios": ratios, "best_fit": best.key,
             "tracing_count": tracing["B"],
             "machine": machine(load_before, _loadavg()),
@@ -413,16 +427,27 @@ def table(result: dict) -> str:
     rows, ratios, m = result["rows"], result["ratios"], result["machine"]
     ref = {row.key: row for row in rows}
     main = [r for r in rows if r.timesteps == TIMESTEPS and r.batch_size == BATCH]
-    a1 = ref["A1"]
-    lines = [f"At the notebook's shape (T={TIMESTEPS}, batch={BATCH}, "
-             f"{main[0].pairs:,} pairs per timed epoch):", "",
-             "| row | samples/s (median) | range | vs A default | "
-             "samples per CPU-second (median) |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    group_ref = {}  # group -> (A default, B) measured in that group
     for row in main:
+        a, b = group_ref.get(row.group, (None, None))
+        if row.key.split("@")[0] == "A1":
+            a = row
+        if row.key.split("@")[0] == "B":
+            b = row
+        group_ref[row.group] = (a, b)
+    lines = [f"At the notebook's shape (T={TIMESTEPS}, batch={BATCH}, "
+             f"{main[0].pairs:,} pairs per timed epoch); each group of rows was "
+             f"measured on its own, so compare rows within a group:", "",
+             "| group | row | samples/s (median) | range | vs A default | vs B | "
+             "samples per CPU-second (median) |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for row in main:
+        a, b = group_ref[row.group]
         best = " (best fit)" if row.key == result["best_fit"] else ""
-        lines.append(f"| {row.label}{best} | {row.median:,.0f} | {row.spread} | "
-                     f"{row.median / a1.median:.2f}x | {row.cpu_median:,.0f} |")
+        vs_a = f"{row.median / a.median:.2f}x" if a is not None else ""
+        vs_b = f"{row.median / b.median:.2f}x" if b is not None else ""
+        lines.append(f"| {row.group + 1} | {row.label}{best} | {row.median:,.0f} | "
+                     f"{row.spread} | {vs_a} | {vs_b} | {row.cpu_median:,.0f} |")
     r = ratios
     lines += [
         "",
@@ -435,12 +460,13 @@ def table(result: dict) -> str:
     ]
     if "BF/A_default" in r:
         lines += [
-            f"- with `lstm_fused`: B / A default **{r['BF/A_default']:.2f}x**, B / A best "
-            f"**{r['BF/A_best']:.2f}x**, C / B **{r['CF/BF']:.3f}**; B(lstm_fused) / "
-            f"B(lstm) {r['BF/B']:.2f}x",
-            f"- with `jit_compile=True`: B / A default **{r['BX/A_default']:.2f}x**, B / A "
-            f"best **{r['BX/A_best']:.2f}x**, C / B **{r['CX/BX']:.3f}**",
-            f"- B / A (fit, steps_per_execution=20, jit_compile=True): {r['B/Axla']:.2f}x",
+            f"- group 2, with `lstm_fused`: B / A default **{r['BF/A_default']:.2f}x**, "
+            f"C / B **{r['CF/BF']:.3f}**; B(lstm_fused) / B(lstm) {r['BF/B']:.2f}x",
+            f"- group 2, with `jit_compile=True`: B / A default "
+            f"**{r['BX/A_default']:.2f}x**, B(XLA) / B {r['BX/B']:.2f}x, C / B "
+            f"**{r['CX/BX']:.3f}**",
+            f"- group 2, B / A (fit, steps_per_execution=20, jit_compile=True): "
+            f"{r['B/Axla']:.2f}x",
         ]
     lines.append(f"- B's tracing counts after all epochs: {result['tracing_count']}")
     sweep = [row for row in rows if row.key.endswith("B") and row.key[0] == "T"]
@@ -462,7 +488,8 @@ def table(result: dict) -> str:
               f"Python {m['python']}; {m['date']}. Load average (1, 5, 15 min) before "
               f"{m['load_before']}, after {m['load_after']}. {s['repeats']} timed epochs "
               f"per row after one warm-up epoch, rows interleaved round by round "
-              f"within their group (the main rows; the extra rows; each sweep shape), "
+              f"within their group (1: A, B, C; 2: XLA and lstm_fused rows; 3: the "
+              f"breakdown; then one per sweep shape), "
               f"one group's models alive at a time; "
               f"{s['seconds']:.0f} s in all. One process for all rows, so all run with "
               f"intra_op_threads={s.get('intra_op_threads', 0)} (0 = TensorFlow's "
