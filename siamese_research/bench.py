@@ -18,8 +18,9 @@ breakdown; each sweep shape), one group's models alive at a time, each group
 with its own reference rows. In a group every row is
 warmed up (one untimed epoch, which also traces), then timed for `--repeats`
 epochs, the rows interleaved round by round so that load from other
-processes spreads over all of them; each row reports its median. An A epoch is the second epoch of a two-epoch `fit` call, end of
-epoch to end of epoch (fit's once-per-call set-up left out); a B/C epoch is
+processes spreads over all of them; each row reports its median. An A
+epoch is the second epoch of a two-epoch `fit` call, end of epoch to end of
+epoch (fit's once-per-call set-up left out); a B/C epoch is
 the whole `Trainer.fit` call for one more epoch. Both include what every
 epoch costs in a real run: a new data iterator and the old one's teardown.
 

@@ -8,13 +8,13 @@ Layers, as in Orbit and Keras's own trainer:
   the head's) to the one variable set. Only a call's `final` step carries
   summary code: on check steps an independent plain gradient checks the sum.
 * `train_steps(iterator, n, source)`: `n` steps per compiled call over a
-  prefetched iterator of row indices (`steps_per_execution`), compiled once:
-  n - 1 plain steps, then the final one; each step gathers its rows from
-  `source`, the data's arrays. The Python loop ends every call at the next step where a
-  summary is due, so the plain steps carry no summary code and no `tf.cond`
-  for it at all.
-* `fit(...)`: the Python loop. It owns progress, timing, validation,
-  checkpoints and flushing; it never touches per-step math.
+  prefetched iterator of row indices (at most `steps_per_execution`),
+  compiled once: n - 1 plain steps, then the final one; each step gathers
+  its rows from `source`, the data's arrays. The Python loop ends every
+  call at the next step where a summary is due, so the plain steps carry no
+  summary code and no `tf.cond` for it at all.
+* `fit(...)`: the Python loop. It owns progress, the epoch's clock start,
+  validation, checkpoints and flushing; it never touches per-step math.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class Trainer:
       optimizer: a Keras optimizer (built here, eagerly, in the scope).
       strategy: a `tf.distribute.Strategy` (default: the current one).
       writers: {"train": writer, "validation": writer}, or None (no logging).
-      steps_per_execution: train steps per compiled call.
+      steps_per_execution: train steps per compiled call, at most: a call
+        also ends at each step where a summary is due.
       log_every: scalar summaries every N steps.
       histogram_every: histograms every N steps.
       grad_check_every: the independent left + right = total check every N.
@@ -96,9 +97,9 @@ class Trainer:
             self.nonfinite_step = tf.Variable(-1, dtype=tf.int64, **local)
             self.nonfinite_index = tf.Variable(-2, dtype=tf.int64, **local)
             self.last_sum_error = tf.Variable(-1.0, **local)
-            # Where samples_per_second last started counting: its step and
-            # wall time, so the rate is measured in the graph.
-            self._speed_step = tf.Variable(0, dtype=tf.int64, **local)
+            # samples_per_second, measured in the graph: pairs since it last
+            # started counting, and the wall time then.
+            self._speed_pairs = tf.Variable(0.0, dtype=tf.float64, **local)
             self._speed_time = tf.Variable(0.0, dtype=tf.float64, **local)
             self.max_sum_error = tf.Variable(0.0, **local)
             self.train_metrics = _metrics("")
@@ -153,8 +154,11 @@ class Trainer:
         """`num_steps` steps over `iterator`: of batches, or with `source`
         (`PairDataset.source`) of row indices, gathered here per replica."""
         # After a non-finite step under on_nonfinite="stop" the remaining
-        # steps of the call apply nothing (see _step_math), so the loop needs
-        # no break and the final step no condition.
+        # steps of the call apply nothing and write no summary (see
+        # _step_math, _train_step), so the loop needs no break and the final
+        # step no condition. (With several replicas "apply nothing" means a
+        # zero update: momentum optimizers still move; train.py then ends
+        # the run from the last checkpoint, which is not affected.)
         def step(item, final):
             if source is not None:
                 with tf.device("/cpu:0"):  # where the arrays are: no copy of them
@@ -173,13 +177,16 @@ class Trainer:
         math = self._jit_math if self._jit_math is not None else self._step_math
         loss, predictions, finite, left, right, total = math(batch, final)
         self.global_step.assign_add(1)
-        if self.writers is None or not final:
+        if self.writers is None:
             return
-        log = tf.equal(step % self.log_every, 0)
+        self._speed_pairs.assign_add(tf.cast(tf.shape(batch[1])[0], tf.float64))
+        if not final:
+            return
+        log = self._due(step, self.log_every)
         summaries.when(log, lambda: summaries.train_scalars(
             step, loss=loss, accuracy=self.train_metrics["accuracy"].result(),
             learning_rate=self.optimizer.learning_rate,
-            samples_per_second=self._speed(step, tf.shape(batch[1])[0])))
+            samples_per_second=self._speed(step)))
         summaries.when(tf.logical_and(log, self.nonfinite_count > 0),
                        lambda: summaries.scalar("nonfinite_steps", self.nonfinite_count,
                                                 step))
@@ -189,8 +196,8 @@ class Trainer:
         bg = G.BranchGradients(loss, predictions, variables, [], left, right, [])
         if self.scale_loss is not None:
             bg = self._unscaled(bg)
-        check = tf.equal(step % self.grad_check_every, 0)
-        hist = tf.equal(step % self.histogram_every, 0)
+        check = self._due(step, self.grad_check_every)
+        hist = self._due(step, self.histogram_every)
         summaries.when(log, lambda: summaries.branch_scalars(step, bg))
 
         def record_check():
@@ -228,8 +235,8 @@ class Trainer:
                                 training=True, scale_loss=self.scale_loss)
         total = None
         if self.diagnostics and final:
-            check = tf.equal(step % self.grad_check_every, 0)
-            hist = tf.equal(step % self.histogram_every, 0)
+            check = self._due(step, self.grad_check_every)
+            hist = self._due(step, self.histogram_every)
             # The independent total gradient, through the real variables, on
             # check and histogram steps only; before the update, of course.
             total = tf.cond(tf.logical_or(check, hist), lambda: self._total(batch),
@@ -248,9 +255,9 @@ class Trainer:
             # A LossScaleOptimizer skips non-finite (overflowed) gradients
             # itself and lowers its scale; that is not a divergence.
             finite = tf.math.is_finite(bg.loss)
-            ok = tf.logical_and(finite, ok) if self.on_nonfinite == "stop" else finite
             gate = (self.nonfinite_step < 0 if self.on_nonfinite == "stop"
                     else tf.constant(True))
+            ok = tf.logical_and(finite, gate)
             self._apply_when(gate, pairs)
         elif self.strategy.num_replicas_in_sync > 1:
             # apply_gradients all-reduces across replicas, and a sync point
@@ -280,14 +287,22 @@ class Trainer:
                      for g, v in zip(right, bg.encoder_vars)]
         return loss, bg.predictions, finite, left, right, total
 
-    def _speed(self, step, batch_size):
+    def _due(self, step, every):
+        """Whether a summary of cadence `every` is due at `step`: never after
+        a non-finite step under "stop" (those steps will be run again)."""
+        due = tf.equal(step % every, 0)
+        if self.on_nonfinite == "stop":
+            due = tf.logical_and(due, self.nonfinite_step < 0)
+        return due
+
+    def _speed(self, step):
         """Pairs per second since the last log step (or the epoch's start), on
-        the wall clock, everything between the steps included."""
+        the wall clock, everything between the steps included. Each replica
+        counts its own pairs; the rate assumes an even split across them."""
         now = _clock()
         seconds = now - self._speed_time
-        pairs = (tf.cast(step - self._speed_step, tf.float64) *
-                 tf.cast(batch_size * self.strategy.num_replicas_in_sync, tf.float64))
-        self._speed_step.assign(step)
+        pairs = self._speed_pairs * self.strategy.num_replicas_in_sync
+        self._speed_pairs.assign(0.0)
         self._speed_time.assign(now)
         return tf.math.divide_no_nan(pairs, seconds)
 
@@ -499,7 +514,7 @@ class Trainer:
 
     def _start_speed_clock(self):
         # Cross-replica assignments set every replica's copy (SyncOnRead).
-        self._speed_step.assign(self.global_step.value())
+        self._speed_pairs.assign(0.0)
         self._speed_time.assign(_clock())
 
     def _check_nonfinite(self):

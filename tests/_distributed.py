@@ -50,15 +50,29 @@ def mirrored():
                           optimizer=optimizer, strategy=strategy, writers=writers,
                           verbose=0, log_every=1, grad_check_every=1)
         data = D.PairDataset(pairs, n, shuffle=False)
-        trainer.set_input_spec(data)
-        iterator = iter(strategy.experimental_distribute_dataset(data.epoch(0)))
-        with writers["train"].as_default():
-            trainer.train_steps(iterator, tf.constant(1))
+        trainer.fit(data, epochs=1)  # one step: rows gathered per replica
         errors = strategy.experimental_local_results(trainer.last_sum_error)
         out[name] = {"loss": float(trainer.train_metrics["loss"].result()),
                      "weights": [v.numpy().tolist() for v in model.trainable_variables],
                      "replicas": strategy.num_replicas_in_sync,
                      "sum_errors": [float(e.numpy()) for e in errors]}
+    # Padded rows, 9 of them in batches of 8: the last batch has one row, so
+    # one replica gets none (its trimmed length must not be zero).
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    lengths = np.array([5, 3, 2, 5, 4, 1, 5, 2, 3])
+    left = rng.standard_normal((9, 5, 8)).astype("float32")
+    left[np.arange(5)[None, :] >= lengths[:, None]] = 0.0
+    padded = D.Pairs(left, rng.standard_normal((9, 6, 8)).astype("float32"), lengths,
+                     np.full(9, 6), rng.integers(0, 2, 9).astype("float32"))
+    with strategy.scope():
+        model = M.build_model(features=8, units=4)
+        optimizer = keras.optimizers.RMSprop(0.01)
+    trainer = Trainer(model, loss_fn=keras.losses.BinaryCrossentropy(), optimizer=optimizer,
+                      strategy=strategy, writers=None, verbose=0)
+    trainer.fit(D.PairDataset(padded, 8, shuffle=False), epochs=1)
+    out["remainder"] = {"step": int(trainer.global_step.numpy()),
+                        "finite": bool(all(np.all(np.isfinite(v.numpy()))
+                                           for v in model.trainable_variables))}
     print(json.dumps(out))
 
 

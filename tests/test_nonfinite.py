@@ -97,3 +97,24 @@ def test_huge_learning_rate_exits_3_and_keeps_last_good_checkpoint(tmp_path):
         value = reader.get_tensor(name)
         if np.issubdtype(np.asarray(value).dtype, np.floating):
             assert np.all(np.isfinite(value)), name
+
+
+def test_stop_writes_no_summary_for_steps_after_the_bad_one(tmp_path):
+    from siamese_research import summaries
+    from test_training import read_tags
+
+    keras.utils.set_random_seed(0)
+    model = M.build_model(features=8, units=4)
+    trainer = Trainer(model, loss_fn=keras.losses.BinaryCrossentropy(),
+                      optimizer=keras.optimizers.RMSprop(1e-3),
+                      writers=summaries.create_writers(str(tmp_path)), verbose=0,
+                      on_nonfinite="stop", steps_per_execution=4, log_every=2,
+                      histogram_every=4, grad_check_every=2)
+    with pytest.raises(NonFiniteError):
+        trainer.fit(D.PairDataset(_planted(), 4, shuffle=False), epochs=1)
+    trainer.flush()
+    tags, _ = read_tags(str(tmp_path / "train"))
+    # Step 3 is bad; step 4 (a log, check and histogram step) ran in the same
+    # call but applied nothing, so nothing may be filed under it.
+    assert tags["loss"] == [2]
+    assert all(max(steps) < 3 for tag, steps in tags.items() if steps), tags

@@ -53,6 +53,11 @@ def test_multi_step_runs_exactly_n_steps_and_traces_once():
     trainer.train_steps(it2, tf.constant(2))
     assert int(trainer.global_step.numpy()) == 10
     assert trainer.tracing_count["train_steps"] == 1
+    # Fixed-length data of another length has another static time dim: one
+    # more trace (by design: it lets an RNN unroll; a run has one length).
+    it3 = iter(D.PairDataset(_pairs(40, 11, seed=1), 4).epoch(0))
+    trainer.train_steps(it3, tf.constant(1))
+    assert trainer.tracing_count["train_steps"] == 2
 
 
 def test_fit_runs_epochs_times_steps_and_reports_validation():
@@ -155,7 +160,9 @@ def test_gathering_rows_in_the_step_trains_exactly_as_gathered_batches():
     """fit feeds row indices and gathers inside the compiled step; feeding
     the epoch's gathered batches instead must give the same weights."""
     padded = _pairs(12, 6)
-    padded.left_length[::3] = 2  # padded: batches are trimmed in the step too
+    padded.left_length[:] = 6
+    padded.left_length[::3] = 2  # rows 0, 3, 6, 9: 2 real steps
+    padded.left[::3, 2:] = 0.0
     finals = []
     for use_indices in (True, False):
         trainer = _trainer()
@@ -164,7 +171,15 @@ def test_gathering_rows_in_the_step_trains_exactly_as_gathered_batches():
         if use_indices:
             trainer.fit(data, epochs=1)
         else:
-            trainer.train_steps(iter(data.epoch(0)), tf.constant(3))
+            # The reference, built with numpy: the epoch's order, each batch
+            # cut to its own longest rows by hand, one step at a time.
+            order = D.epoch_order(12, 3, 0)
+            for rows in np.split(order, 3):
+                lx = padded.left[rows][:, :padded.left_length[rows].max()]
+                rx = padded.right[rows][:, :padded.right_length[rows].max()]
+                trainer.train_step(((tf.constant(lx), tf.constant(rx)),
+                                    tf.constant(padded.label[rows]),
+                                    tf.ones(4)))
         assert int(trainer.global_step.numpy()) == 3
         finals.append([v.numpy() for v in trainer.model.trainable_variables])
     for a, b in zip(*finals):

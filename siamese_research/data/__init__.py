@@ -178,6 +178,7 @@ class PairDataset:
         self.seed = seed
         self.shuffle = shuffle
         self.bucket_by_length = bucket_by_length
+        self._fixed_length = not pairs.is_text and not pairs.padded
         with tf.device("/cpu:0"):
             self._arrays = tuple(tf.constant(a) for a in (
                 pairs.left, pairs.right, pairs.left_length.astype(np.int32),
@@ -195,7 +196,7 @@ class PairDataset:
     def fixed_length(self) -> bool:
         """Every float sequence has its arrays' full length (no padding), as
         in the notebook's data: the time dimension is then static."""
-        return not self.pairs.is_text and not self.pairs.padded
+        return self._fixed_length
 
     @property
     def element_spec(self):
@@ -254,6 +255,9 @@ def gather_batch(arrays: tuple, idx, trim: bool):
     left, right, llen, rlen, label, weight = arrays
     lx, rx = tf.gather(left, idx), tf.gather(right, idx)
     if trim:
-        lx = lx[:, :tf.reduce_max(tf.gather(llen, idx))]
-        rx = rx[:, :tf.reduce_max(tf.gather(rlen, idx))]
+        # At least 1: with several replicas a short last batch can leave one
+        # replica no rows, and the max over none is INT_MIN (a zero-length
+        # time axis, which the RNN loop cannot take).
+        lx = lx[:, :tf.maximum(tf.reduce_max(tf.gather(llen, idx)), 1)]
+        rx = rx[:, :tf.maximum(tf.reduce_max(tf.gather(rlen, idx)), 1)]
     return (lx, rx), tf.gather(label, idx), tf.gather(weight, idx)
