@@ -186,7 +186,7 @@ class Trainer:
         summaries.when(log, lambda: summaries.train_scalars(
             step, loss=loss, accuracy=self.train_metrics["accuracy"].result(),
             learning_rate=self.optimizer.learning_rate,
-            samples_per_second=self._speed(step)))
+            samples_per_second=self._speed()))
         summaries.when(tf.logical_and(log, self.nonfinite_count > 0),
                        lambda: summaries.scalar("nonfinite_steps", self.nonfinite_count,
                                                 step))
@@ -295,7 +295,7 @@ class Trainer:
             due = tf.logical_and(due, self.nonfinite_step < 0)
         return due
 
-    def _speed(self, step):
+    def _speed(self):
         """Pairs per second since the last log step (or the epoch's start), on
         the wall clock, everything between the steps included. Each replica
         counts its own pairs; the rate assumes an even split across them."""

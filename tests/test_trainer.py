@@ -148,8 +148,13 @@ def test_summaries_land_on_every_due_step_with_long_calls(tmp_path):
     data = D.PairDataset(_pairs(40, 5), 4)  # 10 steps per epoch
     trainer.fit(data, epochs=2)
     trainer.flush()
-    tags, _ = read_tags(str(tmp_path / "train"))
+    tags, acc = read_tags(str(tmp_path / "train"))
     assert tags["loss"] == [3, 6, 9, 12, 15, 18]
+    # The in-graph rate counts the pairs of the steps since the last log
+    # step (4 per step here): positive, finite and below any real machine's.
+    rates = [float(tf.make_ndarray(e.tensor_proto))
+             for e in acc.Tensors("samples_per_second")]
+    assert all(0 < r < 1e7 for r in rates), rates
     assert tags["samples_per_second"] == [3, 6, 9, 12, 15, 18]
     assert tags["branch_gradients/sum_error"] == [3, 6, 9, 12, 15, 18]
     assert tags["gradients/total/siamese/encoder/lstm/lstm_cell/kernel"] == [6, 12, 18]
