@@ -49,7 +49,6 @@ import tensorflow as tf
 
 from siamese_research import data as data_lib
 from siamese_research import devices
-from siamese_research import fused  # noqa: F401  (registers the lstm_fused encoder)
 from siamese_research import model as model_lib
 from siamese_research import summaries
 from siamese_research.data import builtin

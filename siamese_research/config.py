@@ -20,6 +20,7 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 ON_NONFINITE = ("stop", "skip")
 CLASS_WEIGHTS = ("none", "balanced")
 EMBEDDING_INITS = ("uniform", "idf")
+MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 
 
 class UserError(Exception):
@@ -158,7 +159,7 @@ class Config:
         _choice("on_nonfinite", self.on_nonfinite, ON_NONFINITE)
         _choice("class_weight", self.class_weight, CLASS_WEIGHTS)
         _choice("embedding_init", self.embedding_init, EMBEDDING_INITS)
-        if self.mixed_precision not in (None, "mixed_float16", "mixed_bfloat16"):
+        if self.mixed_precision is not None and self.mixed_precision not in MIXED_POLICIES:
             raise ConfigError("mixed_precision", self.mixed_precision,
                               "expected mixed_float16 or mixed_bfloat16")
         if self.verbose not in (0, 1):

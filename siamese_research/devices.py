@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from siamese_research import gpu
 from siamese_research.config import ConfigError
 
 
@@ -27,7 +28,7 @@ def configure_threads(intra_op: int = 0) -> int:
       started in this process (a second run in one notebook), it cannot change
       and the current setting is kept.
     """
-    want = intra_op or (0 if tf.config.list_physical_devices("GPU") else 1)
+    want = intra_op or (0 if gpu.gpu_visible() else 1)
     current = tf.config.threading.get_intra_op_parallelism_threads()
     if want == current:
         return current

@@ -23,9 +23,9 @@ import math
 from typing import Callable, Dict
 
 import keras
-import tensorflow as tf
 from keras import ops
 
+from siamese_research import gpu
 from siamese_research.config import UserError
 
 PACKAGE = "siamese_research"
@@ -36,10 +36,6 @@ GATES = {
     "lstm": ("input", "forget", "cell", "output"),
     "gru": ("update", "reset", "candidate"),
 }
-
-
-def _gpu_visible() -> bool:
-    return bool(tf.config.list_logical_devices("GPU"))
 
 
 class EncoderError(UserError, ValueError):
@@ -228,9 +224,7 @@ class BagEncoder(keras.layers.Layer):
         self.supports_masking = True
 
     def call(self, inputs, mask=None):
-        if mask is not None:
-            inputs = inputs * ops.cast(mask, inputs.dtype)[..., None]
-        return ops.sum(inputs, axis=1)
+        return masked_sum(inputs, mask)
 
     def compute_mask(self, inputs, mask=None):
         return None
@@ -261,11 +255,17 @@ def positional_encoding(length, dim: int, dtype="float32"):
     return ops.cast(enc, dtype)
 
 
+def masked_sum(x, mask):
+    if mask is None:
+        return ops.sum(x, axis=1)
+    return ops.sum(x * ops.cast(mask, x.dtype)[..., None], axis=1)
+
+
 def masked_mean(x, mask):
     if mask is None:
         return ops.mean(x, axis=1)
-    m = ops.cast(mask, x.dtype)[..., None]
-    return ops.sum(x * m, axis=1) / ops.maximum(ops.sum(m, axis=1), 1.0)
+    count = ops.sum(ops.cast(mask, x.dtype), axis=1)[..., None]
+    return masked_sum(x, mask) / ops.maximum(count, 1.0)
 
 
 def masked_max(x, mask):
@@ -294,16 +294,11 @@ def should_unroll(timesteps, gpu_visible: bool, max_steps: int = UNROLL_MAX_STEP
     return timesteps is not None and 0 < timesteps <= max_steps and not gpu_visible
 
 
-def _walk_layers(core) -> list:
-    """`core` itself if it is a Keras RNN, or both halves of a Bidirectional."""
-    if isinstance(core, keras.layers.Bidirectional):
-        return [core.forward_layer, core.backward_layer]
-    return [core] if isinstance(core, keras.layers.RNN) else []
-
-
 def _loop_rnns(core) -> list:
-    """The Keras RNN layers of `core` that run a loop (unroll=False)."""
-    return [layer for layer in _walk_layers(core) if not layer.unroll]
+    """The Keras RNN layers of `core` (itself, or a Bidirectional's halves)
+    that run a loop (unroll=False)."""
+    return [layer for layer in gpu.unwrap_bidirectional(core)
+            if isinstance(layer, keras.layers.RNN) and not layer.unroll]
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -362,7 +357,7 @@ class SiameseTower(keras.layers.Layer):
             x = inputs
             mask = self.masking.compute_mask(inputs) if self.masking is not None else None
         rnns = _loop_rnns(self.core)
-        if not rnns or not should_unroll(x.shape[1], _gpu_visible()):
+        if not rnns or not should_unroll(x.shape[1], gpu.gpu_visible()):
             return self.core(x, mask=mask, training=training)
         # Unrolled for this call (read at trace time) and set back, so the
         # layer's config, and so a saved model, keep the user's setting.

@@ -38,7 +38,6 @@ import math
 import os
 import re
 import sys
-from collections import Counter
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -236,10 +235,9 @@ def words(text: str) -> List[str]:
 def idf_table(texts: Sequence[str]) -> Dict[str, float]:
     """idf(w) = log(N / df(w)) over the DISTINCT texts (a question repeated for
     each of its candidates counts once)."""
-    docs = list(dict.fromkeys(texts))
-    df = Counter(w for t in docs for w in set(words(t)))
-    n = len(docs)
-    return {w: math.log(n / c) for w, c in df.items()}
+    from siamese_research.data import files
+
+    return files.idf_weights(words(t) for t in dict.fromkeys(texts))
 
 
 def overlap_scores(left: Sequence[str], right: Sequence[str],

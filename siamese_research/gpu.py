@@ -21,9 +21,8 @@ from typing import List, Optional
 import keras
 import tensorflow as tf
 
-from siamese_research.config import ConfigError
+from siamese_research.config import MIXED_POLICIES, ConfigError
 
-MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 _TANH_NAMES = ("tanh",)
 _SIGMOID_NAMES = ("sigmoid",)
 _warned: set = set()
@@ -82,13 +81,9 @@ def cudnn_ineligibility(layer, left_padded: bool = False) -> List[str]:
     Returns:
       Human-readable reasons, [] when the layer is eligible (or not an RNN).
     """
-    if isinstance(layer, keras.layers.Bidirectional):
-        inner = [layer.forward_layer, layer.backward_layer]
-    else:
-        inner = [layer]
     reasons: List[str] = []
     is_rnn = False
-    for rnn in inner:
+    for rnn in unwrap_bidirectional(layer):
         if isinstance(rnn, (keras.layers.LSTM, keras.layers.GRU)):
             is_rnn = True
             reasons += [r for r in _rnn_reasons(rnn) if r not in reasons]
@@ -102,6 +97,13 @@ def cudnn_ineligibility(layer, left_padded: bool = False) -> List[str]:
     return reasons
 
 
+def unwrap_bidirectional(layer) -> List[keras.layers.Layer]:
+    """A Bidirectional's forward and backward layers; any other layer alone."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        return [layer.forward_layer, layer.backward_layer]
+    return [layer]
+
+
 def rnn_layers(model) -> List[keras.layers.Layer]:
     """The RNN layers of `model` (a model or a single layer), outermost first:
     a Bidirectional stands for its inner layers."""
@@ -109,7 +111,7 @@ def rnn_layers(model) -> List[keras.layers.Layer]:
     inner = set()
     for layer in layers:
         if isinstance(layer, keras.layers.Bidirectional):
-            inner.update({id(layer.forward_layer), id(layer.backward_layer)})
+            inner.update(id(half) for half in unwrap_bidirectional(layer))
     return [layer for layer in layers if id(layer) not in inner and (
         isinstance(layer, (keras.layers.LSTM, keras.layers.GRU,
                            keras.layers.Bidirectional))

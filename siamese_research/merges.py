@@ -56,8 +56,12 @@ class Merge(keras.layers.Layer):
 
     symmetric = True
     score = False
-    has_distance = False  # `distance()` exists (the contrastive loss needs it)
+    has_distance = False  # set per class: it defines `distance` (contrastive needs it)
     merge_name = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.has_distance = cls.distance is not Merge.distance
 
     def call(self, inputs):
         u, v = inputs
@@ -109,7 +113,6 @@ class Cosine(Merge):
     """(1 + cos(u, v)) / 2 in [0, 1]; distance = 1 - cos = 2 (1 - s)."""
 
     score = True
-    has_distance = True
 
     def merge(self, u, v):
         un = u / ops.maximum(ops.norm(u, axis=-1, keepdims=True), EPSILON)
@@ -126,7 +129,6 @@ class Manhattan(Merge):
     """MaLSTM (Mueller & Thyagarajan 2016): exp(-||u - v||_1) in (0, 1]."""
 
     score = True
-    has_distance = True
 
     def merge(self, u, v):
         return ops.exp(-ops.sum(ops.abs(u - v), axis=-1, keepdims=True))

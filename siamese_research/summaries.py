@@ -89,11 +89,10 @@ def split_gates(grad, gates: Sequence[str]) -> Dict[str, tf.Tensor]:
     return dict(zip(gates, tf.split(grad, len(gates), axis=-1)))
 
 
-def train_scalars(step, *, loss, accuracy, learning_rate, samples_per_second) -> None:
+def train_scalars(step, *, loss, accuracy, learning_rate) -> None:
     scalar("loss", loss, step)
     scalar("accuracy", accuracy, step)
     scalar("learning_rate", learning_rate, step)
-    scalar("samples_per_second", samples_per_second, step)
 
 
 def branch_scalars(step, bg: G.BranchGradients) -> None:

@@ -13,12 +13,14 @@ Layers, as in Orbit and Keras's own trainer:
   its rows from `source`, the data's arrays. The Python loop ends every
   call at the next step where a summary is due, so the plain steps carry no
   summary code and no `tf.cond` for it at all.
-* `fit(...)`: the Python loop. It owns progress, the epoch's clock start,
-  validation, checkpoints and flushing; it never touches per-step math.
+* `fit(...)`: the Python loop. It owns progress, the clock
+  (samples_per_second, after each call that ends on a log step), validation,
+  checkpoints and flushing; it never touches per-step math.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable, Dict, Optional
 
@@ -27,10 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from siamese_research import gradients as G
-from siamese_research.config import ConfigError
 from siamese_research import summaries, tensorboard_extras
 from siamese_research import data as data_lib
-from siamese_research.data import PairDataset
 
 
 class NonFiniteError(RuntimeError):
@@ -97,10 +97,6 @@ class Trainer:
             self.nonfinite_step = tf.Variable(-1, dtype=tf.int64, **local)
             self.nonfinite_index = tf.Variable(-2, dtype=tf.int64, **local)
             self.last_sum_error = tf.Variable(-1.0, **local)
-            # samples_per_second, measured in the graph: pairs since it last
-            # started counting, and the wall time then.
-            self._speed_pairs = tf.Variable(0.0, dtype=tf.float64, **local)
-            self._speed_time = tf.Variable(0.0, dtype=tf.float64, **local)
             self.max_sum_error = tf.Variable(0.0, **local)
             self.train_metrics = _metrics("")
             self.val_metrics = _metrics("val_")
@@ -119,8 +115,9 @@ class Trainer:
         self._jit_math = None
         if jit_compile:
             if self.strategy.num_replicas_in_sync > 1:
-                raise ConfigError("jit_compile", True, "works with one device only (the "
-                                  "update's cross-replica sum cannot sit in XLA)")
+                # (train.py refuses the flag earlier, naming it.)
+                raise ValueError("jit_compile works with one device only: the update's "
+                                 "cross-replica sum cannot sit in XLA")
             self._jit_math = tf.function(self._step_math, jit_compile=True)
         self.train_steps = tf.function(self._train_steps, reduce_retracing=True)
 
@@ -130,7 +127,7 @@ class Trainer:
         return self._diagnostics and self.writers is not None
 
     # -- compiled pieces -----------------------------------------------------
-    def set_input_spec(self, data: PairDataset) -> None:
+    def set_input_spec(self, data: data_lib.PairDataset) -> None:
         """Fixes the single-step functions' signature: None batch and time
         dims. (`train_steps` takes its spec from the iterator: a static time
         dim for fixed-length data.)"""
@@ -175,18 +172,14 @@ class Trainer:
         compile them)."""
         step = self.global_step + 1
         math = self._jit_math if self._jit_math is not None else self._step_math
-        loss, predictions, finite, left, right, total = math(batch, final)
+        loss, predictions, left, right, total = math(batch, final)
         self.global_step.assign_add(1)
-        if self.writers is None:
-            return
-        self._speed_pairs.assign_add(tf.cast(tf.shape(batch[1])[0], tf.float64))
-        if not final:
+        if self.writers is None or not final:
             return
         log = self._due(step, self.log_every)
         summaries.when(log, lambda: summaries.train_scalars(
             step, loss=loss, accuracy=self.train_metrics["accuracy"].result(),
-            learning_rate=self.optimizer.learning_rate,
-            samples_per_second=self._speed()))
+            learning_rate=self.optimizer.learning_rate))
         summaries.when(tf.logical_and(log, self.nonfinite_count > 0),
                        lambda: summaries.scalar("nonfinite_steps", self.nonfinite_count,
                                                 step))
@@ -225,7 +218,7 @@ class Trainer:
             for it).
 
         Returns:
-          (loss, predictions, finite, g_left, g_right, g_total): g_total is
+          (loss, predictions, g_left, g_right, g_total): g_total is
           zeros except on check and histogram steps (None without
           diagnostics or on plain steps).
         """
@@ -244,35 +237,19 @@ class Trainer:
         pairs = bg.grads_and_vars()
         flags = [tf.reduce_all(tf.math.is_finite(_values(g))) for g, _ in pairs]
         finite = tf.math.is_finite(bg.loss)
-        if flags:  # (a model may have no weights: a bag of floats + cosine)
+        if flags and self.scale_loss is None:
+            # (A LossScaleOptimizer skips overflowed gradients itself and
+            # lowers its scale; that is not a divergence.)
             finite = tf.logical_and(finite, tf.reduce_all(tf.stack(flags)))
-        # What this step may apply: a finite step, and under "stop" only
-        # while no earlier step of the call was non-finite.
-        ok = finite
-        if self.on_nonfinite == "stop":
-            ok = tf.logical_and(finite, self.nonfinite_step < 0)
-        if self.scale_loss is not None:
-            # A LossScaleOptimizer skips non-finite (overflowed) gradients
-            # itself and lowers its scale; that is not a divergence.
-            finite = tf.math.is_finite(bg.loss)
-            gate = (self.nonfinite_step < 0 if self.on_nonfinite == "stop"
-                    else tf.constant(True))
-            ok = tf.logical_and(finite, gate)
-            self._apply_when(gate, pairs)
-        elif self.strategy.num_replicas_in_sync > 1:
-            # apply_gradients all-reduces across replicas, and a sync point
-            # cannot sit inside tf.cond in a replica context. So every replica
-            # agrees on `finite` first and a non-finite step applies zeros:
-            # SGD/RMSprop weights then stay put; momentum optimizers still
-            # take their momentum step (one replica: the step is skipped).
+        if self.strategy.num_replicas_in_sync > 1:
+            # Every replica must agree before the update's all-reduce.
             ctx = tf.distribute.get_replica_context()
             bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
                                  1.0 - tf.cast(finite, tf.float32))
             finite = tf.equal(bad, 0.0)
-            ok = tf.logical_and(ok, finite)
-            self._apply_when(ok, pairs)
-        else:
-            self._apply_when(ok, pairs)
+        alive = self._alive()
+        ok = tf.logical_and(finite, alive)
+        self._apply_when(alive if self.scale_loss is not None else ok, pairs)
         self._record_nonfinite(step, finite, bg.loss, flags, pairs)
         # Keras 3 losses divide by num_replicas_in_sync (so the all-reduced sum
         # of gradients is the global mean); metrics and logs want the replica's
@@ -285,26 +262,18 @@ class Trainer:
             left = [None if g is None else G.dense(g, v) for g, v in zip(left, bg.encoder_vars)]
             right = [None if g is None else G.dense(g, v)
                      for g, v in zip(right, bg.encoder_vars)]
-        return loss, bg.predictions, finite, left, right, total
+        return loss, bg.predictions, left, right, total
+
+    def _alive(self):
+        """False once a step was non-finite under "stop": the rest of the
+        call applies nothing and writes nothing (those steps will run again)."""
+        if self.on_nonfinite == "stop":
+            return self.nonfinite_step < 0
+        return tf.constant(True)
 
     def _due(self, step, every):
-        """Whether a summary of cadence `every` is due at `step`: never after
-        a non-finite step under "stop" (those steps will be run again)."""
-        due = tf.equal(step % every, 0)
-        if self.on_nonfinite == "stop":
-            due = tf.logical_and(due, self.nonfinite_step < 0)
-        return due
-
-    def _speed(self):
-        """Pairs per second since the last log step (or the epoch's start), on
-        the wall clock, everything between the steps included. Each replica
-        counts its own pairs; the rate assumes an even split across them."""
-        now = _clock()
-        seconds = now - self._speed_time
-        pairs = self._speed_pairs * self.strategy.num_replicas_in_sync
-        self._speed_pairs.assign(0.0)
-        self._speed_time.assign(now)
-        return tf.math.divide_no_nan(pairs, seconds)
+        """Whether a summary of cadence `every` is due at `step`."""
+        return tf.logical_and(tf.equal(step % every, 0), self._alive())
 
     def _apply_when(self, ok, pairs):
         """Applies `pairs` where `ok` holds: skipped under tf.cond on one
@@ -323,11 +292,12 @@ class Trainer:
         return [G.dense(g, v) for g, v in zip(total, G.encoder_variables(self.model))]
 
     def _unscaled(self, bg):
-        scale = tf.cast(self.optimizer.dynamic_scale, tf.float32)
-        unscale = [None if g is None else _scale(g, 1.0 / scale) for g in bg.left]
-        right = [None if g is None else _scale(g, 1.0 / scale) for g in bg.right]
-        return G.BranchGradients(bg.loss, bg.predictions, bg.encoder_vars,
-                                 bg.head_vars, unscale, right, bg.head)
+        inverse = 1.0 / tf.cast(self.optimizer.dynamic_scale, tf.float32)
+
+        def unscale(grads):
+            return [None if g is None else _scale(g, inverse) for g in grads]
+
+        return dataclasses.replace(bg, left=unscale(bg.left), right=unscale(bg.right))
 
     def _record_nonfinite(self, step, finite, loss, flags, pairs):
         def record():
@@ -377,7 +347,8 @@ class Trainer:
         metrics["auc"].update_state(hard, pred, sample_weight=ones)
 
     # -- the Python loop -------------------------------------------------------
-    def fit(self, train: PairDataset, validation: Optional[PairDataset] = None, *,
+    def fit(self, train: data_lib.PairDataset,
+            validation: Optional[data_lib.PairDataset] = None, *,
             epochs: int = 1, on_progress: Optional[Callable[[int], None]] = None,
             should_stop: Optional[Callable[[], bool]] = None,
             on_epoch_end: Optional[Callable[[int, dict], None]] = None) -> dict:
@@ -419,8 +390,8 @@ class Trainer:
             iterator = iter(self.strategy.experimental_distribute_dataset(
                 train.index_epoch(epoch, skip)))
             done = skip
-            self._start_speed_clock()
             shown = 0.0
+            speed_from = (skip, time.perf_counter())  # (batch, time) of the last log
             while done < spe:
                 before = int(self.global_step.numpy())
                 n = self.call_length(before, min(self.steps_per_execution, spe - done))
@@ -435,6 +406,8 @@ class Trainer:
                 step = int(self.global_step.numpy())
                 self._check_nonfinite()
                 done += step - before
+                if self.writers is not None and step % self.log_every == 0:
+                    speed_from = self._log_speed(train, speed_from, done, step)
                 if self.verbose and (time.perf_counter() - shown > 0.1 or done >= spe):
                     # Reading the metrics costs a little: a few times a second.
                     shown = time.perf_counter()
@@ -464,7 +437,7 @@ class Trainer:
                 return history
         return history
 
-    def evaluate(self, data: PairDataset, step: Optional[int] = None):
+    def evaluate(self, data: data_lib.PairDataset, step: Optional[int] = None):
         """Runs the validation metrics over `data` (one pass, in order).
 
         Returns:
@@ -501,10 +474,8 @@ class Trainer:
         cadences = (self.log_every,)
         if self.diagnostics:
             cadences += (self.histogram_every, self.grad_check_every)
-        for k in range(1, limit + 1):
-            if any((step + k) % every == 0 for every in cadences):
-                return k
-        return limit
+        # The next multiple of each cadence is `every - step % every` away.
+        return min(limit, *(every - step % every for every in cadences))
 
     # -- helpers -----------------------------------------------------------------
     def _writer(self, name):
@@ -512,10 +483,16 @@ class Trainer:
             return tf.summary.record_if(False)
         return self.writers[name].as_default()
 
-    def _start_speed_clock(self):
-        # Cross-replica assignments set every replica's copy (SyncOnRead).
-        self._speed_pairs.assign(0.0)
-        self._speed_time.assign(_clock())
+    def _log_speed(self, train: data_lib.PairDataset, since, done: int, step: int):
+        """samples_per_second at log step `step`: the pairs of batches
+        (since[0], done] of this epoch over the wall time since since[1],
+        everything between the steps included. Returns the new `since`."""
+        batch, t0 = since
+        now = time.perf_counter()
+        pairs = train.pairs_in_batches(batch, done)
+        with self.writers[summaries.TRAIN].as_default():
+            summaries.scalar("samples_per_second", pairs / max(now - t0, 1e-9), step)
+        return done, now
 
     def _check_nonfinite(self):
         bad = int(self.nonfinite_step.numpy())
@@ -547,12 +524,6 @@ def _metrics(prefix):
     return {"loss": keras.metrics.Mean(name=prefix + "loss"),
             "accuracy": keras.metrics.BinaryAccuracy(name=prefix + "accuracy"),
             "auc": keras.metrics.AUC(name=prefix + "auc")}
-
-
-def _clock():
-    """Wall-clock seconds as a float64 tensor, in or out of a graph.
-    (tf.timestamp would do, but op determinism forbids it.)"""
-    return tf.py_function(time.perf_counter, [], tf.float64)
 
 
 def _apply(optimizer, pairs):

@@ -68,11 +68,17 @@ def mirrored():
         model = M.build_model(features=8, units=4)
         optimizer = keras.optimizers.RMSprop(0.01)
     trainer = Trainer(model, loss_fn=keras.losses.BinaryCrossentropy(), optimizer=optimizer,
-                      strategy=strategy, writers=None, verbose=0)
-    trainer.fit(D.PairDataset(padded, 8, shuffle=False), epochs=1)
+                      strategy=strategy, writers=None, verbose=0, steps_per_execution=1)
+    snapshots = []
+    trainer.fit(D.PairDataset(padded, 8, shuffle=False), epochs=1,
+                on_progress=lambda s: snapshots.append(
+                    [v.numpy().copy() for v in model.trainable_variables]))
     out["remainder"] = {"step": int(trainer.global_step.numpy()),
                         "finite": bool(all(np.all(np.isfinite(v.numpy()))
-                                           for v in model.trainable_variables))}
+                                           for v in model.trainable_variables)),
+                        # the one-row step 2 trained (and was not skipped)
+                        "step_2_moved": bool(any(not np.array_equal(a, b) for a, b in
+                                                 zip(snapshots[0], snapshots[1])))}
     print(json.dumps(out))
 
 

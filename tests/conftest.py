@@ -36,3 +36,13 @@ def run_train(*args, cwd=None, timeout=300, env=None):
 @pytest.fixture
 def tiny_config():
     return tiny
+
+
+def read_tags(folder):
+    """{tag: [steps]} of every tensor summary (scalars, histograms, text) in
+    `folder`'s event files, and the EventAccumulator for their values."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    acc = ea.EventAccumulator(folder, size_guidance={ea.TENSORS: 0})
+    acc.Reload()
+    return {tag: [e.step for e in acc.Tensors(tag)] for tag in acc.Tags()["tensors"]}, acc

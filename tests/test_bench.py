@@ -9,6 +9,10 @@ def test_quick_bench_runs_and_writes_a_table(tmp_path, capsys):
     out = capsys.readouterr().out
     for row in ("A: model.fit", "B: Trainer", "C: Trainer", "B / A", "C / B"):
         assert row in out
+    # Each of A, B and C measured a positive rate (the numbers mean nothing).
+    for label in ("A: model.fit", "B: Trainer", "C: Trainer"):
+        line = next(x for x in out.splitlines() if label in x and x.startswith("|"))
+        assert float(line.split("|")[3].replace(",", "")) > 0, line
     text = path.read_text()
     assert text.startswith("# Benchmarks") and "| --- |" in text and "Machine:" in text
 

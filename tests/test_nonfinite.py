@@ -101,7 +101,7 @@ def test_huge_learning_rate_exits_3_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_stop_writes_no_summary_for_steps_after_the_bad_one(tmp_path):
     from siamese_research import summaries
-    from test_training import read_tags
+    from conftest import read_tags
 
     keras.utils.set_random_seed(0)
     model = M.build_model(features=8, units=4)

@@ -6,6 +6,7 @@ from siamese_research import data as D
 from siamese_research import model as M
 from siamese_research import summaries
 from siamese_research.trainer import Trainer
+from conftest import read_tags
 
 
 def _pairs(n, length, f=8, seed=0):
@@ -39,7 +40,7 @@ def test_variable_lengths_never_retrace(tmp_path):
     assert int(trainer.global_step.numpy()) == 3
 
 
-def test_multi_step_runs_exactly_n_steps_and_traces_once():
+def test_multi_step_runs_exactly_n_steps_and_traces_once_per_time_shape():
     trainer = _trainer()
     data = D.PairDataset(_pairs(40, 6), 4)  # 10 batches per epoch
     trainer.set_input_spec(data)
@@ -58,6 +59,11 @@ def test_multi_step_runs_exactly_n_steps_and_traces_once():
     it3 = iter(D.PairDataset(_pairs(40, 11, seed=1), 4).epoch(0))
     trainer.train_steps(it3, tf.constant(1))
     assert trainer.tracing_count["train_steps"] == 2
+    # fit's path: row indices, gathered in the step from the data's arrays.
+    data = D.PairDataset(_pairs(40, 6, seed=2), 4)
+    trainer.train_steps(iter(data.index_epoch(1)), tf.constant(2), data.source)
+    assert int(trainer.global_step.numpy()) == 13
+    assert trainer.tracing_count["train_steps"] == 3
 
 
 def test_fit_runs_epochs_times_steps_and_reports_validation():
@@ -108,7 +114,13 @@ def test_jit_compiled_math_matches_the_plain_step(tmp_path):
         trainer.set_input_spec(data)
         trainer.fit(data, epochs=1)
         results.append([v.numpy() for v in trainer.model.trainable_variables])
-        assert float(trainer.max_sum_error.numpy()) <= 1e-6
+        # A check ran (last_sum_error starts at -1) and held; with jit the
+        # math went through the XLA function.
+        assert 0.0 <= float(trainer.last_sum_error.numpy()) <= 1e-6
+        if jit:
+            assert trainer._jit_math.experimental_get_tracing_count() >= 1
+        tags, _ = read_tags(str(tmp_path / str(jit) / "train"))
+        assert tags["loss"] == [1, 2, 3, 4]
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
@@ -141,8 +153,6 @@ def test_calls_end_where_a_summary_is_due(tmp_path):
 
 
 def test_summaries_land_on_every_due_step_with_long_calls(tmp_path):
-    from test_training import read_tags
-
     trainer = _trainer(tmp_path, steps_per_execution=50)
     trainer.log_every, trainer.histogram_every, trainer.grad_check_every = 3, 6, 3
     data = D.PairDataset(_pairs(40, 5), 4)  # 10 steps per epoch

@@ -5,22 +5,14 @@ import os
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing import event_accumulator as ea
 
 from siamese_research import training
-from conftest import tiny
+from conftest import read_tags, tiny
 
 SCALARS = ["loss", "accuracy", "learning_rate", "samples_per_second",
            "branch_gradients/left_norm", "branch_gradients/right_norm",
            "branch_gradients/total_norm", "branch_gradients/cosine",
            "branch_gradients/sum_error"]
-
-
-def read_tags(folder):
-    """{tag: [steps]} of every tensor summary (scalars, histograms, text)."""
-    acc = ea.EventAccumulator(folder, size_guidance={ea.TENSORS: 0})
-    acc.Reload()
-    return {tag: [e.step for e in acc.Tensors(tag)] for tag in acc.Tags()["tensors"]}, acc
 
 
 @pytest.fixture(scope="module")

@@ -192,6 +192,10 @@ class PairDataset:
     def steps_per_epoch(self) -> int:
         return steps_per_epoch(len(self.pairs), self.batch_size)
 
+    def pairs_in_batches(self, start: int, end: int) -> int:
+        """Rows in batches [start, end) of an epoch (the last may be short)."""
+        return max(0, min(end * self.batch_size, len(self)) - start * self.batch_size)
+
     @property
     def fixed_length(self) -> bool:
         """Every float sequence has its arrays' full length (no padding), as

@@ -26,7 +26,8 @@ import json
 import math
 import os
 import zipfile
-from typing import List, Sequence, Tuple
+from collections import Counter
+from typing import Dict, Hashable, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -456,24 +457,30 @@ def _ids(vectorizer, texts: Sequence[str]) -> np.ndarray:
     return np.asarray(out).astype(np.int32)
 
 
+def idf_weights(documents: Iterable[Iterable[Hashable]]) -> Dict[Hashable, float]:
+    """idf(w) = log(N / df(w)) over N documents, each a collection of items
+    (words, token ids); an item counts once per document. The one formula
+    behind `token_idf` and `evaluate`'s overlap baseline."""
+    docs = [set(d) for d in documents]
+    df = Counter(w for d in docs for w in d)
+    return {w: math.log(len(docs) / c) for w, c in df.items()}
+
+
 def token_idf(pairs: Pairs, vocab_size: int) -> np.ndarray:
-    """idf(id) = log(N / df(id)) over the N distinct texts of `pairs` (token
-    ids, both sides; a question repeated for each candidate counts once), as
-    `evaluate`'s overlap baseline weighs words. Ids no text holds (e.g. the
-    hashed ids of unseen words) get log(N), a word seen once; id 0 (padding)
-    gets 0.
+    """`idf_weights` per token id over the distinct texts of `pairs` (both
+    sides; a question repeated for each candidate counts once). Ids no text
+    holds (e.g. the hashed ids of unseen words) get log(N), a word seen once;
+    id 0 (padding) gets 0.
 
     Returns:
       float32 (vocab_size,).
     """
-    texts = np.concatenate([np.unique(pairs.left, axis=0), np.unique(pairs.right, axis=0)])
-    texts = np.unique(texts, axis=0)
-    df = np.zeros(vocab_size, np.int64)
-    for row in texts:
-        ids = np.unique(row[row > 0])
-        df[ids[ids < vocab_size]] += 1
-    n = max(len(texts), 1)
-    idf = np.log(n / np.maximum(df, 1)).astype(np.float32)
+    texts = {tuple(row) for side in (pairs.left, pairs.right) for row in side}
+    weights = idf_weights((i for i in row if i > 0) for row in texts)
+    idf = np.full(vocab_size, math.log(max(len(texts), 1)), np.float32)
+    for i, w in weights.items():
+        if i < vocab_size:
+            idf[i] = w
     idf[0] = 0.0
     return idf
 
