@@ -152,9 +152,15 @@ def global_norm(grads, variables) -> tf.Tensor:
     return tf.linalg.global_norm([dense(g, v) for g, v in zip(grads, variables)])
 
 
-def cosine(a_list, b_list, variables) -> tf.Tensor:
-    """Cosine between two gradient sets, flattened and concatenated."""
-    a = tf.concat([tf.reshape(dense(g, v), [-1]) for g, v in zip(a_list, variables)], 0)
-    b = tf.concat([tf.reshape(dense(g, v), [-1]) for g, v in zip(b_list, variables)], 0)
-    denom = tf.norm(a) * tf.norm(b)
-    return tf.math.divide_no_nan(tf.reduce_sum(a * b), denom)
+def branch_stats(left, right, variables):
+    """(|g_left|, |g_right|, cosine(g_left, g_right)) over all `variables`,
+    from three reductions per variable (no flattened copies)."""
+    ll, rr, lr = [], [], []
+    for a, b, v in zip(left, right, variables):
+        a, b = dense(a, v), dense(b, v)
+        ll.append(tf.reduce_sum(tf.square(a)))
+        rr.append(tf.reduce_sum(tf.square(b)))
+        lr.append(tf.reduce_sum(a * b))
+    ll, rr, lr = (tf.add_n(x) if x else tf.constant(0.0) for x in (ll, rr, lr))
+    left_norm, right_norm = tf.sqrt(ll), tf.sqrt(rr)
+    return left_norm, right_norm, tf.math.divide_no_nan(lr, left_norm * right_norm)

@@ -97,10 +97,10 @@ def train_scalars(step, *, loss, accuracy, learning_rate) -> None:
 
 def branch_scalars(step, bg: G.BranchGradients) -> None:
     """Left/right norms and their cosine (every logging step)."""
-    v = bg.encoder_vars
-    scalar("branch_gradients/left_norm", G.global_norm(bg.left, v), step)
-    scalar("branch_gradients/right_norm", G.global_norm(bg.right, v), step)
-    scalar("branch_gradients/cosine", G.cosine(bg.left, bg.right, v), step)
+    left, right, cosine = G.branch_stats(bg.left, bg.right, bg.encoder_vars)
+    scalar("branch_gradients/left_norm", left, step)
+    scalar("branch_gradients/right_norm", right, step)
+    scalar("branch_gradients/cosine", cosine, step)
 
 
 def check_scalars(step, bg: G.BranchGradients, total, error) -> None:
@@ -109,21 +109,32 @@ def check_scalars(step, bg: G.BranchGradients, total, error) -> None:
     scalar("branch_gradients/sum_error", error, step)
 
 
+def gate_norms(grads, variables, gates_of) -> Dict[str, tf.Tensor]:
+    """{gate: global norm of that gate's slices over every gated variable}.
+
+    One reduction per variable (its last axis viewed as [gates, units]), so
+    the logging step pays a few ops, not a split and a norm per gate.
+    """
+    squares, names = [], ()
+    for g, v in zip(grads, variables):
+        if g is None or id(v) not in gates_of:  # None: untied, contributes 0
+            continue
+        names = gates_of[id(v)][1]
+        parts = tf.reshape(G.dense(g, v), [-1, len(names), v.shape[-1] // len(names)])
+        squares.append(tf.reduce_sum(tf.square(parts), axis=[0, 2]))
+    if not squares:
+        return {}
+    return dict(zip(names, tf.unstack(tf.sqrt(tf.add_n(squares)))))
+
+
 def gate_scalars(step, bg: G.BranchGradients, total: Optional[list], gates_of) -> None:
     """branch_gradients/<gate>/<branch>_norm over every gated variable."""
     branches = {"left": bg.left, "right": bg.right}
     if total is not None:
         branches["total"] = total
     for branch, grads in branches.items():
-        per_gate: Dict[str, list] = {}
-        for g, v in zip(grads, bg.encoder_vars):
-            if id(v) not in gates_of:
-                continue
-            for gate, part in split_gates(G.dense(g, v), gates_of[id(v)][1]).items():
-                per_gate.setdefault(gate, []).append(part)
-        for gate, parts in per_gate.items():
-            scalar(f"branch_gradients/{gate}/{branch}_norm",
-                   tf.linalg.global_norm(parts), step)
+        for gate, norm in gate_norms(grads, bg.encoder_vars, gates_of).items():
+            scalar(f"branch_gradients/{gate}/{branch}_norm", norm, step)
 
 
 def histograms(step, model, bg: G.BranchGradients, total: Optional[list],

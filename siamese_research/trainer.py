@@ -12,7 +12,8 @@ Layers, as in Orbit and Keras's own trainer:
   compiled once: n - 1 plain steps, then the final one; each step gathers
   its rows from `source`, the data's arrays. The Python loop ends every
   call at the next step where a summary is due, so the plain steps carry no
-  summary code and no `tf.cond` for it at all.
+  summary code and no `tf.cond` for it at all. It returns [global_step,
+  nonfinite_step], the loop's one read per call.
 * `fit(...)`: the Python loop. It owns progress, the clock
   (samples_per_second, after each call that ends on a log step), validation,
   checkpoints and flushing; it never touches per-step math.
@@ -165,6 +166,9 @@ class Trainer:
         for _ in tf.range(num_steps - 1):
             self.strategy.run(step, args=(next(iterator), False))
         self.strategy.run(step, args=(next(iterator), True))
+        # What the Python loop needs after the call, in one read.
+        return tf.stack([tf.convert_to_tensor(self.global_step),
+                         tf.convert_to_tensor(self.nonfinite_step)])
 
     def _train_step(self, batch, final: bool = True):
         """One step, per replica: the math (optionally XLA-compiled), then,
@@ -392,34 +396,39 @@ class Trainer:
             done = skip
             shown = 0.0
             speed_from = (skip, time.perf_counter())  # (batch, time) of the last log
-            while done < spe:
-                before = int(self.global_step.numpy())
-                n = self.call_length(before, min(self.steps_per_execution, spe - done))
-                with self._writer(summaries.TRAIN):
+            step = int(self.global_step.numpy())
+            # The writer is the default for the whole epoch: leaving
+            # `as_default()` flushes it to disk, which per call cost ~1 ms.
+            with self._writer(summaries.TRAIN):
+                while done < spe:
+                    before = step
+                    n = self.call_length(before, min(self.steps_per_execution, spe - done))
                     if self.writers is not None and not self._graph_traced:
                         self._graph_traced = True  # the first compiled call only
-                        tensorboard_extras.trace_graph(
+                        state = tensorboard_extras.trace_graph(
                             self.writers[summaries.TRAIN], self.train_steps, iterator,
                             tf.constant(n, tf.int32), train.source, step=before)
                     else:
-                        self.train_steps(iterator, tf.constant(n, tf.int32), train.source)
-                step = int(self.global_step.numpy())
-                self._check_nonfinite()
-                done += step - before
-                if self.writers is not None and step % self.log_every == 0:
-                    speed_from = self._log_speed(train, speed_from, done, step)
-                if self.verbose and (time.perf_counter() - shown > 0.1 or done >= spe):
-                    # Reading the metrics costs a little: a few times a second.
-                    shown = time.perf_counter()
-                    bar.update(done, values=self._values(self.train_metrics, ""))
-                if on_progress is not None:
-                    on_progress(step)
-                if done < spe and should_stop is not None and should_stop():
-                    # Mid-epoch: return now. At an epoch's end, validate and
-                    # finish the epoch first so no epoch-level summary is lost.
-                    history["interrupted"] = True
-                    self.flush()
-                    return history
+                        state = self.train_steps(iterator, tf.constant(n, tf.int32),
+                                                 train.source)
+                    # One read per call (a variable's .numpy() costs ~0.1 ms).
+                    step, bad = (int(x) for x in state.numpy())
+                    self._check_nonfinite(bad)
+                    done += step - before
+                    if self.writers is not None and step % self.log_every == 0:
+                        speed_from = self._log_speed(train, speed_from, done, step)
+                    if self.verbose and (time.perf_counter() - shown > 0.1 or done >= spe):
+                        # Reading the metrics costs a little: a few times a second.
+                        shown = time.perf_counter()
+                        bar.update(done, values=self._values(self.train_metrics, ""))
+                    if on_progress is not None:
+                        on_progress(step)
+                    if done < spe and should_stop is not None and should_stop():
+                        # Mid-epoch: return now. At an epoch's end, validate and
+                        # finish the epoch first so no epoch-level summary is lost.
+                        history["interrupted"] = True
+                        self.flush()
+                        return history
             logs = self._values_dict(self.train_metrics, "")
             if validation is not None:
                 logs.update(self.evaluate(validation, step=int(self.global_step.numpy()))[0])
@@ -490,12 +499,13 @@ class Trainer:
         batch, t0 = since
         now = time.perf_counter()
         pairs = train.pairs_in_batches(batch, done)
-        with self.writers[summaries.TRAIN].as_default():
-            summaries.scalar("samples_per_second", pairs / max(now - t0, 1e-9), step)
+        # (Called inside fit's `with` of the train writer.)
+        summaries.scalar("samples_per_second", pairs / max(now - t0, 1e-9), step)
         return done, now
 
-    def _check_nonfinite(self):
-        bad = int(self.nonfinite_step.numpy())
+    def _check_nonfinite(self, bad: int):
+        """Raises `NonFiniteError` if `bad` (`nonfinite_step`) is a step and
+        the policy is "stop"."""
         if bad < 0 or self.on_nonfinite != "stop":
             return
         index = int(self.nonfinite_index.numpy())

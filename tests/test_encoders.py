@@ -89,7 +89,7 @@ def test_readme_user_encoder_trains_and_reloads(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "bilstm"])
-def test_gate_slices_concatenate_back_to_the_full_gradient(name):
+def test_gate_slices_and_norms_match_the_full_gradient(name):
     keras.utils.set_random_seed(1)
     model = M.build_model(encoder=name, units=4, features=8)
     rng = np.random.default_rng(1)
@@ -99,6 +99,7 @@ def test_gate_slices_concatenate_back_to_the_full_gradient(name):
     gates = summaries.gate_slices(model)
     kernels = [v for v in bg.encoder_vars if id(v) in gates]
     assert len(kernels) == (6 if name == "bilstm" else 3)
+    squares = {}
     for g, v in zip(bg.left, bg.encoder_vars):
         if id(v) not in gates:
             continue
@@ -108,6 +109,13 @@ def test_gate_slices_concatenate_back_to_the_full_gradient(name):
         assert list(parts) == list(names)
         np.testing.assert_array_equal(tf.concat(list(parts.values()), -1).numpy(),
                                       g.numpy())
+        for gate, part in parts.items():
+            squares[gate] = squares.get(gate, 0.0) + float(np.sum(part.numpy() ** 2))
+    # The logged per-gate norms: over every gated variable, one gate's slices.
+    norms = summaries.gate_norms(bg.left, bg.encoder_vars, gates)
+    assert list(norms) == list(names)
+    np.testing.assert_allclose([float(norms[k]) for k in names],
+                               [np.sqrt(squares[k]) for k in names], rtol=1e-5)
 
 
 def test_unroll_decision():

@@ -104,3 +104,22 @@ def test_indexed_slices_sum_stays_sparse():
     assert isinstance(s, tf.IndexedSlices)
     dense = tf.convert_to_tensor(s).numpy()
     np.testing.assert_array_equal(dense[:, 0], [1, 0, 3, 0])
+
+
+def test_branch_stats_are_the_norms_and_cosine_of_the_flattened_gradients():
+    rng = np.random.default_rng(3)
+    variables = [tf.Variable(tf.zeros([3, 2])), tf.Variable(tf.zeros([4])),
+                 tf.Variable(tf.zeros([5, 2]))]
+    left = [tf.constant(rng.standard_normal((3, 2)), tf.float32),
+            tf.constant(rng.standard_normal(4), tf.float32),
+            tf.IndexedSlices(tf.constant(rng.standard_normal((2, 2)), tf.float32),
+                             tf.constant([1, 3]), tf.constant([5, 2]))]
+    right = [tf.constant(rng.standard_normal((3, 2)), tf.float32), None,  # untied
+             tf.constant(rng.standard_normal((5, 2)), tf.float32)]
+    flat = [np.concatenate([G.dense(g, v).numpy().ravel() for g, v in zip(gs, variables)])
+            for gs in (left, right)]
+    ln, rn, cos = (float(x) for x in G.branch_stats(left, right, variables))
+    np.testing.assert_allclose([ln, rn], [np.linalg.norm(flat[0]), np.linalg.norm(flat[1])],
+                               rtol=1e-6)
+    np.testing.assert_allclose(cos, flat[0] @ flat[1] / (ln * rn), rtol=1e-5)
+    assert float(G.branch_stats([], [], [])[2]) == 0.0  # a weightless encoder
