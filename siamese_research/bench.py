@@ -12,6 +12,9 @@ cross-entropy, batch 64, 10 steps). Rows, in samples (pairs) per second:
   default cadences (log 10, histograms 100, check 10, 20 steps per call).
 * C: B with `diagnostics=False` and no writers (it still trains on
   g_left + g_right).
+* D, for reference: the floor, C's model, data path, one-pass branch
+  gradients and update with nothing else (no metrics, no non-finite check):
+  the most B and C could reach here with the same per-step work.
 
 Rows are measured in groups (A, B, C; the XLA and lstm_fused rows; the
 breakdown; each sweep shape), one group's models alive at a time, each group
@@ -49,6 +52,7 @@ import tensorflow as tf
 
 from siamese_research import data as data_lib
 from siamese_research import devices
+from siamese_research import gradients as G
 from siamese_research import model as model_lib
 from siamese_research import summaries
 from siamese_research.data import builtin
@@ -210,6 +214,50 @@ class TrainerRunner:
                 writer.close()
 
 
+class FloorRunner:
+    """D: the floor under any loop that trains this model here, for reference.
+
+    The same model, data path (row indices, each step gathering its rows),
+    one-pass branch gradients (`gradients.branch_gradients`) and update as B
+    and C, 20 steps per compiled call, and nothing else: no metrics, no
+    non-finite check, no step counter, no summaries. It is not a way to
+    train (it checks nothing); it measures how fast B and C could be at most
+    with TensorFlow's op-by-op execution on this machine.
+    """
+
+    def __init__(self, pairs: data_lib.Pairs, batch_size: int, seed: int,
+                 steps_per_execution: int = 20):
+        keras.utils.set_random_seed(seed)
+        self.model = model_lib.build_model(encoder="lstm", units=UNITS, features=FEATURES,
+                                           merge="concat", masked=pairs.padded)
+        self.loss_fn = keras.losses.BinaryCrossentropy()
+        self.optimizer = keras.optimizers.RMSprop(LEARNING_RATE)
+        self.optimizer.build(self.model.trainable_variables)
+        self.data = data_lib.PairDataset(pairs, batch_size, seed=seed)
+        self.steps_per_execution = steps_per_execution
+        self.epochs = 0
+        self._steps = tf.function(self._run)
+
+    def _run(self, iterator, num_steps, source):
+        for _ in tf.range(num_steps):
+            (left, right), label, weight = data_lib.gather_batch(source[0], next(iterator),
+                                                                 source[1])
+            bg = G.branch_gradients(self.model, self.loss_fn, left, right, label, weight)
+            self.optimizer.apply_gradients(bg.grads_and_vars())
+
+    def epoch(self) -> Tuple[float, float]:
+        """Returns (wall seconds, CPU seconds of this process) of one epoch."""
+        start, cpu = time.perf_counter(), time.process_time()
+        iterator = iter(self.data.index_epoch(self.epochs))
+        self.epochs += 1
+        done, total = 0, self.data.steps_per_epoch
+        while done < total:
+            n = min(self.steps_per_execution, total - done)
+            self._steps(iterator, tf.constant(n, tf.int32), self.data.source)
+            done += n
+        return time.perf_counter() - start, time.process_time() - cpu
+
+
 # -- measuring ----------------------------------------------------------------------
 def pairs_for(timesteps: int, batch_size: int, scale: float = 1.0) -> int:
     """Pairs per timed epoch: about constant work, whole batches only."""
@@ -299,7 +347,11 @@ def run(*, quick: bool = False, sweep: bool = False, repeats: int = 5,
             trainer(pairs, batch, prefix + "B", True), **shape)
         add(group, prefix + "C", "C: Trainer, diagnostics off, no writers",
             trainer(pairs, batch, prefix + "C", False), **shape)
-        if not main or quick:
+        if not main:
+            return
+        add(group, "D", "D: the floor (C without metrics, non-finite check or step "
+            "counter)", lambda: FloorRunner(pairs, batch, seed), **shape)
+        if quick:
             return
         # Each further group re-measures its references beside its rows:
         # only rows of one group were measured under the same conditions.
@@ -358,7 +410,10 @@ def run(*, quick: bool = False, sweep: bool = False, repeats: int = 5,
               "B/C": b.median / c.median, "C/B": c.median / b.median,
               "cpu B/A_default": b.cpu_median / a1.cpu_median,
               "cpu B/A_best": b.cpu_median / best.cpu_median,
-              "cpu C/B": c.cpu_median / b.cpu_median}
+              "cpu C/B": c.cpu_median / b.cpu_median,
+              "D/A_default": by_key["D"].median / a1.median,
+              "D/A_best": by_key["D"].median / best.median,
+              "D/B": by_key["D"].median / b.median, "D/C": by_key["D"].median / c.median}
     if "BF" in by_key:  # within the extra rows' group
         bf, cf, bx, cx = by_key["BF"], by_key["CF"], by_key["BX"], by_key["CX"]
         a1x, bref, axla = by_key["A1@x"], by_key["B@x"], by_key["Axla"]
@@ -457,6 +512,10 @@ def table(result: dict) -> str:
         f"**{r['B/A_best']:.2f}x** (target >= 1.3; by CPU time {r['cpu B/A_best']:.2f}x)",
         f"- B / C: **{r['B/C']:.3f}**, C / B: **{r['C/B']:.3f}** (target C / B <= 1.05; "
         f"by CPU time {r['cpu C/B']:.3f})",
+        f"- D, the floor: D / A default **{r['D/A_default']:.2f}x**, D / A best "
+        f"**{r['D/A_best']:.2f}x**, D / C {r['D/C']:.3f}, D / B {r['D/B']:.3f} (B and C "
+        f"do all of D's work and more, so B / A stays below D / A unless that work "
+        f"itself gets cheaper)",
     ]
     if "BF/A_default" in r:
         lines += [
@@ -488,7 +547,7 @@ def table(result: dict) -> str:
               f"Python {m['python']}; {m['date']}. Load average (1, 5, 15 min) before "
               f"{m['load_before']}, after {m['load_after']}. {s['repeats']} timed epochs "
               f"per row after one warm-up epoch, rows interleaved round by round "
-              f"within their group (1: A, B, C; 2: XLA and lstm_fused rows; 3: the "
+              f"within their group (1: A, B, C, D; 2: XLA and lstm_fused rows; 3: the "
               f"breakdown; then one per sweep shape), "
               f"one group's models alive at a time; "
               f"{s['seconds']:.0f} s in all. One process for all rows, so all run with "

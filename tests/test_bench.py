@@ -1,16 +1,20 @@
 """The benchmark's small mode runs and prints a table (timings not asserted)."""
 
+import numpy as np
+
 from siamese_research import bench
+from siamese_research.data import builtin
 
 
 def test_quick_bench_runs_and_writes_a_table(tmp_path, capsys):
     path = tmp_path / "bench.md"
     assert bench.main(["--quick", f"--markdown={path}"]) == 0
     out = capsys.readouterr().out
-    for row in ("A: model.fit", "B: Trainer", "C: Trainer", "B / A", "C / B"):
+    for row in ("A: model.fit", "B: Trainer", "C: Trainer", "D: the floor", "B / A",
+                "C / B", "D / A"):
         assert row in out
-    # Each of A, B and C measured a positive rate (the numbers mean nothing).
-    for label in ("A: model.fit", "B: Trainer", "C: Trainer"):
+    # Each of A, B, C and D measured a positive rate (the numbers mean nothing).
+    for label in ("A: model.fit", "B: Trainer", "C: Trainer", "D: the floor"):
         line = next(x for x in out.splitlines() if label in x and x.startswith("|"))
         assert float(line.split("|")[3].replace(",", "")) > 0, line
     text = path.read_text()
@@ -26,3 +30,17 @@ def test_markdown_keeps_the_notes_around_the_table(tmp_path):
     text = path.read_text()
     assert "table 2" in text and "table 1" not in text
     assert text.startswith("# Title\n\nIntro.") and text.endswith("Notes.\n")
+
+
+def test_the_floor_row_trains_every_batch():
+    # D is only a fair floor if it does B's and C's per-step work: gather,
+    # forward, branch gradients, update, for each of the epoch's batches.
+    pairs = builtin.random_pairs(num_samples=12, timesteps=3, features=bench.FEATURES,
+                                 seed=0)
+    floor = bench.FloorRunner(pairs, 4, seed=0, steps_per_execution=2)
+    before = [v.numpy().copy() for v in floor.model.trainable_variables]
+    seconds, cpu = floor.epoch()
+    assert seconds > 0 and cpu >= 0
+    assert int(floor.optimizer.iterations.numpy()) == 3  # 12 pairs / batch 4
+    assert all(not np.array_equal(b, v.numpy())
+               for b, v in zip(before, floor.model.trainable_variables))
