@@ -81,7 +81,7 @@ class Config:
     embedding_init: str = "uniform"  # text: uniform (Keras's) | idf (see model)
     seed: int = 42
     # Execution.
-    steps_per_execution: int = 20  # train steps per compiled call, at most
+    steps_per_execution: int = 20  # train steps per compiled call
     strategy: str = "auto"
     jit_compile: bool = False
     mixed_precision: Optional[str] = None  # None | mixed_float16 | mixed_bfloat16

@@ -233,7 +233,7 @@ def trace_graph(writer: tf.summary.SummaryWriter, fn, *args, step: int = 0,
     """Calls `fn(*args)` with the graph trace on and exports the graph.
 
     Use it on the first compiled train call only (e.g. `trainer.train_steps(
-    iterator, n, source)`); later calls reuse the traced graph and record
+    iterator, plan, source)`); later calls reuse the traced graph and record
     nothing.
 
     Args:

@@ -5,18 +5,20 @@ Layers, as in Orbit and Keras's own trainer:
 * `_train_step(batch, final)`: math and metric updates for one batch, per
   replica. Branch gradients come from ONE backward pass
   (`gradients.branch_gradients`); the optimizer applies g_left + g_right (+
-  the head's) to the one variable set. Only a call's `final` step carries
-  summary code: on check steps an independent plain gradient checks the sum.
-* `train_steps(iterator, n, source)`: `n` steps per compiled call over a
-  prefetched iterator of row indices (at most `steps_per_execution`),
-  compiled once: n - 1 plain steps, then the final one; each step gathers
-  its rows from `source`, the data's arrays. The Python loop ends every
-  call at the next step where a summary is due, so the plain steps carry no
-  summary code and no `tf.cond` for it at all. It returns [global_step,
-  nonfinite_step], the loop's one read per call.
-* `fit(...)`: the Python loop. It owns progress, the clock
-  (samples_per_second, after each call that ends on a log step), validation,
-  checkpoints and flushing; it never touches per-step math.
+  the head's) to the one variable set. Only a segment's `final` step
+  carries summary code: on check steps an independent plain gradient
+  checks the sum.
+* `train_steps(iterator, plan, source)`: up to `steps_per_execution` steps
+  per compiled call over a prefetched iterator of row indices, compiled
+  once; each step gathers its rows from `source`, the data's arrays. The
+  call runs in segments (`Trainer.plan`), each ending at a step where a
+  summary is due: plain steps, then the segment's final step, so plain
+  steps carry no summary code and no `tf.cond` for it, and the cadences do
+  not shorten the calls. It returns [global_step, nonfinite_step], the
+  loop's one read per call.
+* `fit(...)`: the Python loop. It owns progress, validation, checkpoints
+  and flushing, and starts the samples_per_second clock at each epoch (the
+  log steps read it with `tf.timestamp`); it never touches per-step math.
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ class Trainer:
       optimizer: a Keras optimizer (built here, eagerly, in the scope).
       strategy: a `tf.distribute.Strategy` (default: the current one).
       writers: {"train": writer, "validation": writer}, or None (no logging).
-      steps_per_execution: train steps per compiled call, at most: a call
-        also ends at each step where a summary is due.
+      steps_per_execution: train steps per compiled call (fewer at an
+        epoch's end); summaries due inside a call are written at their own
+        steps (see `plan`).
       log_every: scalar summaries every N steps.
       histogram_every: histograms every N steps.
       grad_check_every: the independent left + right = total check every N.
@@ -99,6 +102,10 @@ class Trainer:
             self.nonfinite_index = tf.Variable(-2, dtype=tf.int64, **local)
             self.last_sum_error = tf.Variable(-1.0, **local)
             self.max_sum_error = tf.Variable(0.0, **local)
+            # samples_per_second: pairs since the last log step, and when
+            # that was (seconds since the Unix epoch, as tf.timestamp()).
+            self._speed_pairs = tf.Variable(0.0, dtype=tf.float64, **local)
+            self._speed_since = tf.Variable(0.0, dtype=tf.float64, **local)
             self.train_metrics = _metrics("")
             self.val_metrics = _metrics("val_")
             # keras #23085 (Keras 3.15): under a tf.distribute strategy the
@@ -148,32 +155,35 @@ class Trainer:
     def _distributed_train_step(self, batch):
         self.strategy.run(self._train_step, args=(batch,))
 
-    def _train_steps(self, iterator, num_steps, source=None):
-        """`num_steps` steps over `iterator`: of batches, or with `source`
-        (`PairDataset.source`) of row indices, gathered here per replica."""
+    def _train_steps(self, iterator, plan, source=None):
+        """One call's steps over `iterator` (of batches, or with `source`,
+        `PairDataset.source`, of row indices gathered here per replica), in
+        the segments of `plan` (see `Trainer.plan`): each segment is plain
+        steps, then one final step that carries the summary code."""
         # After a non-finite step under on_nonfinite="stop" the remaining
         # steps of the call apply nothing and write no summary (see
         # _step_math, _train_step), so the loop needs no break and the final
         # step no condition. (With several replicas "apply nothing" means a
         # zero update: momentum optimizers still move; train.py then ends
         # the run from the last checkpoint, which is not affected.)
-        def step(item, final):
+        def step(item, final, pairs=None):
             if source is not None:
                 with tf.device("/cpu:0"):  # where the arrays are: no copy of them
                     item = data_lib.gather_batch(source[0], item, source[1])
-            self._train_step(item, final)
+            self._train_step(item, final, pairs)
 
-        for _ in tf.range(num_steps - 1):
-            self.strategy.run(step, args=(next(iterator), False))
-        self.strategy.run(step, args=(next(iterator), True))
+        for i in tf.range(tf.math.count_nonzero(plan[0], dtype=tf.int32)):
+            for _ in tf.range(plan[0, i] - 1):
+                self.strategy.run(step, args=(next(iterator), False))
+            self.strategy.run(step, args=(next(iterator), True, plan[1, i]))
         # What the Python loop needs after the call, in one read.
         return tf.stack([tf.convert_to_tensor(self.global_step),
                          tf.convert_to_tensor(self.nonfinite_step)])
 
-    def _train_step(self, batch, final: bool = True):
+    def _train_step(self, batch, final: bool = True, pairs=None):
         """One step, per replica: the math (optionally XLA-compiled), then,
-        on a call's final step only, the summaries due at it (XLA cannot
-        compile them)."""
+        on a segment's final step only, the summaries due at it (XLA cannot
+        compile them). `pairs`: the segment's pairs, for samples_per_second."""
         step = self.global_step + 1
         math = self._jit_math if self._jit_math is not None else self._step_math
         loss, predictions, left, right, total = math(batch, final)
@@ -181,6 +191,9 @@ class Trainer:
         if self.writers is None or not final:
             return
         log = self._due(step, self.log_every)
+        if pairs is not None:
+            self._speed_pairs.assign_add(tf.cast(pairs, tf.float64))
+            summaries.when(log, lambda: self._write_speed(step))
         summaries.when(log, lambda: summaries.train_scalars(
             step, loss=loss, accuracy=self.train_metrics["accuracy"].result(),
             learning_rate=self.optimizer.learning_rate))
@@ -267,6 +280,16 @@ class Trainer:
             right = [None if g is None else G.dense(g, v)
                      for g, v in zip(right, bg.encoder_vars)]
         return loss, bg.predictions, left, right, total
+
+    def _write_speed(self, step):
+        """samples_per_second at log step `step`: the pairs since the last
+        log step (or the epoch's start) over the wall time since then,
+        everything between included; then the count starts again."""
+        now = tf.timestamp()
+        summaries.scalar("samples_per_second", self._speed_pairs
+                         / tf.maximum(now - self._speed_since, 1e-9), step)
+        self._speed_pairs.assign(0.0)
+        self._speed_since.assign(now)
 
     def _alive(self):
         """False once a step was non-finite under "stop": the rest of the
@@ -355,7 +378,8 @@ class Trainer:
             validation: Optional[data_lib.PairDataset] = None, *,
             epochs: int = 1, on_progress: Optional[Callable[[int], None]] = None,
             should_stop: Optional[Callable[[], bool]] = None,
-            on_epoch_end: Optional[Callable[[int, dict], None]] = None) -> dict:
+            on_epoch_end: Optional[Callable[[int, dict], None]] = None,
+            progress_every: int = 0) -> dict:
         """Trains to `epochs` epochs, resuming from `global_step`.
 
         An epoch is `train.steps_per_epoch` steps; the data position of step
@@ -365,6 +389,8 @@ class Trainer:
         Args:
           on_progress: called with the global step after each compiled call
             (checkpoints every N steps hook in here).
+          progress_every: if > 0, calls also end at every multiple of it, so
+            `on_progress` sees those steps (train.py: --checkpoint_every).
           should_stop: polled after each compiled call (signals); when True,
             `fit` returns early with `history["interrupted"] = True`.
           on_epoch_end: called with (epoch, logs) after validation.
@@ -395,28 +421,32 @@ class Trainer:
                 train.index_epoch(epoch, skip)))
             done = skip
             shown = 0.0
-            speed_from = (skip, time.perf_counter())  # (batch, time) of the last log
+            if self.writers is not None:  # the clock of samples_per_second
+                self._speed_pairs.assign(0.0)
+                self._speed_since.assign(time.time())
             step = int(self.global_step.numpy())
             # The writer is the default for the whole epoch: leaving
             # `as_default()` flushes it to disk, which per call cost ~1 ms.
             with self._writer(summaries.TRAIN):
                 while done < spe:
                     before = step
-                    n = self.call_length(before, min(self.steps_per_execution, spe - done))
+                    limit = min(self.steps_per_execution, spe - done)
+                    if progress_every > 0:
+                        limit = min(limit, progress_every - before % progress_every)
+                    plan = self.plan(before, limit,
+                                     lambda a, b, done=done: train.pairs_in_batches(
+                                         done + a, done + b))
                     if self.writers is not None and not self._graph_traced:
                         self._graph_traced = True  # the first compiled call only
                         state = tensorboard_extras.trace_graph(
                             self.writers[summaries.TRAIN], self.train_steps, iterator,
-                            tf.constant(n, tf.int32), train.source, step=before)
+                            plan, train.source, step=before)
                     else:
-                        state = self.train_steps(iterator, tf.constant(n, tf.int32),
-                                                 train.source)
+                        state = self.train_steps(iterator, plan, train.source)
                     # One read per call (a variable's .numpy() costs ~0.1 ms).
                     step, bad = (int(x) for x in state.numpy())
                     self._check_nonfinite(bad)
                     done += step - before
-                    if self.writers is not None and step % self.log_every == 0:
-                        speed_from = self._log_speed(train, speed_from, done, step)
                     if self.verbose and (time.perf_counter() - shown > 0.1 or done >= spe):
                         # Reading the metrics costs a little: a few times a second.
                         shown = time.perf_counter()
@@ -474,10 +504,40 @@ class Trainer:
                                             np.concatenate(labels), preds, step)
         return logs, preds
 
+    def plan(self, step: int, limit: int,
+             pairs: Optional[Callable[[int, int], int]] = None) -> tf.Tensor:
+        """The next compiled call's segments after global step `step`.
+
+        The call runs `limit` steps (at most `steps_per_execution`) as
+        segments that each end at the first step where a summary is due (or
+        at the call's end): only a segment's final step carries summary
+        code, and the call's length does not depend on the cadences.
+
+        Args:
+          step: the global step before the call.
+          limit: the call's steps.
+          pairs: `pairs(a, b)`, the pairs in the call's steps a..b-1 (for
+            samples_per_second); None counts 0.
+
+        Returns:
+          int32 (2, max(limit, steps_per_execution)), a fixed shape (no
+          retracing): row 0 each segment's steps, then zeros; row 1 each
+          segment's pairs.
+        """
+        plan = np.zeros((2, max(limit, self.steps_per_execution)), np.int32)
+        done = 0
+        for i in range(plan.shape[1]):
+            if done == limit:
+                break
+            n = self.call_length(step + done, limit - done)
+            plan[:, i] = n, pairs(done, done + n) if pairs is not None else 0
+            done += n
+        return tf.constant(plan)
+
     def call_length(self, step: int, limit: int) -> int:
-        """Steps in the next compiled call after global step `step`: at most
+        """Steps in the next segment after global step `step`: at most
         `limit`, and ending at the first step where a summary is due, so
-        that summaries happen on a call's final step only."""
+        that summaries happen on a segment's final step only."""
         if self.writers is None:
             return limit
         cadences = (self.log_every,)
@@ -491,17 +551,6 @@ class Trainer:
         if self.writers is None:
             return tf.summary.record_if(False)
         return self.writers[name].as_default()
-
-    def _log_speed(self, train: data_lib.PairDataset, since, done: int, step: int):
-        """samples_per_second at log step `step`: the pairs of batches
-        (since[0], done] of this epoch over the wall time since since[1],
-        everything between the steps included. Returns the new `since`."""
-        batch, t0 = since
-        now = time.perf_counter()
-        pairs = train.pairs_in_batches(batch, done)
-        # (Called inside fit's `with` of the train writer.)
-        summaries.scalar("samples_per_second", pairs / max(now - t0, 1e-9), step)
-        return done, now
 
     def _check_nonfinite(self, bad: int):
         """Raises `NonFiniteError` if `bad` (`nonfinite_step`) is a step and

@@ -185,6 +185,7 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
         history = trainer.fit(
             train_ds, val_ds, epochs=config.epochs,
             on_progress=checkpointer.maybe_save if chief else None,
+            progress_every=config.checkpoint_every,
             should_stop=lambda: stop["signal"] is not None,
             on_epoch_end=(lambda e, logs: checkpointer.save(
                 int(trainer.global_step.numpy()), e + 1)) if chief else None)

@@ -45,23 +45,23 @@ def test_multi_step_runs_exactly_n_steps_and_traces_once_per_time_shape():
     data = D.PairDataset(_pairs(40, 6), 4)  # 10 batches per epoch
     trainer.set_input_spec(data)
     it = iter(data.epoch(0))
-    trainer.train_steps(it, tf.constant(3))
+    trainer.train_steps(it, trainer.plan(0, 3))
     assert int(trainer.global_step.numpy()) == 3
-    trainer.train_steps(it, tf.constant(5))
+    trainer.train_steps(it, trainer.plan(3, 5))
     assert int(trainer.global_step.numpy()) == 8
     # A new epoch's iterator (another order, other rows) reuses the trace.
     it2 = iter(D.PairDataset(_pairs(40, 6, seed=1), 4).epoch(1))
-    trainer.train_steps(it2, tf.constant(2))
+    trainer.train_steps(it2, trainer.plan(8, 2))
     assert int(trainer.global_step.numpy()) == 10
     assert trainer.tracing_count["train_steps"] == 1
     # Fixed-length data of another length has another static time dim: one
     # more trace (by design: it lets an RNN unroll; a run has one length).
     it3 = iter(D.PairDataset(_pairs(40, 11, seed=1), 4).epoch(0))
-    trainer.train_steps(it3, tf.constant(1))
+    trainer.train_steps(it3, trainer.plan(10, 1))
     assert trainer.tracing_count["train_steps"] == 2
     # fit's path: row indices, gathered in the step from the data's arrays.
     data = D.PairDataset(_pairs(40, 6, seed=2), 4)
-    trainer.train_steps(iter(data.index_epoch(1)), tf.constant(2), data.source)
+    trainer.train_steps(iter(data.index_epoch(1)), trainer.plan(11, 2), data.source)
     assert int(trainer.global_step.numpy()) == 13
     assert trainer.tracing_count["train_steps"] == 3
 
@@ -85,6 +85,14 @@ def test_fit_stops_on_request_mid_epoch():
                           should_stop=lambda: len(calls) >= 2)
     assert history["interrupted"]
     assert int(trainer.global_step.numpy()) == 4
+
+
+def test_calls_end_at_every_multiple_of_progress_every():
+    trainer = _trainer(steps_per_execution=20)
+    seen = []
+    trainer.fit(D.PairDataset(_pairs(40, 6), 4), epochs=1, on_progress=seen.append,
+                progress_every=3)
+    assert seen == [3, 6, 9, 10]  # 10 steps; the epoch's end as well
 
 
 def test_epoch_order_is_a_function_of_seed_and_epoch():
@@ -150,6 +158,19 @@ def test_calls_end_where_a_summary_is_due(tmp_path):
     assert trainer.call_length(0, 20) == 4
     silent = _trainer(None, steps_per_execution=20)  # no writers: nothing is due
     assert silent.call_length(7, 20) == 20
+
+
+def test_a_call_is_planned_as_segments_that_end_where_a_summary_is_due(tmp_path):
+    trainer = _trainer(tmp_path, steps_per_execution=20)
+    trainer.log_every, trainer.histogram_every, trainer.grad_check_every = 10, 100, 10
+    plan = trainer.plan(7, 20, lambda a, b: 4 * (b - a)).numpy()
+    assert plan.shape == (2, 20)  # fixed: one trace for every plan
+    assert list(plan[0, :4]) == [3, 10, 7, 0] and not plan[0, 3:].any()
+    assert list(plan[1, :3]) == [12, 40, 28]
+    trainer.grad_check_every = 4  # due at 4, 8, 10, 12, 16, 20
+    assert list(trainer.plan(0, 20).numpy()[0, :7]) == [4, 4, 2, 2, 4, 4, 0]
+    silent = _trainer(None, steps_per_execution=20)  # one segment: nothing is due
+    assert list(silent.plan(7, 20).numpy()[0, :2]) == [20, 0]
 
 
 def test_summaries_land_on_every_due_step_with_long_calls(tmp_path):
