@@ -61,9 +61,9 @@ HELP = {
     "embedding_init": "text: uniform (Keras's default) or idf: each word's random "
                       "embedding rescaled to its idf on the training split",
     # Execution.
-    "steps_per_execution": "train steps per compiled call (fewer only at an "
-                           "epoch's end; summaries due inside a call are written "
-                           "at their own steps)",
+    "steps_per_execution": "train steps per compiled call (fewer at an epoch's "
+                           "end and at --checkpoint_every multiples; summaries "
+                           "due inside a call are written at their own steps)",
     "strategy": "auto (mirrored over >1 GPU, else one device), one_device, "
                 "mirrored, multi_worker (TF_CONFIG)",
     "jit_compile": "XLA-compile the train step (refused on GPU with cuDNN RNNs)",

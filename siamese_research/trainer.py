@@ -54,8 +54,8 @@ class Trainer:
       strategy: a `tf.distribute.Strategy` (default: the current one).
       writers: {"train": writer, "validation": writer}, or None (no logging).
       steps_per_execution: train steps per compiled call (fewer at an
-        epoch's end); summaries due inside a call are written at their own
-        steps (see `plan`).
+        epoch's end and at `fit`'s `progress_every` multiples); summaries
+        due inside a call are written at their own steps (see `plan`).
       log_every: scalar summaries every N steps.
       histogram_every: histograms every N steps.
       grad_check_every: the independent left + right = total check every N.
@@ -127,6 +127,8 @@ class Trainer:
                 raise ValueError("jit_compile works with one device only: the update's "
                                  "cross-replica sum cannot sit in XLA")
             self._jit_math = tf.function(self._step_math, jit_compile=True)
+        self._multi_worker = isinstance(self.strategy,
+                                        tf.distribute.MultiWorkerMirroredStrategy)
         self.train_steps = tf.function(self._train_steps, reduce_retracing=True)
 
     @property
@@ -193,7 +195,10 @@ class Trainer:
         log = self._due(step, self.log_every)
         if pairs is not None:
             self._speed_pairs.assign_add(tf.cast(pairs, tf.float64))
-            summaries.when(log, lambda: self._write_speed(step))
+            # Read after the update (the same resource orders it), so the
+            # clock below cannot run before this step's work is done.
+            updated = tf.convert_to_tensor(self.optimizer.iterations)
+            summaries.when(log, lambda: self._write_speed(step, updated))
         summaries.when(log, lambda: summaries.train_scalars(
             step, loss=loss, accuracy=self.train_metrics["accuracy"].result(),
             learning_rate=self.optimizer.learning_rate))
@@ -230,7 +235,7 @@ class Trainer:
 
         Args:
           batch: ((left, right), label, weight).
-          final: the call's last step, the only one where a check or
+          final: a segment's last step, the only one where a check or
             histogram can be due (a Python bool: plain steps carry no code
             for it).
 
@@ -281,11 +286,13 @@ class Trainer:
                      for g, v in zip(right, bg.encoder_vars)]
         return loss, bg.predictions, left, right, total
 
-    def _write_speed(self, step):
+    def _write_speed(self, step, after):
         """samples_per_second at log step `step`: the pairs since the last
         log step (or the epoch's start) over the wall time since then,
-        everything between included; then the count starts again."""
-        now = tf.timestamp()
+        everything between included; then the count starts again. The clock
+        is read once `after` (a tensor of the step's update) exists."""
+        with tf.control_dependencies([after]):
+            now = tf.timestamp()
         summaries.scalar("samples_per_second", self._speed_pairs
                          / tf.maximum(now - self._speed_since, 1e-9), step)
         self._speed_pairs.assign(0.0)
@@ -520,11 +527,14 @@ class Trainer:
             samples_per_second); None counts 0.
 
         Returns:
-          int32 (2, max(limit, steps_per_execution)), a fixed shape (no
-          retracing): row 0 each segment's steps, then zeros; row 1 each
-          segment's pairs.
+          int32 (2, steps_per_execution), a fixed shape (no retracing):
+          row 0 each segment's steps, then zeros; row 1 each segment's
+          pairs.
         """
-        plan = np.zeros((2, max(limit, self.steps_per_execution)), np.int32)
+        if limit > self.steps_per_execution:  # (a wider plan would retrace)
+            raise ValueError(f"limit {limit} > steps_per_execution "
+                             f"{self.steps_per_execution}")
+        plan = np.zeros((2, self.steps_per_execution), np.int32)
         done = 0
         for i in range(plan.shape[1]):
             if done == limit:
@@ -538,10 +548,13 @@ class Trainer:
         """Steps in the next segment after global step `step`: at most
         `limit`, and ending at the first step where a summary is due, so
         that summaries happen on a segment's final step only."""
-        if self.writers is None:
+        if self.writers is None and not self._multi_worker:
             return limit
+        # Every worker of a multi-worker run must run the same segments (the
+        # plain and the final step are different collective ops), so a
+        # worker without writers follows the chief's cadences.
         cadences = (self.log_every,)
-        if self.diagnostics:
+        if self._diagnostics:
             cadences += (self.histogram_every, self.grad_check_every)
         # The next multiple of each cadence is `every - step % every` away.
         return min(limit, *(every - step % every for every in cadences))

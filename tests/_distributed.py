@@ -87,7 +87,10 @@ def worker():
     from siamese_research.config import Config
 
     config = Config(strategy="multi_worker", num_samples=64, timesteps=6, features=8,
-                    units=4, batch_size=8, epochs=1, steps_per_execution=2, log_every=2,
+                    units=4, batch_size=8, epochs=1,
+                    # Two log steps per call: the chief's call has two
+                    # segments; a worker without writers must run the same.
+                    steps_per_execution=4, log_every=2,
                     histogram_every=4, verbose=0, seed=3, run_dir=sys.argv[2])
     result = training.run(config)
     model = result["model"]

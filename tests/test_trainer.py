@@ -1,3 +1,5 @@
+import time
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -87,6 +89,28 @@ def test_fit_stops_on_request_mid_epoch():
     assert int(trainer.global_step.numpy()) == 4
 
 
+def test_samples_per_second_is_the_pairs_over_the_time_since_the_clock_started(
+        tmp_path):
+    trainer = _trainer(tmp_path)
+    trainer.log_every = 3  # segments end at every step (check every 1)
+    data = D.PairDataset(_pairs(12, 5), 4)
+    trainer.set_input_spec(data)
+    trainer._speed_pairs.assign(0.0)
+    trainer._speed_since.assign(time.time() - 1000.0)  # as if 1000 s ago
+    with trainer.writers["train"].as_default():
+        trainer.train_steps(iter(data.index_epoch(0)),
+                            trainer.plan(0, 3, data.pairs_in_batches), data.source)
+    trainer.flush()
+    _, acc = read_tags(str(tmp_path / "train"))
+    rates = {e.step: float(tf.make_ndarray(e.tensor_proto))
+             for e in acc.Tensors("samples_per_second")}
+    assert list(rates) == [3]
+    # 12 pairs over 1000 s plus this call's tracing (seconds, not minutes).
+    assert 12 / 1100 < rates[3] <= 12 / 1000
+    assert float(trainer._speed_pairs.numpy()) == 0.0  # the count starts again
+    assert abs(float(trainer._speed_since.numpy()) - time.time()) < 100
+
+
 def test_calls_end_at_every_multiple_of_progress_every():
     trainer = _trainer(steps_per_execution=20)
     seen = []
@@ -148,7 +172,7 @@ def test_fixed_length_batches_have_a_static_time_dim_padded_ones_do_not():
     assert fixed.element_spec[0][0].shape[1] is None
 
 
-def test_calls_end_where_a_summary_is_due(tmp_path):
+def test_segments_end_where_a_summary_is_due(tmp_path):
     trainer = _trainer(tmp_path, steps_per_execution=20)
     trainer.log_every, trainer.histogram_every, trainer.grad_check_every = 10, 100, 10
     assert trainer.call_length(0, 20) == 10
