@@ -169,6 +169,15 @@ class FitRunner:
         return self.timer.seconds[-1]
 
 
+def _bench_model(pairs: data_lib.Pairs, seed: int, encoder: str = "lstm"):
+    """B, C and D's model: the notebook's, as a `SiameseModel` (concat),
+    seeded; masked only when the data has padding, as training.build does
+    (the notebook's data has none)."""
+    keras.utils.set_random_seed(seed)
+    return model_lib.build_model(encoder=encoder, units=UNITS, features=FEATURES,
+                                 merge="concat", masked=pairs.padded)
+
+
 class TrainerRunner:
     """B (diagnostics) or C (none): this project's Trainer, one more epoch
     per call.
@@ -185,12 +194,7 @@ class TrainerRunner:
 
     def __init__(self, pairs: data_lib.Pairs, batch_size: int, *, diagnostics: bool,
                  log_dir: Optional[str], seed: int, **trainer_kwargs):
-        keras.utils.set_random_seed(seed)
-        # Masked only when the data has padding, as training.build does: the
-        # notebook's data has none.
-        model = model_lib.build_model(encoder=trainer_kwargs.pop("encoder", "lstm"),
-                                      units=UNITS, features=FEATURES, merge="concat",
-                                      masked=pairs.padded)
+        model = _bench_model(pairs, seed, trainer_kwargs.pop("encoder", "lstm"))
         writers = summaries.create_writers(log_dir) if diagnostics else None
         kwargs = dict(trainer_kwargs)
         if not diagnostics:
@@ -227,9 +231,7 @@ class FloorRunner:
 
     def __init__(self, pairs: data_lib.Pairs, batch_size: int, seed: int,
                  steps_per_execution: int = 20):
-        keras.utils.set_random_seed(seed)
-        self.model = model_lib.build_model(encoder="lstm", units=UNITS, features=FEATURES,
-                                           merge="concat", masked=pairs.padded)
+        self.model = _bench_model(pairs, seed)
         self.loss_fn = keras.losses.BinaryCrossentropy()
         self.optimizer = keras.optimizers.RMSprop(LEARNING_RATE)
         self.optimizer.build(self.model.trainable_variables)

@@ -56,7 +56,7 @@ class Merge(keras.layers.Layer):
 
     symmetric = True
     score = False
-    has_distance = False  # set per class: it defines `distance` (contrastive needs it)
+    has_distance = False  # derived per class: it defines `distance` (contrastive needs it)
     merge_name = ""
 
     def __init_subclass__(cls, **kwargs):

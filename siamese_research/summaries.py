@@ -95,6 +95,19 @@ def train_scalars(step, *, loss, accuracy, learning_rate) -> None:
     scalar("learning_rate", learning_rate, step)
 
 
+def samples_per_second(step, pairs, since, *, after) -> None:
+    """samples_per_second at log step `step`: `pairs` (a variable: the pairs
+    since the last log step or the epoch's start) over the wall time since
+    `since` (a variable, seconds as `tf.timestamp()`), everything between
+    included; then both start again. The clock is read once `after` (a
+    tensor of the step's update) exists."""
+    with tf.control_dependencies([after]):
+        now = tf.timestamp()
+    scalar("samples_per_second", pairs / tf.maximum(now - since, 1e-9), step)
+    pairs.assign(0.0)
+    since.assign(now)
+
+
 def branch_scalars(step, bg: G.BranchGradients) -> None:
     """Left/right norms and their cosine (every logging step)."""
     left, right, cosine = G.branch_stats(bg.left, bg.right, bg.encoder_vars)

@@ -198,7 +198,8 @@ class Trainer:
             # Read after the update (the same resource orders it), so the
             # clock below cannot run before this step's work is done.
             updated = tf.convert_to_tensor(self.optimizer.iterations)
-            summaries.when(log, lambda: self._write_speed(step, updated))
+            summaries.when(log, lambda: summaries.samples_per_second(
+                step, self._speed_pairs, self._speed_since, after=updated))
         summaries.when(log, lambda: summaries.train_scalars(
             step, loss=loss, accuracy=self.train_metrics["accuracy"].result(),
             learning_rate=self.optimizer.learning_rate))
@@ -285,18 +286,6 @@ class Trainer:
             right = [None if g is None else G.dense(g, v)
                      for g, v in zip(right, bg.encoder_vars)]
         return loss, bg.predictions, left, right, total
-
-    def _write_speed(self, step, after):
-        """samples_per_second at log step `step`: the pairs since the last
-        log step (or the epoch's start) over the wall time since then,
-        everything between included; then the count starts again. The clock
-        is read once `after` (a tensor of the step's update) exists."""
-        with tf.control_dependencies([after]):
-            now = tf.timestamp()
-        summaries.scalar("samples_per_second", self._speed_pairs
-                         / tf.maximum(now - self._speed_since, 1e-9), step)
-        self._speed_pairs.assign(0.0)
-        self._speed_since.assign(now)
 
     def _alive(self):
         """False once a step was non-finite under "stop": the rest of the

@@ -118,6 +118,27 @@ def test_gate_slices_and_norms_match_the_full_gradient(name):
                                [np.sqrt(squares[k]) for k in names], rtol=1e-5)
 
 
+def test_gate_norms_of_untied_towers_count_only_the_branch_own_weights():
+    # Untied: the left branch has no gradient on the right tower (None); its
+    # per-gate norms are those of the left tower's gated weights alone.
+    keras.utils.set_random_seed(1)
+    model = M.build_model(encoder="lstm", units=4, features=8, share="untied")
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.standard_normal((4, 5, 8)), tf.float32)
+    bg = G.branch_gradients(model, keras.losses.BinaryCrossentropy(), x, x[:, :3],
+                            tf.constant([1.0, 0.0, 1.0, 0.0]))
+    gates = summaries.gate_slices(model)
+    assert any(g is None for g in bg.left)
+    own = [(g.numpy(), v) for g, v in zip(bg.left, bg.encoder_vars)
+           if g is not None and id(v) in gates]
+    assert len(own) == 3
+    expected = [np.sqrt(sum(np.sum(np.split(g, 4, axis=-1)[k] ** 2) for g, _ in own))
+                for k in range(4)]
+    norms = summaries.gate_norms(bg.left, bg.encoder_vars, gates)
+    np.testing.assert_allclose([float(norms[k]) for k in E.GATES["lstm"]], expected,
+                               rtol=1e-5)
+
+
 def test_unroll_decision():
     assert E.should_unroll(10, gpu_visible=False)
     assert E.should_unroll(E.UNROLL_MAX_STEPS, gpu_visible=False)
