@@ -128,13 +128,43 @@ def _by_var(variables, grads) -> dict:
 
 
 def total_gradient(model: SiameseModel, loss_fn, left, right, label,
-                   sample_weight=None, *, training: bool = True) -> list:
-    """dL/dW on the encoder variables by a plain forward pass (the check)."""
+                   sample_weight=None, *, training: bool = True, state=None) -> list:
+    """dL/dW on the encoder variables by a plain forward pass (the check).
+
+    With `state` (values of `model.non_trainable_variables`, e.g. dropout
+    seeds, as they were before the branch pass), the pass runs from that
+    state and leaves the model's own untouched: the check then
+    differentiates the very function the branch pass did, and costs the
+    step's randomness nothing.
+    """
     enc_vars = encoder_variables(model)
     with tf.GradientTape() as tape:
-        predictions = model((left, right), training=training)
+        if state is None:
+            predictions = model((left, right), training=training)
+        else:
+            # The values are reads of the variables, which the tape watches.
+            predictions, _ = model.stateless_call(
+                [v.value for v in model.trainable_variables], state, (left, right),
+                training=training)
         loss = loss_fn(label, predictions, sample_weight=sample_weight)
     return tape.gradient(loss, enc_vars)
+
+
+def unscaled(bg: BranchGradients, scale) -> BranchGradients:
+    """`bg` with its branch gradients divided by a loss scale (mixed
+    precision: what the branches contribute to the unscaled loss)."""
+    inverse = 1.0 / tf.cast(scale, tf.float32)
+
+    def unscale(grads):
+        return [None if g is None else _scale(g, inverse) for g in grads]
+
+    return dataclasses.replace(bg, left=unscale(bg.left), right=unscale(bg.right))
+
+
+def _scale(g, factor):
+    if isinstance(g, tf.IndexedSlices):
+        return tf.IndexedSlices(g.values * factor, g.indices, g.dense_shape)
+    return g * factor
 
 
 def sum_error(total, left, right, variables) -> tf.Tensor:

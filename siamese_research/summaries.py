@@ -1,22 +1,21 @@
 """Every TensorBoard write lives here (see the tag contract in the README).
 
-In-graph writers run inside the compiled step, gated by
-`tf.summary.record_if` on the step tensor, and build their (cheap but not
-free) norms and slices only inside a `tf.cond` on that same condition, so a
-non-logging step pays nothing for them.
+Everything is written eagerly, from numpy: the views a step stored
+(`diagnostics`), the loop's per-epoch values, the run's texts. No summary
+op sits in a compiled step, so no step pays a trace for one.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from siamese_research import encoders as encoders_lib
-from siamese_research import gradients as G
 
 TRAIN, VALIDATION = "train", "validation"
 
@@ -26,44 +25,21 @@ def create_writers(run_dir: str) -> Dict[str, tf.summary.SummaryWriter]:
             for name in (TRAIN, VALIDATION)}
 
 
-def when(pred, fn) -> None:
-    """Runs `fn` (which writes summaries) only where `pred` holds, recording
-    under `tf.summary.record_if(pred)`."""
-
-    def run():
-        with tf.summary.record_if(pred):
-            fn()
-        return tf.constant(True)
-
-    tf.cond(pred, run, lambda: tf.constant(False))
-
-
 def scalar(name: str, data, step):
-    """`tf.summary.scalar` without the enclosing name scopes in the tag (in a
-    compiled step they would read `while/cond_4/loss`)."""
+    """A scalar summary whose tag is `name` exactly."""
     metadata = scalar_metadata.create_summary_metadata(display_name=None,
                                                        description=None)
-    return tf.summary.write(name, lambda: tf.cast(data, tf.float32), step=step,
-                            metadata=metadata)
+    return tf.summary.write(name, tf.cast(data, tf.float32), step=step, metadata=metadata)
 
 
 def histogram(name: str, data, step, buckets: int = 30):
-    """A TensorBoard histogram with a small graph.
-
-    `tf.summary.histogram` builds a large subgraph per call, which made
-    tracing the step (about 60 histograms with gates) take seconds; this one
-    writes the same plugin format from `tf.histogram_fixed_width`, lazily
-    (only computed when recording).
-    """
-
-    def tensor():
-        d = tf.reshape(tf.cast(data, tf.float64), [-1])
-        lo, hi = tf.reduce_min(d), tf.reduce_max(d)
-        hi = tf.where(hi > lo, hi, lo + 1.0)
-        edges = tf.linspace(lo, hi, buckets + 1)
-        counts = tf.histogram_fixed_width(d, tf.stack([lo, hi]), nbins=buckets)
-        return tf.stack([edges[:-1], edges[1:], tf.cast(counts, tf.float64)], axis=1)
-
+    """A TensorBoard histogram of a numpy array, binned by numpy (the
+    plugin's format: rows of [left edge, right edge, count])."""
+    d = np.asarray(data, np.float64).reshape(-1)
+    lo, hi = (float(d.min()), float(d.max())) if d.size else (0.0, 0.0)
+    hi = hi if hi > lo else lo + 1.0
+    counts, edges = np.histogram(d, bins=buckets, range=(lo, hi))
+    tensor = np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
     metadata = histogram_metadata.create_summary_metadata(display_name=None,
                                                           description=None)
     return tf.summary.write(name, tensor, step=step, metadata=metadata)
@@ -84,86 +60,93 @@ def gate_slices(model) -> Dict[int, Tuple[str, Sequence[str]]]:
     return out
 
 
-def split_gates(grad, gates: Sequence[str]) -> Dict[str, tf.Tensor]:
+def split_gates(grad, gates: Sequence[str]) -> Dict[str, np.ndarray]:
     """Splits a gradient's last axis into its gates' equal slices."""
-    return dict(zip(gates, tf.split(grad, len(gates), axis=-1)))
+    return dict(zip(gates, np.split(np.asarray(grad), len(gates), axis=-1)))
 
 
-def train_scalars(step, *, loss, accuracy, learning_rate) -> None:
+def train_scalars(step, *, loss, accuracy, learning_rate, threshold=None,
+                  nonfinite=None) -> None:
     scalar("loss", loss, step)
     scalar("accuracy", accuracy, step)
+    if threshold is not None:  # a fitted threshold (metrics.fitted_threshold)
+        scalar("threshold", threshold, step)
     scalar("learning_rate", learning_rate, step)
+    if nonfinite:
+        scalar("nonfinite_steps", nonfinite, step)
 
 
-def samples_per_second(step, pairs, since, *, after) -> None:
-    """samples_per_second at log step `step`: `pairs` (a variable: the pairs
-    since the last log step or the epoch's start) over the wall time since
-    `since` (a variable, seconds as `tf.timestamp()`), everything between
-    included; then both start again. The clock is read once `after` (a
-    tensor of the step's update) exists."""
-    with tf.control_dependencies([after]):
-        now = tf.timestamp()
-    scalar("samples_per_second", pairs / tf.maximum(now - since, 1e-9), step)
-    pairs.assign(0.0)
-    since.assign(now)
+def samples_per_second(step: int, pairs: int, seconds: float) -> None:
+    """samples_per_second at log step `step`: the pairs trained since the
+    last log step over the wall time they took, measured by the loop."""
+    scalar("samples_per_second", pairs / max(seconds, 1e-9), step)
 
 
-def branch_scalars(step, bg: G.BranchGradients) -> None:
+def branch_stats(left, right) -> Tuple[float, float, float]:
+    """(|g_left|, |g_right|, cosine(g_left, g_right)) over all variables."""
+    ll = sum(float(np.vdot(a, a)) for a in left)
+    rr = sum(float(np.vdot(b, b)) for b in right)
+    lr = sum(float(np.vdot(a, b)) for a, b in zip(left, right))
+    ln, rn = np.sqrt(ll), np.sqrt(rr)
+    return ln, rn, (lr / (ln * rn) if ln * rn > 0 else 0.0)
+
+
+def branch_scalars(step, left, right) -> None:
     """Left/right norms and their cosine (every logging step)."""
-    left, right, cosine = G.branch_stats(bg.left, bg.right, bg.encoder_vars)
-    scalar("branch_gradients/left_norm", left, step)
-    scalar("branch_gradients/right_norm", right, step)
+    left_norm, right_norm, cosine = branch_stats(left, right)
+    scalar("branch_gradients/left_norm", left_norm, step)
+    scalar("branch_gradients/right_norm", right_norm, step)
     scalar("branch_gradients/cosine", cosine, step)
 
 
-def check_scalars(step, bg: G.BranchGradients, total, error) -> None:
+def sum_error(total, left, right) -> float:
+    """max |g_total - (g_left + g_right)| / max |g_total| over all variables."""
+    num = max((float(np.max(np.abs(t - (a + b)))) for t, a, b in zip(total, left, right)
+               if t.size), default=0.0)
+    den = max((float(np.max(np.abs(t))) for t in total if t.size), default=0.0)
+    return num / max(den, 1e-30)
+
+
+def check_scalars(step, total, error) -> None:
     """The independent total gradient and the left + right = total check."""
-    scalar("branch_gradients/total_norm", G.global_norm(total, bg.encoder_vars), step)
+    norm = np.sqrt(sum(float(np.vdot(t, t)) for t in total))
+    scalar("branch_gradients/total_norm", norm, step)
     scalar("branch_gradients/sum_error", error, step)
 
 
-def gate_norms(grads, variables, gates_of) -> Dict[str, tf.Tensor]:
-    """{gate: global norm of that gate's slices over every gated variable}.
-
-    One reduction per variable (its last axis viewed as [gates, units]), so
-    the logging step pays a few ops, not a split and a norm per gate.
-    """
+def gate_norms(grads, variables, gates_of) -> Dict[str, float]:
+    """{gate: global norm of that gate's slices over every gated variable}."""
     squares, names = [], ()
     for g, v in zip(grads, variables):
-        if g is None or id(v) not in gates_of:  # None: untied, contributes 0
+        if id(v) not in gates_of:
             continue
         names = gates_of[id(v)][1]
-        parts = tf.reshape(G.dense(g, v), [-1, len(names), v.shape[-1] // len(names)])
-        squares.append(tf.reduce_sum(tf.square(parts), axis=[0, 2]))
+        parts = np.reshape(g, [-1, len(names), v.shape[-1] // len(names)])
+        squares.append(np.sum(np.square(parts, dtype=np.float64), axis=(0, 2)))
     if not squares:
         return {}
-    return dict(zip(names, tf.unstack(tf.sqrt(tf.add_n(squares)))))
+    return dict(zip(names, np.sqrt(np.sum(squares, axis=0))))
 
 
-def gate_scalars(step, bg: G.BranchGradients, total: Optional[list], gates_of) -> None:
+def gate_scalars(step, branches: Dict[str, list], variables, gates_of) -> None:
     """branch_gradients/<gate>/<branch>_norm over every gated variable."""
-    branches = {"left": bg.left, "right": bg.right}
-    if total is not None:
-        branches["total"] = total
     for branch, grads in branches.items():
-        for gate, norm in gate_norms(grads, bg.encoder_vars, gates_of).items():
+        for gate, norm in gate_norms(grads, variables, gates_of).items():
             scalar(f"branch_gradients/{gate}/{branch}_norm", norm, step)
 
 
-def histograms(step, model, bg: G.BranchGradients, total: Optional[list],
-               gates_of) -> None:
+def histograms(step, model, branches: Dict[str, list], variables, gates_of,
+               absent=frozenset()) -> None:
     """weights/<path> for every trainable variable; gradients/<branch>/<path>
-    (and /<gate> for gated RNN weights) for every shared variable."""
+    (and /<gate> for gated RNN weights) for every shared variable, except
+    where a branch never reaches a variable (`absent`: (branch, id(v)),
+    untied towers)."""
     for v in model.trainable_variables:
-        histogram(f"weights/{v.path}", v.value, step)
-    branches = {"left": bg.left, "right": bg.right}
-    if total is not None:
-        branches["total"] = total
+        histogram(f"weights/{v.path}", v.numpy(), step)
     for branch, grads in branches.items():
-        for g, v in zip(grads, bg.encoder_vars):
-            if g is None:  # untied: this branch never touches v
+        for g, v in zip(grads, variables):
+            if (branch, id(v)) in absent:
                 continue
-            g = G.dense(g, v)
             histogram(f"gradients/{branch}/{v.path}", g, step)
             if id(v) in gates_of:
                 for gate, part in split_gates(g, gates_of[id(v)][1]).items():

@@ -140,7 +140,7 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
                       grad_check_every=config.grad_check_every,
                       gate_gradients=config.gate_gradients,
                       on_nonfinite=config.on_nonfinite, jit_compile=config.jit_compile,
-                      scale_loss=scale_loss, verbose=config.verbose)
+                      scale_loss=scale_loss, loss_name=config.loss, verbose=config.verbose)
     ckpt_dir = os.path.join(config.run_dir, "checkpoints")
     with strategy.scope():
         checkpointer = ckpt_lib.Checkpointer(
@@ -173,8 +173,6 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
             summaries.text("config", "```\n" + config.to_json() + "\n```")
             summaries.text("model_summary", model_lib.parameter_table(model))
             tensorboard_extras.write_custom_scalars_layout(writers[summaries.TRAIN])
-            tensorboard_extras.write_branch_graph(writers[summaries.TRAIN], model, loss_fn,
-                                                  train_ds.element_spec)
 
     stop = {"signal": None}
     previous = _install_signal_handlers(stop)
@@ -210,7 +208,7 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
     result.update(history=history, seconds=seconds, model=model,
                   step=int(trainer.global_step.numpy()),
                   tracing_count=trainer.tracing_count,
-                  max_sum_error=float(trainer.max_sum_error.numpy()),
+                  max_sum_error=trainer.max_sum_error,
                   nonfinite_steps=int(trainer.nonfinite_count.numpy()))
     if history["interrupted"]:
         step = int(trainer.global_step.numpy())
@@ -231,6 +229,11 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
         result.update(validation_predictions=preds)
     if chief:
         result.update(save_models(model, config.run_dir))
+        save_threshold(config.run_dir, trainer)
+        if not restored:
+            # After training: tracing it first would delay the first step.
+            tensorboard_extras.write_branch_graph(writers[summaries.TRAIN], model,
+                                                  loss_fn, train_ds.element_spec)
         tensorboard_extras.write_hparams(
             None, config, dict(final, max_sum_error=result["max_sum_error"]),
             step=result["step"])
@@ -251,6 +254,18 @@ def save_models(model, run_dir: str) -> dict:
     return {"model_path": model_path, "encoder_path": encoder_path}
 
 
+def save_threshold(run_dir: str, trainer) -> None:
+    """threshold.json: the score above which a pair is called similar (0.5
+    for a probability, else the one fitted on the training data), for
+    predict and evaluate."""
+    import json
+
+    with open(os.path.join(run_dir, "threshold.json"), "w") as f:
+        json.dump({"threshold": trainer.threshold,
+                   "fitted": not trainer.fixed_threshold}, f)
+        f.write("\n")
+
+
 def final_words(config: Config, result: dict, model, trainer) -> list:
     final = result.get("final", {})
     branches = "2 branches (tied: one encoder)" if model.tied else \
@@ -262,8 +277,8 @@ def final_words(config: Config, result: dict, model, trainer) -> list:
         "Final: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()
                               if k != "epoch" and isinstance(v, float)),
     ]
-    err = float(trainer.last_sum_error.numpy())
-    if err >= 0:
+    err = trainer.last_sum_error
+    if err is not None:
         lines.append(f"Branch check: left + right = total, max relative error "
                      f"{result['max_sum_error']:.1e} (last {err:.1e})")
     lines.append(f"Finished {result['step']} steps in {result['seconds']:.1f} s")

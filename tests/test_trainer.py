@@ -1,7 +1,6 @@
-import time
-
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from siamese_research import data as D
@@ -28,42 +27,54 @@ def _trainer(tmp_path=None, **kw):
                    verbose=0, log_every=1, histogram_every=2, grad_check_every=1, **kw)
 
 
+def _steps(trainer, batches, view=False, check=False):
+    """Runs `batches` (a list of ((left, right), label, weight)) as one
+    compiled call of `TrainStep.run`."""
+    it = iter(tf.data.Dataset.from_generator(
+        lambda: iter(batches), output_signature=tf.nest.map_structure(
+            lambda t: tf.TensorSpec([None] * len(t.shape), t.dtype), batches[0])))
+    return trainer.step.run(it, tf.constant(len(batches)), tf.constant(view),
+                            tf.constant(check))
+
+
 def test_variable_lengths_never_retrace(tmp_path):
+    """Padded data: every batch is trimmed to its own longest rows, and
+    neither the train call nor the eval step is traced again."""
     trainer = _trainer(tmp_path)
-    trainer.set_input_spec(D.PairDataset(_pairs(4, 5), 4))
-    with trainer.writers["train"].as_default():
-        for length in (5, 9, 17):
-            batch = next(iter(D.PairDataset(_pairs(4, length), 4).epoch(0)))
-            trainer.train_step(batch)
-            trainer.eval_step(batch)
+    padded = _pairs(24, 17)
+    padded.left_length[:] = np.repeat([5, 9, 17], 8)
+    padded.right_length[:] = np.repeat([7, 11, 19], 8)
+    data = D.PairDataset(padded, 8, shuffle=False)
+    trainer.fit(data, data, epochs=2)
     counts = trainer.tracing_count
-    assert counts["train_step"] == 1
+    assert counts["train_steps"] == 1
     assert counts["eval_step"] == 1
-    assert int(trainer.global_step.numpy()) == 3
+    assert int(trainer.global_step.numpy()) == 6
 
 
 def test_multi_step_runs_exactly_n_steps_and_traces_once_per_time_shape():
     trainer = _trainer()
     data = D.PairDataset(_pairs(40, 6), 4)  # 10 batches per epoch
-    trainer.set_input_spec(data)
+    run = trainer.step.run
     it = iter(data.epoch(0))
-    trainer.train_steps(it, trainer.plan(0, 3))
+    no = tf.constant(False)
+    run(it, tf.constant(3), no, no)
     assert int(trainer.global_step.numpy()) == 3
-    trainer.train_steps(it, trainer.plan(3, 5))
+    run(it, tf.constant(5), no, no)
     assert int(trainer.global_step.numpy()) == 8
     # A new epoch's iterator (another order, other rows) reuses the trace.
     it2 = iter(D.PairDataset(_pairs(40, 6, seed=1), 4).epoch(1))
-    trainer.train_steps(it2, trainer.plan(8, 2))
+    run(it2, tf.constant(2), no, no)
     assert int(trainer.global_step.numpy()) == 10
     assert trainer.tracing_count["train_steps"] == 1
     # Fixed-length data of another length has another static time dim: one
     # more trace (by design: it lets an RNN unroll; a run has one length).
     it3 = iter(D.PairDataset(_pairs(40, 11, seed=1), 4).epoch(0))
-    trainer.train_steps(it3, trainer.plan(10, 1))
+    run(it3, tf.constant(1), no, no)
     assert trainer.tracing_count["train_steps"] == 2
     # fit's path: row indices, gathered in the step from the data's arrays.
     data = D.PairDataset(_pairs(40, 6, seed=2), 4)
-    trainer.train_steps(iter(data.index_epoch(1)), trainer.plan(11, 2), data.source)
+    run(iter(data.index_epoch(1)), tf.constant(2), no, no, data.source)
     assert int(trainer.global_step.numpy()) == 13
     assert trainer.tracing_count["train_steps"] == 3
 
@@ -89,26 +100,24 @@ def test_fit_stops_on_request_mid_epoch():
     assert int(trainer.global_step.numpy()) == 4
 
 
-def test_samples_per_second_is_the_pairs_over_the_time_since_the_clock_started(
-        tmp_path):
+def test_samples_per_second_is_the_pairs_over_the_time_since_the_last_log_step(
+        tmp_path, monkeypatch):
+    """The loop's clock, read at the epoch's start and at each log step: a
+    fake one that advances 100 s a reading makes the rate exact."""
+    from siamese_research import trainer as trainer_module
+
+    readings = iter(range(0, 10**6, 100))
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: next(readings))
     trainer = _trainer(tmp_path)
-    trainer.log_every = 3  # segments end at every step (check every 1)
-    data = D.PairDataset(_pairs(12, 5), 4)
-    trainer.set_input_spec(data)
-    trainer._speed_pairs.assign(0.0)
-    trainer._speed_since.assign(time.time() - 1000.0)  # as if 1000 s ago
-    with trainer.writers["train"].as_default():
-        trainer.train_steps(iter(data.index_epoch(0)),
-                            trainer.plan(0, 3, data.pairs_in_batches), data.source)
+    trainer.diagnostics.log_every = 3
+    trainer.fit(D.PairDataset(_pairs(12, 5), 4), epochs=1)  # steps 1, 2, 3
     trainer.flush()
     _, acc = read_tags(str(tmp_path / "train"))
     rates = {e.step: float(tf.make_ndarray(e.tensor_proto))
              for e in acc.Tensors("samples_per_second")}
-    assert list(rates) == [3]
-    # 12 pairs over 1000 s plus this call's tracing (seconds, not minutes).
-    assert 12 / 1100 < rates[3] <= 12 / 1000
-    assert float(trainer._speed_pairs.numpy()) == 0.0  # the count starts again
-    assert abs(float(trainer._speed_since.numpy()) - time.time()) < 100
+    # Log steps 1 (the first) and 3: step 1 trained 4 pairs, steps 2-3
+    # eight, each over one 100 s tick.
+    assert rates == {1: pytest.approx(4 / 100), 3: pytest.approx(8 / 100)}
 
 
 def test_calls_end_at_every_multiple_of_progress_every():
@@ -143,14 +152,13 @@ def test_jit_compiled_math_matches_the_plain_step(tmp_path):
     for jit in (False, True):
         trainer = _trainer(tmp_path / str(jit), jit_compile=jit)
         data = D.PairDataset(_pairs(16, 6), 4, shuffle=False)
-        trainer.set_input_spec(data)
         trainer.fit(data, epochs=1)
         results.append([v.numpy() for v in trainer.model.trainable_variables])
-        # A check ran (last_sum_error starts at -1) and held; with jit the
-        # math went through the XLA function.
-        assert 0.0 <= float(trainer.last_sum_error.numpy()) <= 1e-6
+        # A check ran and held; with jit the math went through the XLA
+        # function.
+        assert trainer.last_sum_error is not None and trainer.last_sum_error <= 1e-6
         if jit:
-            assert trainer._jit_math.experimental_get_tracing_count() >= 1
+            assert trainer.step._math.experimental_get_tracing_count() >= 1
         tags, _ = read_tags(str(tmp_path / str(jit) / "train"))
         assert tags["loss"] == [1, 2, 3, 4]
     for a, b in zip(*results):
@@ -172,47 +180,60 @@ def test_fixed_length_batches_have_a_static_time_dim_padded_ones_do_not():
     assert fixed.element_spec[0][0].shape[1] is None
 
 
-def test_segments_end_where_a_summary_is_due(tmp_path):
+def test_view_steps_are_the_first_the_last_and_every_cadence_multiple(tmp_path):
+    diag = _trainer(tmp_path).diagnostics
+    diag.log_every, diag.histogram_every, diag.grad_check_every = 10, 100, 10
+    first, last = 1, 205
+    views = [s for s in range(first, last + 1) if diag.due(s, first, last)]
+    assert views == [1] + list(range(10, 201, 10)) + [205]
+    assert diag.due(1, first, last) == (True, True, True)  # everything, first
+    assert diag.due(205, first, last) == (True, True, True)  # ... and last
+    assert diag.due(100, first, last) == (True, True, True)
+    assert diag.due(30, first, last) == (True, True, False)
+    # next_due walks the same schedule.
+    walked, step = [], 0
+    while (step := diag.next_due(step, first, last)) <= last:
+        walked.append(step)
+    assert walked == views
+    # A resumed run starts a new schedule at its own first step.
+    assert diag.due(57, 57, 205) == (True, True, True)
+    assert diag.due(58, 57, 205) is None
+    silent = _trainer(None).diagnostics  # no writers: nothing is due
+    assert silent.due(10, 1, 20) is None and silent.next_due(0, 1, 20) == 21
+
+
+def test_calls_end_at_view_steps_and_run_steps_per_execution_between(tmp_path):
     trainer = _trainer(tmp_path, steps_per_execution=20)
-    trainer.log_every, trainer.histogram_every, trainer.grad_check_every = 10, 100, 10
-    assert trainer.call_length(0, 20) == 10
-    assert trainer.call_length(7, 20) == 3
-    assert trainer.call_length(10, 5) == 5  # the epoch ends first
-    trainer.grad_check_every = 4
-    assert trainer.call_length(0, 20) == 4
-    silent = _trainer(None, steps_per_execution=20)  # no writers: nothing is due
-    assert silent.call_length(7, 20) == 20
+    trainer.diagnostics.log_every = 10
+    trainer.diagnostics.histogram_every = trainer.diagnostics.grad_check_every = 10
+    seen = []
+    trainer.fit(D.PairDataset(_pairs(200, 5), 4), epochs=1, on_progress=seen.append)
+    assert seen == [1] + list(range(10, 51, 10))  # 50 steps, view steps end calls
+    silent = _trainer(None, steps_per_execution=20)
+    seen = []
+    silent.fit(D.PairDataset(_pairs(200, 5), 4), epochs=1, on_progress=seen.append)
+    assert seen == [20, 40, 50]
 
 
-def test_a_call_is_planned_as_segments_that_end_where_a_summary_is_due(tmp_path):
-    trainer = _trainer(tmp_path, steps_per_execution=20)
-    trainer.log_every, trainer.histogram_every, trainer.grad_check_every = 10, 100, 10
-    plan = trainer.plan(7, 20, lambda a, b: 4 * (b - a)).numpy()
-    assert plan.shape == (2, 20)  # fixed: one trace for every plan
-    assert list(plan[0, :4]) == [3, 10, 7, 0] and not plan[0, 3:].any()
-    assert list(plan[1, :3]) == [12, 40, 28]
-    trainer.grad_check_every = 4  # due at 4, 8, 10, 12, 16, 20
-    assert list(trainer.plan(0, 20).numpy()[0, :7]) == [4, 4, 2, 2, 4, 4, 0]
-    silent = _trainer(None, steps_per_execution=20)  # one segment: nothing is due
-    assert list(silent.plan(7, 20).numpy()[0, :2]) == [20, 0]
-
-
-def test_summaries_land_on_every_due_step_with_long_calls(tmp_path):
+def test_summaries_land_on_every_due_step_and_the_first_and_last(tmp_path):
     trainer = _trainer(tmp_path, steps_per_execution=50)
-    trainer.log_every, trainer.histogram_every, trainer.grad_check_every = 3, 6, 3
+    diag = trainer.diagnostics
+    diag.log_every, diag.histogram_every, diag.grad_check_every = 3, 6, 3
     data = D.PairDataset(_pairs(40, 5), 4)  # 10 steps per epoch
     trainer.fit(data, epochs=2)
     trainer.flush()
     tags, acc = read_tags(str(tmp_path / "train"))
-    assert tags["loss"] == [3, 6, 9, 12, 15, 18]
-    # The in-graph rate counts the pairs of the steps since the last log
-    # step (4 per step here): positive, finite and below any real machine's.
-    rates = [float(tf.make_ndarray(e.tensor_proto))
-             for e in acc.Tensors("samples_per_second")]
-    assert all(0 < r < 1e7 for r in rates), rates
-    assert tags["samples_per_second"] == [3, 6, 9, 12, 15, 18]
-    assert tags["branch_gradients/sum_error"] == [3, 6, 9, 12, 15, 18]
-    assert tags["gradients/total/siamese/encoder/lstm/lstm_cell/kernel"] == [6, 12, 18]
+    logged = [1, 3, 6, 9, 12, 15, 18, 20]
+    assert tags["loss"] == logged
+    assert tags["samples_per_second"] == logged
+    assert tags["branch_gradients/left_norm"] == logged
+    assert tags["branch_gradients/sum_error"] == logged
+    assert tags["gradients/total/siamese/encoder/lstm/lstm_cell/kernel"] == [1, 6, 12, 18,
+                                                                             20]
+    assert tags["weights/siamese/encoder/lstm/lstm_cell/kernel"] == [1, 6, 12, 18, 20]
+    errors = [float(tf.make_ndarray(e.tensor_proto))
+              for e in acc.Tensors("branch_gradients/sum_error")]
+    assert max(errors) <= 1e-6
     assert trainer.tracing_count["train_steps"] == 1
 
 
@@ -227,19 +248,19 @@ def test_gathering_rows_in_the_step_trains_exactly_as_gathered_batches():
     for use_indices in (True, False):
         trainer = _trainer()
         data = D.PairDataset(padded, 4, seed=3)
-        trainer.set_input_spec(data)
         if use_indices:
             trainer.fit(data, epochs=1)
         else:
             # The reference, built with numpy: the epoch's order, each batch
             # cut to its own longest rows by hand, one step at a time.
             order = D.epoch_order(12, 3, 0)
+            batches = []
             for rows in np.split(order, 3):
                 lx = padded.left[rows][:, :padded.left_length[rows].max()]
                 rx = padded.right[rows][:, :padded.right_length[rows].max()]
-                trainer.train_step(((tf.constant(lx), tf.constant(rx)),
-                                    tf.constant(padded.label[rows]),
-                                    tf.ones(4)))
+                batches.append(((tf.constant(lx), tf.constant(rx)),
+                                tf.constant(padded.label[rows]), tf.ones(4)))
+            _steps(trainer, batches)
         assert int(trainer.global_step.numpy()) == 3
         finals.append([v.numpy() for v in trainer.model.trainable_variables])
     for a, b in zip(*finals):

@@ -1,0 +1,144 @@
+"""Diagnostics: the steps the loop looks at, and what it shows of them.
+
+Orbit's hook between step and loop. A *view step* is a train step like any
+other (the same compiled call, the same update) whose loss and left and
+right gradients the step stores (`TrainStep.views`), with, on check steps,
+the independent total gradient of its batch. Here they are read once and
+written to TensorBoard from numpy: the train scalars, the left and right
+norms and their cosine, the total norm and the left + right = total check,
+per-gate norms, and histograms of weights and of each branch's gradients.
+Nothing of it is traced: a run pays no compile for its diagnostics.
+
+When: at the run's first step and its last, whatever the cadences (so a
+short run is never empty), and at every multiple of `log_every` (scalars),
+`grad_check_every` (the check) and `histogram_every` (histograms). The
+schedule is a function of the step, the cadences and the run's first and
+last step only: every worker of a multi-worker run makes the same calls.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from siamese_research import gradients as G
+from siamese_research import metrics as metrics_lib
+from siamese_research import summaries
+from siamese_research.step import TrainStep
+
+Due = Tuple[bool, bool, bool]  # (log, check, histograms)
+
+
+class Diagnostics:
+    """Schedules view steps and writes their views.
+
+    Args:
+      step: the run's `TrainStep`.
+      log_every, grad_check_every, histogram_every: cadences (steps).
+      gate_gradients: per-gate norms and histograms for gated RNNs.
+      branches: False writes the train scalars only (no branch views, no
+        check, no histograms).
+      fixed_threshold: accuracy at 0.5 (a probability); False fits it
+        (`metrics.fitted_threshold`) and writes `threshold` beside it.
+      scheduled: False makes no view step at all (no writers, one worker).
+    """
+
+    def __init__(self, step: TrainStep, *, log_every: int = 10,
+                 grad_check_every: int = 10, histogram_every: int = 100,
+                 gate_gradients: bool = True, branches: bool = True,
+                 fixed_threshold: bool = True, scheduled: bool = True):
+        self.step = step
+        self.log_every, self.grad_check_every = log_every, grad_check_every
+        self.histogram_every = histogram_every
+        self.branches, self.fixed_threshold = branches, fixed_threshold
+        self.scheduled = scheduled
+        self._gates = summaries.gate_slices(step.model) if gate_gradients else {}
+        self.variables = G.encoder_variables(step.model)
+        self._absent = _absent(step.model, self.variables)
+        self.last_sum_error: Optional[float] = None
+        self.max_sum_error = 0.0
+
+    # -- when -------------------------------------------------------------------------
+    def due(self, step: int, first: int, last: int) -> Optional[Due]:
+        """What is due at global step `step` of a run going from `first` to
+        `last`, or None for a plain step."""
+        if not self.scheduled:
+            return None
+        edge = step in (first, last)
+        log = edge or step % self.log_every == 0
+        check = self.branches and (edge or step % self.grad_check_every == 0)
+        hist = self.branches and (edge or step % self.histogram_every == 0)
+        return (log, check, hist) if (log or check or hist) else None
+
+    def next_due(self, step: int, first: int, last: int) -> int:
+        """The first view step after global step `step` (past `last`: none)."""
+        if not self.scheduled:
+            return last + 1
+        everies = (self.log_every,)
+        if self.branches:
+            everies += (self.grad_check_every, self.histogram_every)
+        candidates = [step + every - step % every for every in everies]
+        candidates += [s for s in (first, last) if s > step]
+        return min(candidates)
+
+    # -- what -------------------------------------------------------------------------
+    def write(self, step: int, due: Due) -> None:
+        """Writes view step `step`'s views (the train writer is the default)."""
+        log, check, hist = due
+        views = self.step.views
+        metrics = self.step.metrics
+        if log:
+            threshold = None
+            if self.fixed_threshold:
+                accuracy = metrics["accuracy"].result()
+            else:
+                threshold, accuracy = metrics_lib.fitted_threshold(metrics["auc"])
+            nonfinite = int(self.step.nonfinite_count.numpy())
+            summaries.train_scalars(step, loss=views["loss"].numpy(), accuracy=accuracy,
+                                    threshold=threshold,
+                                    learning_rate=self.step.optimizer.learning_rate,
+                                    nonfinite=nonfinite or None)
+        if not self.branches:
+            return
+        grads = {"left": _numpy(views["left"])} if (log or hist) else {}
+        if grads:
+            grads["right"] = _numpy(views["right"])
+        if check or hist:
+            grads["total"] = _numpy(views["total"])
+        if log:
+            summaries.branch_scalars(step, grads["left"], grads["right"])
+            if self._gates:
+                summaries.gate_scalars(step, _pick(grads, ("left", "right")),
+                                       self.variables, self._gates)
+        if check:
+            error = summaries.sum_error(grads["total"], grads["left"], grads["right"])
+            self.last_sum_error = error
+            self.max_sum_error = max(self.max_sum_error, error)
+            summaries.check_scalars(step, grads["total"], error)
+            if self._gates:
+                summaries.gate_scalars(step, _pick(grads, ("total",)), self.variables,
+                                       self._gates)
+        if hist:
+            summaries.histograms(step, self.step.model, grads, self.variables,
+                                 self._gates, self._absent)
+
+
+def _numpy(variables) -> list:
+    return [v.numpy() for v in variables]
+
+
+def _pick(d: Dict[str, list], keys) -> Dict[str, list]:
+    return {k: d[k] for k in keys}
+
+
+def _absent(model, variables) -> set:
+    """(branch, id(variable)) pairs a branch never reaches (untied towers)."""
+    out = set()
+    for branch, tower in zip(("left", "right"), model.towers):
+        mine = {id(v) for v in tower.trainable_variables}
+        out |= {(branch, id(v)) for v in variables if id(v) not in mine}
+    return out
+
+
+__all__ = ["Diagnostics", "Due", "np"]

@@ -1,0 +1,74 @@
+"""Train and validation metrics, and an accuracy that means what it says.
+
+A model's score is a similarity in [0, 1], but not every score is a
+probability: a sigmoid head trained with binary cross-entropy is one, and
+0.5 is its decision threshold; `cosine` and `manhattan` (and any score
+trained with the contrastive loss or mse) are similarities on their own
+scale, where 0.5 can sit anywhere (a `manhattan` model with AUC 0.86 read
+0.49 accuracy at 0.5). For those the threshold is *fitted*: the one that
+maximises the training accuracy (read off the AUC metric's confusion counts
+at its 201 thresholds, so it costs nothing extra), and validation is scored
+at the training threshold, never at its own.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+NUM_THRESHOLDS = 201  # thresholds 0, 0.005, ..., 1 (Keras adds +-epsilon at the ends)
+
+
+def pair_metrics(prefix: str) -> Dict[str, keras.metrics.Metric]:
+    return {"loss": keras.metrics.Mean(name=prefix + "loss"),
+            "accuracy": keras.metrics.BinaryAccuracy(name=prefix + "accuracy"),
+            "auc": keras.metrics.AUC(num_thresholds=NUM_THRESHOLDS, name=prefix + "auc")}
+
+
+def fixed_threshold(model, loss: str) -> bool:
+    """Whether 0.5 is the model's principled threshold: a probability, i.e.
+    a sigmoid head (or the learned-bias `dot` score) trained with bce."""
+    return loss == "bce" and (model.head is not None or model.merge.merge_name == "dot")
+
+
+def update(metrics, loss, label, pred, valid=None) -> None:
+    """Updates `metrics` with one batch. Metric updates sync across replicas,
+    so they cannot sit under tf.cond: a step that was not applied (`valid`
+    False) is masked by a zero weight instead."""
+    pred = tf.reshape(pred, [-1])
+    if valid is None:
+        metrics["loss"].update_state(loss)
+        ones = None
+    else:
+        w = tf.cast(valid, tf.float32)
+        loss = tf.where(valid, loss, tf.zeros_like(loss))
+        pred = tf.where(valid, pred, tf.zeros_like(pred))
+        metrics["loss"].update_state(loss, sample_weight=w)
+        ones = tf.fill(tf.shape(pred), w)
+    hard = tf.cast(label >= 0.5, tf.float32)
+    metrics["accuracy"].update_state(hard, pred, sample_weight=ones)
+    metrics["auc"].update_state(hard, pred, sample_weight=ones)
+
+
+def fitted_threshold(auc: keras.metrics.AUC) -> Tuple[tf.Tensor, tf.Tensor]:
+    """(threshold, accuracy): the AUC metric's threshold where the accuracy
+    of `score > threshold` is highest over what it has seen, and that
+    accuracy. Works in a compiled step and eagerly."""
+    tp, tn = auc.true_positives, auc.true_negatives
+    fp, fn = auc.false_positives, auc.false_negatives
+    correct = tf.convert_to_tensor(tp) + tf.convert_to_tensor(tn)
+    seen = tf.maximum(correct + tf.convert_to_tensor(fp) + tf.convert_to_tensor(fn), 1e-12)
+    accuracy = correct / seen
+    best = tf.argmax(accuracy)
+    thresholds = tf.constant(np.clip(auc.thresholds, 0.0, 1.0), tf.float32)
+    return tf.gather(thresholds, best), tf.gather(accuracy, best)
+
+
+def accuracy_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
+    """The accuracy of `score > threshold` against `label >= 0.5`."""
+    if not len(scores):
+        return float("nan")
+    return float(np.mean((np.asarray(scores) > threshold) == (np.asarray(labels) >= 0.5)))

@@ -1,0 +1,266 @@
+"""The train step: math and update only (Orbit's `train_step`).
+
+`TrainStep.math(batch)` is one step on one replica: both branches through
+identity copies of the shared weights (`gradients.branch_gradients`, ONE
+backward pass), the update with g_left + g_right, the metrics and the
+non-finite bookkeeping. It writes no summary. `TrainStep.run(iterator, n,
+view, check)` is `n` of them in one compiled call, traced once.
+
+The views (what `diagnostics` shows) come out of the same call: when `view`
+is set, its last step also stores the loss and its left and right gradients
+in `views` variables, and when `check` is set, an independent total
+gradient of that step's batch (a plain forward and backward pass, before
+the update). Both sit under a `tf.cond` that a plain step does not take, so
+the one trace serves plain and view steps alike, and a view step costs a
+copy of its gradients (and, checked, one more pass).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import tensorflow as tf
+
+from siamese_research import gradients as G
+from siamese_research import metrics as metrics_lib
+from siamese_research import data as data_lib
+
+
+class NonFiniteError(RuntimeError):
+    """Raised by `Trainer.fit` when a step produced a non-finite loss or
+    gradient under `on_nonfinite="stop"`."""
+
+    def __init__(self, step: int, what: str):
+        self.step, self.what = step, what
+        super().__init__(f"non-finite {what} at step {step}")
+
+
+class TrainStep:
+    """One step's math per replica, and a compiled loop of plain steps.
+
+    Args:
+      model: a built `SiameseModel`, created in `strategy.scope()`.
+      loss_fn: a Keras loss, `loss_fn(y, p, sample_weight)`.
+      optimizer: a Keras optimizer (built here, eagerly, in the scope).
+      strategy: a `tf.distribute.Strategy`.
+      on_nonfinite: "stop" (nothing of the bad step, nor of any later step
+        of its call, is applied) or "skip" (drop that step's update, count it).
+      jit_compile: XLA-compile the per-batch math (one device only).
+      scale_loss: mixed precision: `optimizer.scale_loss`.
+    """
+
+    def __init__(self, model, *, loss_fn, optimizer, strategy,
+                 on_nonfinite: str = "stop", jit_compile: bool = False,
+                 scale_loss: Optional[Callable] = None):
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.strategy = strategy
+        self.on_nonfinite, self.scale_loss = on_nonfinite, scale_loss
+        # Bookkeeping variables are SyncOnRead: each replica updates its own
+        # copy inside the step (no cross-replica sync, so they may be updated
+        # under tf.cond); a read outside takes the first replica's, which
+        # every replica agrees on.
+        with strategy.scope():
+            self.global_step = local_variable(0, tf.int64, "global_step")
+            # Non-finite bookkeeping: how many, the first offending step and
+            # which gradient (index into model.trainable_variables; -1 = loss).
+            self.nonfinite_count = local_variable(0, tf.int64)
+            self.nonfinite_step = local_variable(-1, tf.int64)
+            self.nonfinite_index = local_variable(-2, tf.int64)
+            self.metrics = metrics_lib.pair_metrics("")
+            encoder = G.encoder_variables(model)
+            self.views = {"loss": local_variable(0.0, tf.float32)}
+            for branch in ("left", "right", "total"):
+                self.views[branch] = [local_variable(tf.zeros(v.shape, tf.float32),
+                                                     tf.float32) for v in encoder]
+            # keras #23085 (Keras 3.15): under a tf.distribute strategy the
+            # first traced apply_gradients fails unless the optimizer's slots
+            # exist already, so build it eagerly, here, in the scope.
+            optimizer.build(model.trainable_variables)
+        self.variables = list(model.trainable_variables)
+        self._var_index = {id(v): i for i, v in enumerate(self.variables)}
+        # Under a Mirrored strategy apply_gradients makes a merge_call, which
+        # cannot sit in a tf.cond, even with one replica: there a step that
+        # must not apply applies zeros instead.
+        self._replicated = (strategy.num_replicas_in_sync > 1 or isinstance(
+            strategy, (tf.distribute.MirroredStrategy,
+                       tf.distribute.MultiWorkerMirroredStrategy)))
+        self._math = self._step_math
+        if jit_compile:
+            if strategy.num_replicas_in_sync > 1:
+                raise ValueError("jit_compile works with one device only: the update's "
+                                 "cross-replica sum cannot sit in XLA")
+            # XLA compiles the per-batch math; it recompiles for every new
+            # (batch, time) shape, so it pays off for fixed-length data.
+            self._math = tf.function(self._step_math, jit_compile=True)
+        self.run = tf.function(self._run, reduce_retracing=True)
+
+    # -- the compiled loop ------------------------------------------------------
+    def _run(self, iterator, n, view=False, check=False, source=None):
+        """`n` steps over `iterator` (of batches, or of row indices gathered
+        here from `source`, `PairDataset.source`); the last one stores the
+        views if `view` and the total gradient if `check` (bool tensors).
+
+        Returns [global_step, nonfinite_step]: the loop's one read per call.
+        """
+        for i in tf.range(n):
+            last = tf.equal(i, n - 1)
+            self.strategy.run(self.replica_step, args=(
+                next(iterator), source, tf.logical_and(last, view),
+                tf.logical_and(last, check)))
+        return self.state()
+
+    def replica_step(self, item, source=None, view=False, check=False):
+        if source is not None:
+            with tf.device("/cpu:0"):  # where the arrays are: no copy of them
+                item = data_lib.gather_batch(source[0], item, source[1])
+        self.math(item, view=view, check=check)
+
+    def state(self):
+        return tf.stack([tf.convert_to_tensor(self.global_step),
+                         tf.convert_to_tensor(self.nonfinite_step)])
+
+    # -- one step's math --------------------------------------------------------
+    def math(self, batch, *, view=False, check=False):
+        """Forward, branch gradients, update, metrics, non-finite bookkeeping;
+        with `view` the step's views stored, with `check` its total gradient
+        (bools or bool tensors)."""
+        (left, right), label, weight = batch
+        step = self.global_step + 1
+        # The total is a plain forward and backward through the real variables,
+        # before the update, from the same non-trainable state (dropout seeds)
+        # the branch pass starts from, so it differentiates the same function.
+        state = [tf.identity(v.value) for v in self.model.non_trainable_variables]
+        cond(check, lambda: self._store("total", self._total(batch, state)), _nothing)
+        out = self._math(batch)
+        self._record_nonfinite(step, out["finite"], out["loss"], out["flags"])
+        self.global_step.assign_add(1)
+        # Keras 3 losses divide by num_replicas_in_sync (so the all-reduced sum
+        # of gradients is the global mean); metrics and logs want the replica's
+        # own mean loss back.
+        loss = out["loss"] * self.strategy.num_replicas_in_sync
+        metrics_lib.update(self.metrics, loss, label, out["predictions"], valid=out["ok"])
+
+        def store_views():
+            self.views["loss"].assign(tf.cast(loss, tf.float32))
+            self._store("left", out["left"])
+            return self._store("right", out["right"])
+
+        cond(view, store_views, _nothing)
+
+    def _store(self, branch, grads):
+        for var, g, v in zip(self.views[branch], grads, G.encoder_variables(self.model)):
+            var.assign(tf.cast(G.dense(g, v), tf.float32))
+        return tf.constant(True)
+
+    def _step_math(self, batch):
+        """The part of a step XLA may compile: no summaries, no bookkeeping."""
+        (left, right), label, weight = batch
+        bg = G.branch_gradients(self.model, self.loss_fn, left, right, label, weight,
+                                training=True, scale_loss=self.scale_loss)
+        pairs = bg.grads_and_vars()
+        # Which variable each flag is about (the same at every trace).
+        self._flag_vars = [v for _, v in pairs]
+        flags = [tf.reduce_all(tf.math.is_finite(_values(g))) for g, _ in pairs]
+        finite = tf.math.is_finite(bg.loss)
+        if flags and self.scale_loss is None:
+            # (A LossScaleOptimizer skips overflowed gradients itself and
+            # lowers its scale; that is not a divergence.)
+            finite = tf.logical_and(finite, tf.reduce_all(tf.stack(flags)))
+        if self.strategy.num_replicas_in_sync > 1:
+            # Every replica must agree before the update's all-reduce.
+            ctx = tf.distribute.get_replica_context()
+            bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                                 1.0 - tf.cast(finite, tf.float32))
+            finite = tf.equal(bad, 0.0)
+        alive = self.alive()
+        ok = tf.logical_and(finite, alive)
+        self._apply_when(alive if self.scale_loss is not None else ok, pairs)
+        if self.scale_loss is not None:
+            bg = G.unscaled(bg, self.optimizer.dynamic_scale)
+        left, right = bg.left, bg.right
+        if self._math is not self._step_math:  # XLA returns dense tensors only
+            left, right = ([G.dense(g, v) for g, v in zip(grads, bg.encoder_vars)]
+                           for grads in (left, right))
+        return {"loss": bg.loss, "predictions": bg.predictions, "finite": finite,
+                "ok": ok, "flags": flags, "left": left, "right": right}
+
+    def _total(self, batch, state):
+        (left, right), label, weight = batch
+        total = G.total_gradient(self.model, self.loss_fn, left, right, label, weight,
+                                 training=True, state=state)
+        return [G.dense(g, v) for g, v in zip(total, G.encoder_variables(self.model))]
+
+    def alive(self):
+        """False once a step was non-finite under "stop": the rest of the
+        call applies nothing and writes nothing (those steps will run again)."""
+        if self.on_nonfinite == "stop":
+            return self.nonfinite_step < 0
+        return tf.constant(True)
+
+    def _apply_when(self, ok, pairs):
+        if not pairs:
+            return
+        if self._replicated:
+            self.optimizer.apply_gradients([(_zero_unless(ok, g), v) for g, v in pairs])
+        else:
+            tf.cond(ok, lambda: _apply(self.optimizer, pairs), lambda: tf.constant(False))
+
+    def _record_nonfinite(self, step, finite, loss, flags):
+        def record():
+            which = tf.constant(-1, tf.int64)  # the loss (a model with no weights)
+            if flags:
+                bad = tf.logical_not(tf.stack(flags))
+                first_grad = tf.cast(tf.argmax(tf.cast(bad, tf.int32)), tf.int64)
+                index_of = tf.constant([self._var_index.get(id(v), -1)
+                                        for v in self._flag_vars], tf.int64)
+                which = tf.where(tf.math.is_finite(loss), tf.gather(index_of, first_grad),
+                                 which)
+            self.nonfinite_count.assign_add(1)
+            first = self.nonfinite_step < 0
+            self.nonfinite_step.assign(tf.where(first, step, self.nonfinite_step))
+            self.nonfinite_index.assign(tf.where(first, which, self.nonfinite_index))
+            return tf.constant(True)
+
+        tf.cond(finite, lambda: tf.constant(False), record)
+
+    def nonfinite_what(self) -> str:
+        index = int(self.nonfinite_index.numpy())
+        return "loss" if index < 0 else f"gradient of {self.variables[index].path}"
+
+
+def cond(pred, true_fn, false_fn):
+    """`true_fn()` or `false_fn()`: a Python `if` for a Python bool (eager
+    diagnostics), a `tf.cond` for a tensor (compiled ones)."""
+    if isinstance(pred, bool):
+        return true_fn() if pred else false_fn()
+    return tf.cond(pred, true_fn, false_fn)
+
+
+def _nothing():
+    return tf.constant(False)
+
+
+def local_variable(value, dtype, name=None):
+    """A per-replica bookkeeping variable (see `TrainStep.__init__`)."""
+    return tf.Variable(value, dtype=dtype, name=name, trainable=False,
+                       synchronization=tf.VariableSynchronization.ON_READ,
+                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+
+def _apply(optimizer, pairs):
+    optimizer.apply_gradients(pairs)
+    return tf.constant(True)
+
+
+def _zero_unless(ok, g):
+    if isinstance(g, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.where(ok, g.values, tf.zeros_like(g.values)),
+                                g.indices, g.dense_shape)
+    return tf.where(ok, g, tf.zeros_like(g))
+
+
+def _values(g):
+    return g.values if isinstance(g, tf.IndexedSlices) else g
+
+
+__all__ = ["TrainStep", "NonFiniteError", "cond"]
