@@ -40,6 +40,8 @@ HELP = {
                    "shared OOV id), so an unseen word matches itself on both sides",
     "bucket_by_length": "batch pairs of similar lengths together",
     "strict": "an empty text on one side is an error instead of being skipped",
+    "quoting": "pair files: auto (.csv: standard CSV quoting; .tsv: none, a \" is "
+               "text, as GLUE reads MSRP), csv, or none",
     # Model.
     "encoder": "lstm, gru, bilstm, conv1d, transformer, lstm_fused, or "
                "package.module:Name (a Layer subclass or a function returning one)",

@@ -20,6 +20,7 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 ON_NONFINITE = ("stop", "skip")
 CLASS_WEIGHTS = ("none", "balanced")
 EMBEDDING_INITS = ("uniform", "idf")
+QUOTINGS = ("auto", "csv", "none")
 MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 
 
@@ -64,6 +65,7 @@ class Config:
     oov_buckets: int = 1  # text: hashed ids for out-of-vocabulary words
     bucket_by_length: bool = False  # group similar lengths into batches
     strict: bool = False  # empty text on one side is an error, not skipped
+    quoting: str = "auto"  # csv/tsv quotes: auto (.csv csv, .tsv none) | csv | none
     # Model.
     encoder: str = "lstm"  # a registered name or package.module:Name
     units: int = 32  # encoder output size
@@ -159,6 +161,7 @@ class Config:
         _choice("on_nonfinite", self.on_nonfinite, ON_NONFINITE)
         _choice("class_weight", self.class_weight, CLASS_WEIGHTS)
         _choice("embedding_init", self.embedding_init, EMBEDDING_INITS)
+        _choice("quoting", self.quoting, QUOTINGS)
         if self.mixed_precision is not None and self.mixed_precision not in MIXED_POLICIES:
             raise ConfigError("mixed_precision", self.mixed_precision,
                               "expected mixed_float16 or mixed_bfloat16")
