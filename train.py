@@ -62,6 +62,13 @@ HELP = {
     "seed": "random seed for data, initialisation and shuffling",
     "embedding_init": "text: uniform (Keras's default) or idf: each word's random "
                       "embedding rescaled to its idf on the training split",
+    "embeddings": "text: start the embedding table from word vectors: GloVe "
+                  "('word v1 ... vd' lines) or word2vec/fastText .vec, optionally "
+                  ".gz; their size sets --features (a different --features than "
+                  "the default is an error); words not in the file keep their "
+                  "random rows; coverage printed and saved to embeddings.json",
+    "freeze_embeddings": "text: keep the embedding table fixed (not trained, not in "
+                         "the branch-gradient logs)",
     # Execution.
     "steps_per_execution": "train steps per compiled call (fewer at an epoch's "
                            "end and at --checkpoint_every multiples; summaries "
