@@ -25,7 +25,8 @@ HELP = {
     "validation_data": "a pair file to validate on; without it --validation_split",
     "num_samples": "pairs generated for --data=synthetic/random",
     "timesteps": "sequence length for random data; longest length (5..N) for synthetic",
-    "features": "input feature size; for text data, the embedding size",
+    "features": "input feature size; for text data, the embedding size (with "
+                "--embeddings: the vectors' size)",
     "validation_split": "fraction of pairs held out for validation (the last ones, "
                         "as Keras fit does; by left text for pair files), in [0, 1)",
     "prototypes": "synthetic data: number of hidden prototypes",
