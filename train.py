@@ -25,7 +25,8 @@ HELP = {
     "validation_data": "a pair file to validate on; without it --validation_split",
     "num_samples": "pairs generated for --data=synthetic/random",
     "timesteps": "sequence length for random data; longest length (5..N) for synthetic",
-    "features": "input feature size; for text data, the embedding size",
+    "features": "input feature size; for text data, the embedding size (with "
+                "--embeddings: the vectors' size)",
     "validation_split": "fraction of pairs held out for validation (the last ones, "
                         "as Keras fit does; by left text for pair files), in [0, 1)",
     "prototypes": "synthetic data: number of hidden prototypes",
@@ -40,6 +41,8 @@ HELP = {
                    "shared OOV id), so an unseen word matches itself on both sides",
     "bucket_by_length": "batch pairs of similar lengths together",
     "strict": "an empty text on one side is an error instead of being skipped",
+    "quoting": "pair files: auto (.csv: standard CSV quoting; .tsv: none, a \" is "
+               "text, as GLUE reads MSRP), csv, or none",
     # Model.
     "encoder": "lstm, gru, bilstm, conv1d, transformer, lstm_fused, or "
                "package.module:Name (a Layer subclass or a function returning one)",
@@ -60,6 +63,13 @@ HELP = {
     "seed": "random seed for data, initialisation and shuffling",
     "embedding_init": "text: uniform (Keras's default) or idf: each word's random "
                       "embedding rescaled to its idf on the training split",
+    "embeddings": "text: start the embedding table from word vectors: GloVe "
+                  "('word v1 ... vd' lines) or word2vec/fastText .vec, optionally "
+                  ".gz; their size sets --features (a different --features than "
+                  "the default is an error); words not in the file keep their "
+                  "random rows; coverage printed and saved to embeddings.json",
+    "freeze_embeddings": "text: keep the embedding table fixed (not trained, not in "
+                         "the branch-gradient logs)",
     # Execution.
     "steps_per_execution": "train steps per compiled call (fewer at an epoch's "
                            "end and at --checkpoint_every multiples; summaries "

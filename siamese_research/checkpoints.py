@@ -18,8 +18,10 @@ from siamese_research.config import Config, UserError
 
 # Settings that change the variables' shapes or meaning: a checkpoint made
 # with other values cannot be resumed.
+# freeze_embeddings: a frozen table has no optimizer slots, so the saved
+# optimizer state would not fit the other setting.
 MODEL_FIELDS = ("encoder", "units", "features", "merge", "share", "encoder_args",
-                "max_tokens", "oov_buckets", "optimizer")
+                "max_tokens", "oov_buckets", "optimizer", "freeze_embeddings")
 
 
 class CheckpointError(UserError):

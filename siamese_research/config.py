@@ -20,6 +20,7 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 ON_NONFINITE = ("stop", "skip")
 CLASS_WEIGHTS = ("none", "balanced")
 EMBEDDING_INITS = ("uniform", "idf")
+QUOTINGS = ("auto", "csv", "none")
 MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 
 
@@ -64,6 +65,7 @@ class Config:
     oov_buckets: int = 1  # text: hashed ids for out-of-vocabulary words
     bucket_by_length: bool = False  # group similar lengths into batches
     strict: bool = False  # empty text on one side is an error, not skipped
+    quoting: str = "auto"  # csv/tsv quotes: auto (.csv csv, .tsv none) | csv | none
     # Model.
     encoder: str = "lstm"  # a registered name or package.module:Name
     units: int = 32  # encoder output size
@@ -79,6 +81,8 @@ class Config:
     batch_size: int = 64
     class_weight: str = "none"  # none | balanced
     embedding_init: str = "uniform"  # text: uniform (Keras's) | idf (see model)
+    embeddings: Optional[str] = None  # text: GloVe/.vec(.gz) word vectors to start from
+    freeze_embeddings: bool = False  # text: keep the embedding table fixed
     seed: int = 42
     # Execution.
     steps_per_execution: int = 20  # train steps per compiled call
@@ -106,6 +110,25 @@ class Config:
         if not self.grad_check_every:
             object.__setattr__(self, "grad_check_every", self.log_every)
         self.validate()
+        if self.embeddings is not None:
+            self._take_embedding_size()
+
+    def _take_embedding_size(self) -> None:
+        """--embeddings: the file's vector size is the embedding size. It
+        replaces --features at its default (Config cannot tell a default from
+        the same value typed), and any other --features must equal it; so
+        config.json records the size the model really has."""
+        from siamese_research.data import vectors
+
+        if not os.path.isfile(self.embeddings):
+            raise ConfigError("embeddings", self.embeddings, "no such file")
+        dim = vectors.dimension(self.embeddings)
+        if self.features == Config.__dataclass_fields__["features"].default:
+            object.__setattr__(self, "features", dim)
+        elif self.features != dim:
+            raise ConfigError("features", self.features,
+                              f"the vectors in {self.embeddings} have {dim} dimensions; "
+                              f"pass --features={dim} or leave --features out")
 
     # -- validation ---------------------------------------------------------
     def validate(self) -> None:
@@ -159,6 +182,7 @@ class Config:
         _choice("on_nonfinite", self.on_nonfinite, ON_NONFINITE)
         _choice("class_weight", self.class_weight, CLASS_WEIGHTS)
         _choice("embedding_init", self.embedding_init, EMBEDDING_INITS)
+        _choice("quoting", self.quoting, QUOTINGS)
         if self.mixed_precision is not None and self.mixed_precision not in MIXED_POLICIES:
             raise ConfigError("mixed_precision", self.mixed_precision,
                               "expected mixed_float16 or mixed_bfloat16")
@@ -174,6 +198,19 @@ class Config:
                               "must be a JSON object, e.g. '{\"dropout\": 0.1}'")
         if self.label_range is not None:
             self.label_bounds  # validates
+        numeric = (self.data in BUILTIN_DATA or
+                   os.path.splitext(self.data)[1].lower() == ".npz")
+        for flag, on in (("embeddings", self.embeddings is not None),
+                         ("freeze_embeddings", self.freeze_embeddings)):
+            if on and numeric:
+                raise ConfigError(flag, getattr(self, flag),
+                                  f"needs a text pair file (.csv/.tsv/.jsonl); "
+                                  f"--data={self.data} has no embedding")
+        if self.embeddings is not None and self.embedding_init == "idf":
+            # idf sets every row's length; it would rescale the file's
+            # vectors too, or (applied to missing words only) mix two scales.
+            raise ConfigError("embedding_init", "idf", "rescales random embeddings; "
+                              "with --embeddings the rows come from the file: use one")
 
     @property
     def encoder_kwargs(self) -> dict:

@@ -282,6 +282,9 @@ def read_run_config(run_dir: str, **overrides) -> Config:
         raise DataError(f"{path}: unreadable ({e})") from None
     known = set(Config.field_names())
     values = {k: v for k, v in saved.items() if k in known}
+    # The trained table is in model.keras: a moved vector file must not stop
+    # an evaluation (config.json keeps the size the file gave as `features`).
+    values.pop("embeddings", None)
     values.update({k: v for k, v in overrides.items() if k in known})
     values["run_dir"] = run_dir
     return Config(**values)

@@ -183,3 +183,42 @@ def scale_embeddings(model: SiameseModel, lengths) -> None:
         rows = np.asarray(table.numpy(), np.float32)
         norms = np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
         table.assign(rows / norms * lengths)
+
+
+def embedding_layers(model: SiameseModel) -> list:
+    """The towers' `Embedding` layers, each once (one when tied; none for
+    float sequences)."""
+    return [tower.embedding for tower in dict.fromkeys(model.towers)
+            if tower.embedding is not None]
+
+
+def set_embedding_rows(model: SiameseModel, ids, vectors) -> None:
+    """Overwrites rows `ids` of every tower's embedding table with `vectors`
+    (`--embeddings`); the other rows keep their initialisation.
+
+    Args:
+      model: a built SiameseModel with token inputs.
+      ids: token ids, (k,).
+      vectors: their rows, (k, embedding size).
+
+    Raises:
+      ValueError: the vectors' size is not the table's.
+    """
+    ids = np.asarray(ids, np.int64)
+    vectors = np.asarray(vectors, np.float32)
+    for layer in embedding_layers(model):
+        table = layer.embeddings
+        rows = np.array(table.numpy(), np.float32)
+        if vectors.shape[1:] != rows.shape[1:]:
+            raise ValueError(f"vectors of size {vectors.shape[1:]} for an embedding "
+                             f"table of rows {rows.shape[1:]}")
+        rows[ids] = vectors
+        table.assign(rows)
+
+
+def freeze_embeddings(model: SiameseModel) -> None:
+    """Makes the embedding table(s) non-trainable (`--freeze_embeddings`): out
+    of `model.trainable_variables`, so the optimizer never updates them and
+    the branch-gradient logs (over `encoder_variables`) leave them out."""
+    for layer in embedding_layers(model):
+        layer.trainable = False

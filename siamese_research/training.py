@@ -54,9 +54,24 @@ def prepare_run_dir(run_dir: str) -> None:
 
 
 def build(config: Config, data: data_lib.PairData, strategy=None):
-    """Builds (model, loss_fn, optimizer) in the strategy's scope."""
+    """Builds (model, loss_fn, optimizer) in the strategy's scope.
+
+    With `--embeddings`, the vector file is read here (before the run folder
+    exists) and its coverage left in `data.embedding_coverage` for the run to
+    print and record.
+    """
     strategy = strategy or tf.distribute.get_strategy()
     vocab = data.vectorizer.vocabulary_size() if data.vectorizer is not None else 0
+    found = None
+    if config.embeddings or config.freeze_embeddings:
+        if not vocab:
+            flag = "embeddings" if config.embeddings else "freeze_embeddings"
+            raise ConfigError(flag, getattr(config, flag), "needs a text pair file "
+                              "(.csv/.tsv/.jsonl): these sequences have no embedding")
+    if config.embeddings:
+        from siamese_research.data import vectors
+        found = vectors.for_vocabulary(config.embeddings, data.vectorizer,
+                                       frozen=config.freeze_embeddings)
     with strategy.scope():
         model = model_lib.build_model(
             encoder=config.encoder, units=config.units, features=config.features,
@@ -68,6 +83,11 @@ def build(config: Config, data: data_lib.PairData, strategy=None):
                                   "(.csv/.tsv/.jsonl): these sequences have no embedding")
             from siamese_research.data import files
             model_lib.scale_embeddings(model, files.token_idf(data.train, vocab))
+        if found is not None:
+            ids, rows, data.embedding_coverage = found
+            model_lib.set_embedding_rows(model, ids, rows)
+        if config.freeze_embeddings:
+            model_lib.freeze_embeddings(model)
         loss_fn = losses.build_loss(config.loss, merge=config.merge, margin=config.margin)
         optimizer = build_optimizer(config.optimizer, config.learning_rate)
     return model, loss_fn, optimizer
@@ -166,6 +186,10 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
          f"Training on {devices.describe(strategy)}",
          f"Model: {config.encoder}({config.units}) x {config.share}, "
          f"merge={config.merge}, loss={config.loss}; {total_params:,} parameters")
+    if data.embedding_coverage is not None:  # --embeddings: what the file covered
+        _say(config, data.embedding_coverage.line())
+        if chief:
+            data.embedding_coverage.save(config.run_dir)
     if restored:
         _say(config, f"Resuming from {restored} (step {int(trainer.global_step.numpy())})")
     if writers is not None and not restored:

@@ -77,6 +77,9 @@ FLAG_CASES = [
     (["--mixed_precision=float8"], "--mixed_precision=float8"),
     (["--mixed_precision=mixed_float16"], "--mixed_precision=mixed_float16: needs a GPU"),
     (["--validation_data=README.md"], "only with a pair file as --data"),
+    (["--quoting=excel"], "--quoting=excel: expected one of auto, csv, none"),
+    (["--embeddings=README.md"], "--embeddings=README.md: needs a text pair file"),
+    (["--freeze_embeddings"], "--freeze_embeddings=True: needs a text pair file"),
 ]
 
 

@@ -203,6 +203,84 @@ def test_vectorizer_file_without_oov_count_loads_with_one_oov_id(tmp_path):
     np.testing.assert_array_equal(np.asarray(again(texts)), np.asarray(one(texts)))
 
 
+# -- files as shipped: BOM, CRLF, quotes ----------------------------------------
+MSRP_HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
+# MSRP's own kinds of row: a stray opening quote never closed, a whole text in
+# quotes with the other side's quote unclosed, a quote mid-text.
+MSRP_ROWS = [
+    ("1", "702876", "702977", 'He called "the witness", a liar.',
+     'Referring to him as "the witness", he lied.'),
+    ("0", "2108705", "2108831", '"We are declaring war on harassment.',
+     '"We have declared war on harassment," Rosa said.'),
+    ("1", "1330381", "1330521", '"Of course I want to win again."',
+     '"Of course, I want to win again.'),
+    ("0", "3344667", "3344648", "It's 6'2\" tall.", "The tower is tall."),
+]
+
+
+def write_msrp_like(path):
+    """A tab-separated file as Microsoft ships MSRP: BOM, CRLF, no quoting."""
+    lines = [MSRP_HEADER] + ["\t".join(r) for r in MSRP_ROWS]
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode("utf-8") + b"\r\n")
+    return str(path)
+
+
+def test_msrp_like_tsv_with_bom_crlf_and_stray_quotes_loads_as_shipped(tmp_path):
+    path = write_msrp_like(tmp_path / "msrp.tsv")
+    rows = files.read_text_rows(path, tiny(data=path, label_column="Quality"))
+    # The default text columns skip the numeric ids; the BOM is not part of
+    # the first column's name; a quote is text (no field spans a line).
+    assert rows.columns == ("#1 String", "#2 String", "Quality")
+    assert rows.left == [r[3] for r in MSRP_ROWS]
+    assert rows.right == [r[4] for r in MSRP_ROWS]  # no "\r" left at the end
+    np.testing.assert_array_equal(rows.label, [1, 0, 1, 0])
+    np.testing.assert_array_equal(rows.lines, [2, 3, 4, 5])
+    data = files.load(text_config(path, label_column="Quality", validation_split=0.0))
+    assert len(data.train) == 4
+    # With csv quoting the stray quote of line 3 swallows a tab: the row breaks.
+    with pytest.raises(DataError, match=r"msrp\.tsv line 3: 4 fields, the header has 5 "
+                                        r".*pass --quoting=none"):
+        files.read_text_rows(path, tiny(data=path, label_column="Quality",
+                                        quoting="csv"))
+
+
+def test_quoted_tsv_needs_quoting_csv(tmp_path):
+    rows = [{"question": 'say "hi"\tthere', "label": 1, "answer": "hi, there"},
+            {"question": "plain", "label": 0, "answer": "multi\nline"}]
+    path = write_csv(tmp_path / "q.tsv", rows, delimiter="\t")  # csv.writer quotes
+    got = files.read_text_rows(path, tiny(data=path, quoting="csv"))
+    assert got.left == ['say "hi"\tthere', "plain"]
+    assert got.right == ["hi, there", "multi\nline"]
+    np.testing.assert_array_equal(got.lines, [2, 3])
+    # As shipped (auto = none for .tsv) the quoted tab splits the first row.
+    with pytest.raises(DataError, match=r"q\.tsv line 2: 4 fields, the header has 3"):
+        files.read_text_rows(path, tiny(data=path))
+
+
+def test_csv_and_jsonl_with_bom_and_crlf(tmp_path):
+    csv_path = tmp_path / "b.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbfquestion,label,answer\r\n"
+                         b'"a, b",1,"say ""x"""\r\nc d,0,e\r\n')
+    got = files.read_text_rows(str(csv_path), tiny(data=str(csv_path)))
+    assert got.left == ["a, b", "c d"] and got.right == ['say "x"', "e"]
+    jsonl = tmp_path / "b.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(
+        json.dumps(r).encode() for r in qa_rows()[:3]) + b"\r\n")
+    got = files.read_text_rows(str(jsonl), tiny(data=str(jsonl)))
+    assert got.left == [r["question"] for r in qa_rows()[:3]]
+    np.testing.assert_array_equal(got.lines, [1, 2, 3])
+
+
+def test_short_row_names_file_and_line_and_trailing_tabs_pass(tmp_path):
+    path = tmp_path / "s.tsv"
+    path.write_text("label\ta\tb\n1\tx y\tx\t\t\n0\tshort\n")
+    with pytest.raises(DataError) as e:
+        files.read_text_rows(str(path), tiny(data=str(path)))
+    assert str(e.value) == (f"{path} line 3: 2 fields, the header has 3 (label, a, b)")
+    path.write_text("label\ta\tb\n1\tx y\tx\t\t\n")  # empty trailing fields only
+    assert files.read_text_rows(str(path), tiny(data=str(path))).right == ["x"]
+
+
 def write_npz(path, n=8, time=5, features=8, **arrays):
     rng = np.random.default_rng(0)
     base = dict(left=rng.normal(size=(n, time, features)).astype(np.float32),
@@ -259,11 +337,16 @@ def _bad_text_files(tmp_path):
         "left has 8 features per step, right 6")
     out["features_flag"] = ([f"--data={write_npz(tmp_path / 'g.npz', features=6)}"],
                             "pass --features=6")
+    (tmp_path / "short.tsv").write_bytes(
+        b"\xef\xbb\xbf" + MSRP_HEADER.encode() + b"\r\n1\t1\t2\ta b\tc d\r\n"
+        b"0\t3\t4\tonly one text\r\n")
+    out["short_tsv_row"] = ([f"--data={tmp_path / 'short.tsv'}", "--label_column=Quality"],
+                            "short.tsv line 3: 4 fields, the header has 5 (Quality, ")
     return out
 
 
 BAD = ["missing_column", "empty_file", "header_only", "bad_label", "empty_text_strict",
-       "nonfinite_npz", "feature_sizes_differ", "features_flag"]
+       "nonfinite_npz", "feature_sizes_differ", "features_flag", "short_tsv_row"]
 
 
 @pytest.mark.parametrize("case", BAD)

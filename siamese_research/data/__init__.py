@@ -71,6 +71,9 @@ class PairData:
     validation: Optional[Pairs]
     vectorizer: object = None  # keras.layers.TextVectorization for text data
     description: str = ""
+    # --embeddings: a data.vectors.Coverage, set by training.build, which
+    # reads the vector file for this vocabulary.
+    embedding_coverage: object = None
 
     @property
     def is_text(self) -> bool:

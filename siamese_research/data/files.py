@@ -2,7 +2,12 @@
 
 Text files need a header (or, for `.jsonl`, one JSON object per line). The
 left, right and label columns default to the first two text columns and a
-column named `label`. Texts become token ids through a
+column named `label`; other columns (ids, extra labels) are ignored. Files are
+read as shipped: a UTF-8 byte-order mark and CRLF line ends are accepted in
+every text format. `--quoting=auto` reads a `.csv` with standard CSV quoting
+and a `.tsv` with none (a `"` is text, as GLUE's MRPC loader and pandas'
+`quoting=3` read MSRP, whose sentences hold stray quotes); `csv` or `none`
+forces one for both. Texts become token ids through a
 `keras.layers.TextVectorization` adapted on the training split only (0 =
 padding, right-padded, at most `max_length` tokens), which is saved with the
 run (`vectorizer.json`) so evaluation sees the same vocabulary. Words outside
@@ -31,7 +36,7 @@ from typing import Dict, Hashable, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
-from siamese_research.config import Config, DataError
+from siamese_research.config import QUOTINGS, Config, DataError
 from siamese_research.data import PairData, Pairs, _apply_class_weight, split_last
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -229,8 +234,18 @@ class TextRows:
                         self.lines[index], self.columns)
 
 
-def read_table(path: str) -> Tuple[List[str], List[dict], List[int]]:
+def read_table(path: str, quoting: str = "auto"
+               ) -> Tuple[List[str], List[dict], List[int]]:
     """Parses a `.csv`/`.tsv` (header + rows) or `.jsonl` (an object a line).
+
+    A UTF-8 byte-order mark and CRLF line ends are accepted in all three.
+
+    Args:
+      path: the file.
+      quoting: for `.csv`/`.tsv`: "csv" (standard quoting: `"a, b"` is one
+        field, `""` a quote), "none" (a quote is text; fields end at the
+        delimiter and rows at the line end), or "auto": csv for `.csv`, none
+        for `.tsv`.
 
     Returns:
       (columns, rows, line numbers): rows are dicts column -> value (strings
@@ -240,19 +255,37 @@ def read_table(path: str) -> Tuple[List[str], List[dict], List[int]]:
       DataError: not UTF-8, an empty file, a header only, a malformed row.
     """
     try:
+        # utf-8-sig drops a byte-order mark; newline="" hands "\r\n" to the
+        # csv module (which ends rows there) and to json (whitespace to it).
         with open(path, encoding="utf-8-sig", newline="") as f:
             if path.lower().endswith(".jsonl"):
                 return _read_jsonl(path, f)
-            return _read_delimited(path, f)
+            return _read_delimited(path, f, quoting)
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
 
 
-def _read_delimited(path, f):
+def resolve_quoting(path: str, quoting: str = "auto") -> str:
+    """"csv" or "none" for a delimited file: `quoting`, or by suffix for auto
+    (a `.tsv` is tab-split as shipped, a `.csv` needs its quotes)."""
+    if quoting not in QUOTINGS:
+        raise DataError(f"{path}: unknown quoting '{quoting}'; expected "
+                        f"{', '.join(QUOTINGS)}")
+    if quoting != "auto":
+        return quoting
+    return "none" if path.lower().endswith(".tsv") else "csv"
+
+
+def _read_delimited(path, f, quoting="auto"):
     delimiter = "\t" if path.lower().endswith(".tsv") else ","
-    reader = csv.reader(f, delimiter=delimiter)
+    quoting = resolve_quoting(path, quoting)
+    if quoting == "none":
+        reader = csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(f, delimiter=delimiter)
+    last = 0  # the file line the previous row ended on
     try:
         header = None
         for header in reader:
@@ -273,16 +306,40 @@ def _read_delimited(path, f):
             start, last = last + 1, reader.line_num
             if not record or not any(cell.strip() for cell in record):
                 continue  # blank line
+            if len(record) > len(header) and not any(
+                    c.strip() for c in record[len(header):]):
+                # Trailing delimiters (spreadsheet exports): nothing is lost.
+                record = record[:len(header)]
             if len(record) != len(header):
                 raise DataError(f"{path} line {start}: {len(record)} fields, the "
-                                f"header has {len(header)} ({', '.join(header)})")
+                                f"header has {len(header)} ({', '.join(header)})"
+                                f"{_quote_hint(quoting, start, last, record, delimiter)}")
             rows.append(dict(zip(header, record)))
             lines.append(start)
     except csv.Error as e:
-        raise DataError(f"{path} line {reader.line_num}: {e}") from None
+        # Reported at the row's first line: an unclosed quote's error comes
+        # where the file ends, far from the quote.
+        raise DataError(f"{path} line {last + 1}: {e}"
+                        f"{_quote_hint(quoting, last + 1, reader.line_num)}") from None
     if not rows:
         raise DataError(f"{path}: header only ({', '.join(header)}), no pairs")
     return header, rows, lines
+
+
+def _quote_hint(quoting: str, start: int, end: int, record=(), delimiter="") -> str:
+    """What to try when a quoted row went wrong. With csv quoting, a row read
+    as several file lines, or a field holding the delimiter, comes from a
+    quoted field; a stray `"` opens one (MSRP's texts hold such quotes). A
+    short row without either is just short: no hint."""
+    if quoting != "csv":
+        return ""
+    if end > start:
+        where = f" (read as lines {start}-{end}: an unclosed '\"'?)"
+    elif delimiter and any(delimiter in cell for cell in record):
+        where = f" (a quoted field holds a {delimiter!r})"
+    else:
+        return ""
+    return f"{where}; if quotes are text in this file, pass --quoting=none"
 
 
 def _read_jsonl(path, f):
@@ -410,7 +467,7 @@ def read_text_rows(path: str, config: Config) -> TextRows:
     Raises:
       DataError: see `read_table`, `resolve_columns`, `parse_labels`.
     """
-    columns, rows, lines = read_table(path)
+    columns, rows, lines = read_table(path, config.quoting)
     left_col, right_col, label_col = resolve_columns(path, columns, rows, config)
     for row, line in zip(rows, lines):
         for col in (left_col, right_col, label_col):
@@ -667,5 +724,6 @@ def _load_npz_data(config: Config) -> PairData:
 
 
 __all__ = ["load", "load_file", "save_vectorizer", "load_vectorizer", "read_table",
+           "resolve_quoting",
            "read_text_rows", "resolve_columns", "parse_labels", "split_by_group",
            "make_vectorizer", "file_kind"]
