@@ -75,3 +75,26 @@ def text_run(tmp_path_factory):
                   max_length=8, oov_buckets=4, projector_points=0)
     assert training.run(config)["exit_code"] == 0
     return tmp / "run"
+
+
+def run_tool(tool, *args, timeout=120, console_script=None):
+    """Runs `python -m siamese_research.<tool> ARGS` like a user (TensorFlow's
+    log level unset); with `console_script` (a folder), through a wrapper
+    named `siamese-<tool>` there, written as pip writes console scripts."""
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    if console_script is None:
+        cmd = [sys.executable, "-m", f"siamese_research.{tool}", *args]
+    else:
+        script = os.path.join(str(console_script), f"siamese-{tool}")
+        with open(script, "w") as f:
+            f.write("import re\nimport sys\n"
+                    f"from siamese_research.{tool} import main\n"
+                    "if __name__ == '__main__':\n"
+                    "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', "
+                    "sys.argv[0])\n"
+                    "    sys.exit(main())\n")
+        cmd = [sys.executable, script, *args]
+        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
