@@ -3,40 +3,57 @@
 One encoder object is called on both inputs of a pair; a compiled
 `tf.GradientTape` loop shows that the gradient on its one set of weights is
 the left branch's contribution plus the right branch's.
-"""
 
-import os as _os
-import sys as _sys
+Importing the package registers every serialisable class with Keras, so
+`keras.saving.load_model("runs/x/model.keras")` works right after it, and
+changes no process-wide setting (environment, stderr, loggers). The
+command-line tools quiet TensorFlow themselves (`cli.started_as_tool`).
+
+    import siamese_research as sr
+    run = sr.load_run("runs/qa")            # best.keras, else model.keras
+    run.score(["a question"], ["an answer"])
+"""
 
 __version__ = "0.1.0"
 
+from siamese_research import cli as _cli
 
-def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow without its C++ start-up log lines on the console.
+if _cli.started_as_tool():
+    # This process is one of our tools: its console stays free of
+    # TensorFlow's start-up lines. It must happen before the imports below.
+    _cli.import_tensorflow_quietly()
 
-    TF_CPP_MIN_LOG_LEVEL=3 (unless the user set it) silences TensorFlow's own
-    logging; the "All log messages before absl::InitializeLog()" lines that
-    the import itself prints ignore it, so stderr is closed for the import
-    only. A failing import still raises its Python error, after stderr is
-    restored.
-    """
-    if "tensorflow" in _sys.modules or "TF_CPP_MIN_LOG_LEVEL" in _os.environ:
-        return
-    _os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    try:
-        saved = _os.dup(2)
-    except OSError:  # no stderr file descriptor (embedded interpreters)
-        return
-    devnull = _os.open(_os.devnull, _os.O_WRONLY)
-    try:
-        _sys.stderr.flush()
-        _os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
-        import keras  # noqa: F401
-    finally:
-        _os.dup2(saved, 2)
-        _os.close(saved)
-        _os.close(devnull)
+# Registration: these modules' classes are `register_keras_serializable`d
+# when imported (encoders also imports fused, which registers lstm_fused).
+from siamese_research import encoders, losses, merges  # noqa: E402,F401
+from siamese_research.config import Config, ConfigError, DataError, UserError  # noqa: E402
+from siamese_research.model import SiameseModel, build_model  # noqa: E402
+
+# The rest on first use: `import siamese_research` stays as cheap as
+# registration allows (no trainer, TensorBoard plugins or data pipeline).
+_LAZY = {
+    "Trainer": ("siamese_research.trainer", "Trainer"),
+    "load_run": ("siamese_research.runs", "load_run"),
+    "Run": ("siamese_research.runs", "Run"),
+    "run": ("siamese_research.training", "run"),
+    "PairDataset": ("siamese_research.data", "PairDataset"),
+    "Pairs": ("siamese_research.data", "Pairs"),
+}
+
+__all__ = ["Config", "ConfigError", "DataError", "UserError", "SiameseModel",
+           "build_model", *_LAZY]
 
 
-_import_tensorflow_quietly()
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value  # once
+        return value
+    raise AttributeError(f"module 'siamese_research' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,10 +1,82 @@
-"""What the command-line entry points share: one-line errors, exit status 2."""
+"""What the command-line entry points share: a quiet start, one-line errors,
+exit status 2."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import flags
+
+# The package's command-line tools: `python -m siamese_research.<tool>` and
+# these console scripts (setup.cfg), and the repository's train.py.
+CONSOLE_SCRIPTS = ("siamese-train", "siamese-evaluate", "siamese-predict",
+                   "siamese-encode", "siamese-search", "siamese-export")
+PACKAGE = "siamese_research"
+
+
+def started_as_tool(argv=None, orig_argv=None) -> bool:
+    """Whether this process is one of the package's own command-line tools.
+
+    Read from the command line, because the package's `__init__` (which
+    imports TensorFlow) runs before any tool's module: `python -m
+    siamese_research.X`, a console script named in `CONSOLE_SCRIPTS`, or the
+    repository's `train.py`. A program that merely imports the package is
+    none of these, and keeps its own settings.
+
+    Args:
+      argv, orig_argv: default `sys.argv`, `sys.orig_argv` (for tests).
+    """
+    argv = list(getattr(sys, "argv", None) or [""]) if argv is None else argv
+    orig_argv = list(getattr(sys, "orig_argv", None) or []) if orig_argv is None \
+        else orig_argv
+    for i, arg in enumerate(orig_argv[1:], start=1):
+        if arg == "-m":
+            module = orig_argv[i + 1] if i + 1 < len(orig_argv) else ""
+        elif arg.startswith("-m"):
+            module = arg[2:]
+        else:
+            continue
+        return module == PACKAGE or module.startswith(PACKAGE + ".")
+    program = argv[0] if argv else ""
+    name = os.path.basename(program)
+    for suffix in ("-script.py", "-script.pyw", ".exe"):  # Windows launchers
+        if name.endswith(suffix):
+            name = name[:-len(suffix)]
+    if name in CONSOLE_SCRIPTS:
+        return True
+    repo_train = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__))), "train.py")
+    return bool(program) and os.path.abspath(program) == repo_train
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow and Keras without their C++ start-up lines on the
+    console. For entry points only: it changes process-wide settings.
+
+    TF_CPP_MIN_LOG_LEVEL=3 (unless the user set it) silences TensorFlow's own
+    logging; the "All log messages before absl::InitializeLog()" lines that
+    the import itself prints ignore it, so stderr is closed for the import
+    only. A failing import still raises its Python error, after stderr is
+    restored.
+    """
+    if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr file descriptor (embedded interpreters)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+        import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def fail(message: str, status: int = 2) -> None:
@@ -29,3 +101,24 @@ def parse(fv: flags.FlagValues, argv, doc: str) -> None:
         fail(str(e))
     if len(rest) > 1:
         fail(f"unexpected argument {rest[1]!r}; flags look like --name=value")
+
+
+def require(fv: flags.FlagValues, *names: str) -> None:
+    """Fails (one line, exit 2) on the first of `names` left unset."""
+    for name in names:
+        if fv[name].value in (None, ""):
+            fail(f"--{name} is required")
+
+
+def quiet_python_logging() -> None:
+    """No TensorFlow/Keras Python log lines or warnings on the console (the
+    C++ ones are `import_tensorflow_quietly`'s)."""
+    import warnings
+
+    import tensorflow as tf
+    from absl import logging as absl_logging
+
+    tf.get_logger().setLevel("ERROR")
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    warnings.filterwarnings("ignore", module="keras")
+    warnings.filterwarnings("ignore", module="tensorflow")

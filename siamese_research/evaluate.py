@@ -488,7 +488,8 @@ def define_flags():
     return fv
 
 
-def main(argv) -> int:
+def main(argv=None) -> int:
+    argv = sys.argv if argv is None else argv
     fv = define_flags()
     cli.parse(fv, argv, __doc__)
     for name in ("run_dir", "data"):

@@ -417,9 +417,33 @@ def export_projector(run_dir: str, encodings_left, encodings_right, labels,
     n = min(len(left), max_points // 2)
     if n == 0:
         return None
-    folder = os.path.join(run_dir, PROJECTOR_FOLDER)
-    os.makedirs(folder, exist_ok=True)
     points = np.concatenate([left[:n], right[:n]])
+    rows = [(side, _label_cell(labels[i]), str(i),
+             _tsv_cell(texts[i]) if texts is not None else "")
+            for side, texts in (("left", texts_left), ("right", texts_right))
+            for i in range(n)]
+    return write_projector(os.path.join(run_dir, PROJECTOR_FOLDER), points,
+                           ("side", "label", "pair", "text"), rows)
+
+
+def write_projector(folder: str, points, header: Sequence[str],
+                    rows: Sequence[Sequence[str]]) -> str:
+    """Writes points for the Projector plugin into `folder`: a checkpoint of
+    one variable `encoder_outputs` (n, dim), `projector_metadata.tsv` (the
+    header, then one row of cells per point) and `projector_config.pbtxt`.
+
+    Args:
+      folder: created if missing; TensorBoard finds it when it is (inside)
+        a --logdir and holds event files or is a run's validation folder.
+      points: (n, dim) floats.
+      header, rows: the metadata columns, and n rows of cells (tabs and
+        newlines inside a cell become spaces).
+
+    Returns:
+      The checkpoint path.
+    """
+    os.makedirs(folder, exist_ok=True)
+    points = np.asarray(points, np.float32)
     with tf.device("/cpu:0"):
         embedding = tf.Variable(points, trainable=False, name=PROJECTOR_TENSOR)
     # The checkpoint holds only this variable: the plugin offers every 2-D
@@ -427,11 +451,9 @@ def export_projector(run_dir: str, encodings_left, encodings_right, labels,
     ckpt = tf.train.Checkpoint(**{PROJECTOR_TENSOR: embedding})
     path = ckpt.save(os.path.join(folder, "projector"))
     with open(os.path.join(folder, PROJECTOR_METADATA), "w", encoding="utf-8") as f:
-        f.write("side\tlabel\tpair\ttext\n")
-        for side, texts in (("left", texts_left), ("right", texts_right)):
-            for i in range(n):
-                text = _tsv_cell(texts[i]) if texts is not None else ""
-                f.write(f"{side}\t{_label_cell(labels[i])}\t{i}\t{text}\n")
+        f.write("\t".join(header) + "\n")
+        for row in rows:
+            f.write("\t".join(_tsv_cell(c) for c in row) + "\n")
     config = projector.ProjectorConfig()
     # No model_checkpoint_path: the plugin then takes the latest checkpoint
     # of this folder (relative paths here would be read against TensorBoard's

@@ -46,3 +46,55 @@ def read_tags(folder):
     acc = ea.EventAccumulator(folder, size_guidance={ea.TENSORS: 0})
     acc.Reload()
     return {tag: [e.step for e in acc.Tensors(tag)] for tag in acc.Tags()["tensors"]}, acc
+
+
+def write_pairs(path, questions=6):
+    """A tiny question/answer pair file: per question one answer that repeats
+    its rare word (label 1) and two that do not (label 0)."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["q", "label", "a"])
+        for i in range(questions):
+            w.writerow([f"what is thing{i}?", 1, f"thing{i} is a thing, surely"])
+            w.writerow([f"what is thing{i}?", 0, "nothing to see"])
+            w.writerow([f"what is thing{i}?", 0, f"other{i} words"])
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def text_run(tmp_path_factory):
+    """ONE tiny trained text run (a folder), shared by the tests of the tools
+    that use a run (runs, predict, encode, search, export)."""
+    from siamese_research import training
+
+    tmp = tmp_path_factory.mktemp("text_run")
+    config = tiny(data=write_pairs(tmp / "train.csv"), run_dir=str(tmp / "run"),
+                  epochs=1, batch_size=8, validation_split=0.34, max_tokens=50,
+                  max_length=8, oov_buckets=4, projector_points=0)
+    assert training.run(config)["exit_code"] == 0
+    return tmp / "run"
+
+
+def run_tool(tool, *args, timeout=120, console_script=None):
+    """Runs `python -m siamese_research.<tool> ARGS` like a user (TensorFlow's
+    log level unset); with `console_script` (a folder), through a wrapper
+    named `siamese-<tool>` there, written as pip writes console scripts."""
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    if console_script is None:
+        cmd = [sys.executable, "-m", f"siamese_research.{tool}", *args]
+    else:
+        script = os.path.join(str(console_script), f"siamese-{tool}")
+        with open(script, "w") as f:
+            f.write("import re\nimport sys\n"
+                    f"from siamese_research.{tool} import main\n"
+                    "if __name__ == '__main__':\n"
+                    "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', "
+                    "sys.argv[0])\n"
+                    "    sys.exit(main())\n")
+        cmd = [sys.executable, script, *args]
+        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)

@@ -379,11 +379,16 @@ def _is_number(value) -> bool:
 
 
 def resolve_columns(path: str, columns: Sequence[str], rows: Sequence[dict],
-                    config: Config) -> Tuple[str, str, str]:
+                    config: Config, require_label: bool = True) -> Tuple[str, str, str]:
     """The (left, right, label) columns: the flags, else the defaults.
 
     Defaults: a column named `label`, and the first two text columns (a
     column is text when some value in it is not a number).
+
+    Args:
+      require_label: False for unlabelled pairs (prediction): the label is
+        None when the file has no such column; one it has is still not a
+        text column.
 
     Raises:
       DataError: a named column is missing (the message lists the columns
@@ -397,7 +402,11 @@ def resolve_columns(path: str, columns: Sequence[str], rows: Sequence[dict],
                             f"{listing}")
         return name
 
-    label = need(config.label_column or DEFAULT_LABEL_COLUMN, "label_column")
+    label = config.label_column or DEFAULT_LABEL_COLUMN
+    if require_label or label in columns:
+        label = need(label, "label_column")
+    else:
+        label = None
     left = need(config.left_column, "left_column") if config.left_column else None
     right = need(config.right_column, "right_column") if config.right_column else None
     if left is None or right is None:

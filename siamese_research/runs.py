@@ -1,0 +1,266 @@
+"""A trained run folder, loaded: `load_run(run_dir)` -> `Run`.
+
+    run = load_run("runs/qa")                      # best.keras, else model.keras
+    run.score(["what is x?"], ["x is a thing"])    # (n,) float32
+    run.encode(["what is x?"])                     # (n, dim) float32
+
+A text run takes raw strings and turns them into token ids with its own
+vectoriser (`vectorizer.json`, as training did); a float run takes arrays
+(n, time, features), right-padded with zeros. Work goes in batches of
+`batch_size` through compiled functions (one trace each: the batch and time
+dimensions are None), on whatever device TensorFlow places them (a GPU when
+it sees one).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from siamese_research.config import DataError
+
+MODEL_FILES = {"best": "best.keras", "last": "model.keras"}
+THRESHOLD_FILE = "threshold.json"
+# Merges whose output is a sigmoid (as the Dense head's is): 0.5 is their
+# decision point. cosine and manhattan are similarities with no such point.
+SIGMOID_MERGES = ("dot",)
+
+
+def model_path(run_dir: str, which: str = "best") -> str:
+    """The model file `which` names: "best" is `best.keras` (written when
+    validation improves), falling back to `model.keras` when the run has
+    none; "last" is `model.keras`.
+
+    Raises:
+      DataError: an unknown `which`, or no such model file.
+    """
+    if which not in MODEL_FILES:
+        raise DataError(f"--which={which}: expected one of {', '.join(MODEL_FILES)}")
+    if not os.path.isdir(run_dir):
+        raise DataError(f"--run_dir={run_dir}: no such folder")
+    path = os.path.join(run_dir, MODEL_FILES[which])
+    if which == "best" and not os.path.isfile(path):
+        path = os.path.join(run_dir, MODEL_FILES["last"])
+    if not os.path.isfile(path):
+        raise DataError(f"--run_dir={run_dir}: no {os.path.basename(path)} (the run "
+                        f"did not finish, or this is not a run folder)")
+    return path
+
+
+def read_threshold(run_dir: str) -> Optional[float]:
+    """The validation threshold recorded in `run_dir/threshold.json` (a
+    number, or an object with a "threshold" number), or None without one.
+
+    Raises:
+      DataError: the file exists but holds no finite number.
+    """
+    path = os.path.join(run_dir, THRESHOLD_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            value = json.load(f)
+        if isinstance(value, dict):
+            value = value["threshold"]
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not finite")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: unreadable threshold ({e})") from None
+    return value
+
+
+def default_threshold(model) -> Optional[float]:
+    """0.5 when the model's score is a sigmoid (a head, or a sigmoid merge),
+    else None: a cosine or manhattan similarity has no natural cut."""
+    if model.head is not None or getattr(model.merge, "merge_name", "") in SIGMOID_MERGES:
+        return 0.5
+    return None
+
+
+class Run:
+    """A trained model with its vectoriser and threshold.
+
+    Attributes:
+      run_dir, model_path: where it was loaded from.
+      model: the `SiameseModel`.
+      config: the run's `config.json` as a dict ({} without one).
+      vectorizer: the run's `TextVectorization`, None for float runs.
+      threshold: the score at or above which a pair is predicted similar
+        (`threshold.json`, else 0.5 for sigmoid scores), or None.
+    """
+
+    def __init__(self, model, *, vectorizer=None, config: Optional[dict] = None,
+                 threshold: Optional[float] = None, run_dir: str = "",
+                 model_path: str = ""):
+        import tensorflow as tf
+
+        self.model, self.vectorizer = model, vectorizer
+        self.config = dict(config or {})
+        self.threshold = threshold
+        self.run_dir, self.model_path = run_dir, model_path
+        left, right = model.towers
+        tower = model.encoder
+        if tower.vocab_size:
+            side = tf.TensorSpec([None, None], tf.int32)
+        else:
+            side = tf.TensorSpec([None, None, tower.features], tf.float32)
+        encoding = tf.TensorSpec([None, None], tf.float32)
+        # Compiled once each; the time axis is None, so lengths do not retrace.
+        self._encode_left = tf.function(lambda x: left(x, training=False),
+                                        input_signature=[side])
+        self._encode_right = tf.function(lambda x: right(x, training=False),
+                                         input_signature=[side])
+        self._score = tf.function(
+            lambda u, v: tf.reshape(model.score(u, v, training=False), [-1]),
+            input_signature=[encoding, encoding])
+        self._score_one = tf.function(self._score_query,
+                                      input_signature=[encoding, encoding])
+
+    @property
+    def is_text(self) -> bool:
+        return self.vectorizer is not None
+
+    @property
+    def dim(self) -> int:
+        """The encoding size."""
+        return int(self._encode_left(self._dummy()).shape[-1])
+
+    def _dummy(self):
+        if self.is_text:
+            return np.ones((1, 1), np.int32)
+        return np.zeros((1, 1, self.model.encoder.features), np.float32)
+
+    def _score_query(self, query, corpus):
+        import tensorflow as tf
+
+        # The query (1, dim) stands on the left of every corpus row.
+        left = tf.broadcast_to(query, tf.shape(corpus))
+        return tf.reshape(self.model.score(left, corpus, training=False), [-1])
+
+    # -- inputs -----------------------------------------------------------------
+    def token_ids(self, texts: Sequence[str]) -> np.ndarray:
+        """int32 (n, max_length) token ids, right-padded with 0, as in training."""
+        if not self.is_text:
+            raise DataError("this run was trained on float sequences, not text")
+        texts = ["" if t is None else str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, 1), np.int32)
+        return np.asarray(self.vectorizer(np.asarray(texts, dtype=object)), np.int32)
+
+    def _inputs(self, items) -> np.ndarray:
+        if self.is_text:
+            if isinstance(items, str):
+                raise DataError("expected a list of texts, got one string")
+            return self.token_ids(list(items))
+        x = np.asarray(items, np.float32)
+        features = self.model.encoder.features
+        if x.ndim != 3 or x.shape[2] != features:
+            raise DataError(f"expected float sequences (n, time, {features}), got "
+                            f"shape {x.shape}")
+        return x
+
+    # -- the API ------------------------------------------------------------------
+    def encode(self, items, batch_size: int = 256, side: str = "left") -> np.ndarray:
+        """Encodings (n, dim) float32 of texts (text runs) or float sequences
+        (n, time, features) (float runs), through the left tower (the right
+        one with `side="right"`; the same object when tied)."""
+        fn = self._encode_left if side == "left" else self._encode_right
+        return self._encode_with(fn, self._inputs(items), batch_size)
+
+    def _encode_with(self, fn, x: np.ndarray, batch_size: int) -> np.ndarray:
+        out = []
+        for start in range(0, len(x), batch_size):
+            batch = x[start:start + batch_size]
+            if batch.ndim == 2:
+                # Token ids: trim the batch to its longest text (at least one
+                # step); the cut steps are padding, which the mask skips.
+                steps = int(np.max(np.count_nonzero(batch, axis=1), initial=0))
+                batch = batch[:, :max(steps, 1)]
+            out.append(np.asarray(fn(batch), np.float32))
+        if not out:
+            return np.zeros((0, self.dim), np.float32)
+        return np.concatenate(out)
+
+    def score(self, left, right, batch_size: int = 256) -> np.ndarray:
+        """The model's score (n,) float32 of each pair (left[i], right[i])."""
+        xl, xr = self._inputs(left), self._inputs(right)
+        if len(xl) != len(xr):
+            raise DataError(f"{len(xl)} left items and {len(xr)} right items")
+        return self.score_encodings(self._encode_with(self._encode_left, xl, batch_size),
+                                    self._encode_with(self._encode_right, xr, batch_size),
+                                    batch_size)
+
+    def score_encodings(self, h_left, h_right, batch_size: int = 4096) -> np.ndarray:
+        """merge + head on encodings (n, dim) each: scores (n,) float32."""
+        h_left = np.asarray(h_left, np.float32)
+        h_right = np.asarray(h_right, np.float32)
+        out = [np.asarray(self._score(h_left[i:i + batch_size],
+                                      h_right[i:i + batch_size]))
+               for i in range(0, len(h_left), batch_size)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def score_query(self, h_query, corpus, batch_size: int = 8192) -> np.ndarray:
+        """Scores (n,) float32 of one encoded query (dim,) on the left against
+        every encoded corpus item (n, dim) on the right: exactly what `score`
+        gives for those pairs, without encoding the corpus again."""
+        h_query = np.asarray(h_query, np.float32).reshape(1, -1)
+        corpus = np.asarray(corpus, np.float32)
+        out = [np.asarray(self._score_one(h_query, corpus[i:i + batch_size]))
+               for i in range(0, len(corpus), batch_size)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def predict_labels(self, scores) -> Optional[np.ndarray]:
+        """int (n,) 1 where score >= threshold, or None without a threshold."""
+        if self.threshold is None:
+            return None
+        return (np.asarray(scores) >= self.threshold).astype(np.int64)
+
+
+def load_run(run_dir: str, which: str = "best") -> Run:
+    """Loads a run folder: the model `which` names (see `model_path`), the
+    vectoriser (text runs), `config.json` and the threshold.
+
+    Args:
+      run_dir: a finished run folder.
+      which: "best" (best.keras, else model.keras) or "last" (model.keras).
+
+    Raises:
+      DataError: not a run folder, or an unreadable file in it.
+    """
+    import keras
+
+    from siamese_research.data import files
+
+    path = model_path(run_dir, which)
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # keras raises many types for a bad archive
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: cannot load the model ({first})") from None
+    config = {}
+    config_path = os.path.join(run_dir, "config.json")
+    if os.path.isfile(config_path):
+        try:
+            with open(config_path) as f:
+                config = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"{config_path}: unreadable ({e})") from None
+    vectorizer = files.load_vectorizer(run_dir)
+    if vectorizer is not None and not model.encoder.vocab_size:
+        raise DataError(f"{run_dir}: has a vectorizer but its model takes float "
+                        f"sequences")
+    if vectorizer is None and model.encoder.vocab_size:
+        raise DataError(f"{run_dir}: a text model without {files.VECTORIZER_FILE}")
+    threshold = read_threshold(run_dir)
+    if threshold is None:
+        threshold = default_threshold(model)
+    return Run(model, vectorizer=vectorizer, config=config, threshold=threshold,
+               run_dir=run_dir, model_path=path)
+
+
+__all__ = ["Run", "load_run", "model_path", "read_threshold", "default_threshold"]

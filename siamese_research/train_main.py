@@ -1,0 +1,142 @@
+"""Trains a Siamese network with a shared encoder: `python train.py`, or
+`siamese-train` once the package is installed.
+
+    python train.py                                  # synthetic pairs, defaults
+    python train.py --data=random --merge=concat --num_samples=1000 \
+        --timesteps=10 --epochs=3 --batch_size=64    # the notebook's run
+    tensorboard --logdir runs
+
+Flags stop here: this module turns them into a `Config` and calls
+`siamese_research.training.run(config)`. Exit status: 0 done, 2 bad input,
+3 non-finite loss or gradient, 130/143 interrupted (resumable).
+"""
+
+import sys
+
+from absl import flags
+
+from siamese_research import cli
+from siamese_research.config import Config
+
+HELP = {
+    # Data.
+    "data": "synthetic (a learnable same-prototype task), random (the notebook's "
+            "noise), or a pair file: .csv, .tsv, .jsonl (text) or .npz (floats)",
+    "validation_data": "a pair file to validate on; without it --validation_split",
+    "num_samples": "pairs generated for --data=synthetic/random",
+    "timesteps": "sequence length for random data; longest length (5..N) for synthetic",
+    "features": "input feature size; for text data, the embedding size (with "
+                "--embeddings: the vectors' size)",
+    "validation_split": "fraction of pairs held out for validation (the last ones, "
+                        "as Keras fit does; by left text for pair files), in [0, 1)",
+    "prototypes": "synthetic data: number of hidden prototypes",
+    "noise": "synthetic data: noise std around a prototype",
+    "left_column": "pair files: left text column (default: the first text column)",
+    "right_column": "pair files: right text column (default: the second text column)",
+    "label_column": "pair files: label column (default: 'label'); 1 = similar",
+    "label_range": "graded labels 'lo,hi' (e.g. 1,5) mapped to [0, 1]; use --loss=mse",
+    "max_tokens": "text: vocabulary size, from the training split only",
+    "max_length": "text: tokens kept per side",
+    "oov_buckets": "text: out-of-vocabulary words hash into this many ids (1: one "
+                   "shared OOV id), so an unseen word matches itself on both sides",
+    "bucket_by_length": "batch pairs of similar lengths together",
+    "strict": "an empty text on one side is an error instead of being skipped",
+    "quoting": "pair files: auto (.csv: standard CSV quoting; .tsv: none, a \" is "
+               "text, as GLUE reads MSRP), csv, or none",
+    # Model.
+    "encoder": "lstm, gru, bilstm, conv1d, transformer, lstm_fused, or "
+               "package.module:Name (a Layer subclass or a function returning one)",
+    "units": "encoder output size",
+    "encoder_args": "extra encoder arguments as a JSON object, e.g. '{\"dropout\": 0.1}'",
+    "merge": "concat_absdiff_product ([u, v, |u-v|, u*v]), concat (the notebook's), "
+             "absdiff, product, cosine, manhattan",
+    "loss": "bce, contrastive (needs --merge=cosine or manhattan), mse. "
+            "Labels: 1 = similar, 0 = dissimilar",
+    "margin": "contrastive loss margin on the merge's distance",
+    "share": "tied: ONE encoder called on both inputs; untied: two of the same shape",
+    # Optimisation.
+    "optimizer": "rmsprop, adam, adamw, sgd, adagrad, nadam",
+    "learning_rate": "optimizer learning rate",
+    "epochs": "passes over the training pairs",
+    "batch_size": "pairs per step (global, across replicas)",
+    "class_weight": "none, or balanced: weight each class by n / (2 n_class)",
+    "seed": "random seed for data, initialisation and shuffling",
+    "embedding_init": "text: uniform (Keras's default) or idf: each word's random "
+                      "embedding rescaled to its idf on the training split",
+    "embeddings": "text: start the embedding table from word vectors: GloVe "
+                  "('word v1 ... vd' lines) or word2vec/fastText .vec, optionally "
+                  ".gz; their size sets --features (a different --features than "
+                  "the default is an error); words not in the file keep their "
+                  "random rows; coverage printed and saved to embeddings.json",
+    "freeze_embeddings": "text: keep the embedding table fixed (not trained, not in "
+                         "the branch-gradient logs)",
+    # Execution.
+    "steps_per_execution": "train steps per compiled call (fewer at an epoch's "
+                           "end and at --checkpoint_every multiples; summaries "
+                           "due inside a call are written at their own steps)",
+    "strategy": "auto (mirrored over >1 GPU, else one device), one_device, "
+                "mirrored, multi_worker (TF_CONFIG)",
+    "jit_compile": "XLA-compile the train step (refused on GPU with cuDNN RNNs)",
+    "mixed_precision": "mixed_float16 or mixed_bfloat16 (GPU only)",
+    "deterministic": "enable TensorFlow op determinism",
+    "intra_op_threads": "threads one op may use; 0 = auto: 1 without a GPU (the "
+                        "branches' ops then run side by side), TensorFlow's default "
+                        "with one",
+    "on_nonfinite": "stop: end the run at a non-finite loss/gradient; skip: drop "
+                    "that step's update and count it",
+    # Logging and checkpoints.
+    "run_dir": "the run folder (default runs/<UTC timestamp>); re-running with "
+               "the same folder resumes",
+    "log_every": "scalar summaries every N steps",
+    "histogram_every": "histograms every N steps",
+    "grad_check_every": "left + right = total gradient check every N steps "
+                        "(0 = --log_every)",
+    "gate_gradients": "per-gate gradient norms and histograms for lstm/gru/bilstm",
+    "checkpoint_every": "checkpoint every N steps (0 = at epoch ends only)",
+    "keep_checkpoints": "checkpoints kept",
+    "restart": "ignore (and remove) an existing checkpoint in --run_dir",
+    "projector_points": "encodings exported for the TensorBoard projector",
+    "verbose": "1 shows a progress bar, 0 is quiet",
+}
+
+
+def define_flags() -> flags.FlagValues:
+    """One flag per `Config` field, with the field's default."""
+    fv = flags.FlagValues()
+    defaults = Config.__dataclass_fields__
+    for name in Config.field_names():
+        default = defaults[name].default
+        helptext = HELP[name]
+        if isinstance(default, bool):
+            flags.DEFINE_boolean(name, default, helptext, flag_values=fv)
+        elif isinstance(default, int):
+            flags.DEFINE_integer(name, default, helptext, flag_values=fv)
+        elif isinstance(default, float):
+            flags.DEFINE_float(name, default, helptext, flag_values=fv)
+        else:
+            flags.DEFINE_string(name, default, helptext, flag_values=fv)
+    return fv
+
+
+def main(argv=None) -> int:
+    argv = sys.argv if argv is None else argv
+    fv = define_flags()
+    cli.parse(fv, argv, __doc__)
+    from siamese_research.config import UserError
+
+    try:
+        config = Config(**{name: fv[name].value for name in Config.field_names()})
+    except UserError as e:
+        cli.fail(str(e))
+    from siamese_research import training
+
+    training.quiet_tensorflow()
+    try:
+        result = training.run(config, argv=argv)
+    except UserError as e:
+        cli.fail(str(e))
+    return result["exit_code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
