@@ -45,7 +45,8 @@ def test_notebook_runs(tmp_path, monkeypatch):
 
     # This checkout's package, not another installed copy.
     source = re.search(r"siamese_research \S+ from (.+)", text).group(1).strip()
-    assert os.path.realpath(source) == os.path.realpath(os.path.join(ROOT, "siamese_research"))
+    package = os.path.join(ROOT, "siamese_research")
+    assert os.path.realpath(source) == os.path.realpath(package)
     # The notebook's model: tied 20,673 (20,608 in the shared LSTM); untied
     # the encoder doubles.
     assert "tied  : 20,673 parameters, 20,608 of them in the encoder" in text
