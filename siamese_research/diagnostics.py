@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
 
-import numpy as np
-
 from siamese_research import gradients as G
 from siamese_research import metrics as metrics_lib
 from siamese_research import summaries
@@ -58,6 +56,7 @@ class Diagnostics:
         self._absent = _absent(step.model, self.variables)
         self.last_sum_error: Optional[float] = None
         self.max_sum_error = 0.0
+        self.replica_sum_errors: list = []
 
     # -- when -------------------------------------------------------------------------
     def due(self, step: int, first: int, last: int) -> Optional[Due]:
@@ -101,18 +100,25 @@ class Diagnostics:
                                     nonfinite=nonfinite or None)
         if not self.branches:
             return
-        grads = {"left": _numpy(views["left"])} if (log or hist) else {}
-        if grads:
-            grads["right"] = _numpy(views["right"])
+        grads = {}
+        if log or hist or check:
+            grads.update(left=self._numpy(views["left"]), right=self._numpy(views["right"]))
         if check or hist:
-            grads["total"] = _numpy(views["total"])
+            grads["total"] = self._numpy(views["total"])
         if log:
             summaries.branch_scalars(step, grads["left"], grads["right"])
             if self._gates:
                 summaries.gate_scalars(step, _pick(grads, ("left", "right")),
                                        self.variables, self._gates)
         if check:
-            error = summaries.sum_error(grads["total"], grads["left"], grads["right"])
+            # Every local replica checks its own split; the views shown are
+            # the first replica's.
+            self.replica_sum_errors = [G.sum_error(grads["total"], grads["left"],
+                                                   grads["right"])]
+            for r in range(1, self._replicas()):
+                self.replica_sum_errors.append(G.sum_error(
+                    *(self._numpy(views[b], r) for b in ("total", "left", "right"))))
+            error = max(self.replica_sum_errors)
             self.last_sum_error = error
             self.max_sum_error = max(self.max_sum_error, error)
             summaries.check_scalars(step, grads["total"], error)
@@ -123,9 +129,12 @@ class Diagnostics:
             summaries.histograms(step, self.step.model, grads, self.variables,
                                  self._gates, self._absent)
 
+    def _numpy(self, variables, replica: int = 0) -> list:
+        local = self.step.strategy.experimental_local_results
+        return [local(v)[replica].numpy() for v in variables]
 
-def _numpy(variables) -> list:
-    return [v.numpy() for v in variables]
+    def _replicas(self) -> int:
+        return len(self.step.strategy.experimental_local_results(self.step.views["loss"]))
 
 
 def _pick(d: Dict[str, list], keys) -> Dict[str, list]:
@@ -141,4 +150,4 @@ def _absent(model, variables) -> set:
     return out
 
 
-__all__ = ["Diagnostics", "Due", "np"]
+__all__ = ["Diagnostics", "Due"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import List, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from siamese_research.model import (SiameseModel, encoder_variables,  # noqa: F401
@@ -167,30 +168,33 @@ def _scale(g, factor):
     return g * factor
 
 
-def sum_error(total, left, right, variables) -> tf.Tensor:
+# -- The views' arithmetic, in numpy (run on values a step stored) ----------------
+def arrays(grads, variables=None) -> list:
+    """Gradients as dense float64 numpy arrays: `tf.IndexedSlices` made
+    dense and None (a branch that does not reach a variable) as zeros, given
+    `variables`; arrays pass through."""
+    if variables is None:
+        return [np.asarray(g, np.float64) for g in grads]
+    return [np.asarray(dense(g, v), np.float64) for g, v in zip(grads, variables)]
+
+
+def sum_error(total, left, right, variables=None) -> float:
     """max |g_total - (g_left + g_right)| / max |g_total| over all variables."""
-    num, den = [], []
-    for t, a, b, v in zip(total, left, right, variables):
-        t = dense(t, v)
-        s = dense(a, v) + dense(b, v)
-        num.append(tf.reduce_max(tf.abs(t - s)))
-        den.append(tf.reduce_max(tf.abs(t)))
-    return tf.reduce_max(tf.stack(num)) / tf.maximum(tf.reduce_max(tf.stack(den)), 1e-30)
+    total, left, right = (arrays(g, variables) for g in (total, left, right))
+    num = max((np.max(np.abs(t - (a + b))) for t, a, b in zip(total, left, right)
+               if t.size), default=0.0)
+    den = max((np.max(np.abs(t)) for t in total if t.size), default=0.0)
+    return float(num / max(den, 1e-30))
 
 
-def global_norm(grads, variables) -> tf.Tensor:
-    return tf.linalg.global_norm([dense(g, v) for g, v in zip(grads, variables)])
+def global_norm(grads, variables=None) -> float:
+    return float(np.sqrt(sum(np.vdot(g, g) for g in arrays(grads, variables))))
 
 
-def branch_stats(left, right, variables):
-    """(|g_left|, |g_right|, cosine(g_left, g_right)) over all `variables`,
-    from three reductions per variable (no flattened copies)."""
-    ll, rr, lr = [], [], []
-    for a, b, v in zip(left, right, variables):
-        a, b = dense(a, v), dense(b, v)
-        ll.append(tf.reduce_sum(tf.square(a)))
-        rr.append(tf.reduce_sum(tf.square(b)))
-        lr.append(tf.reduce_sum(a * b))
-    ll, rr, lr = (tf.add_n(x) if x else tf.constant(0.0) for x in (ll, rr, lr))
-    left_norm, right_norm = tf.sqrt(ll), tf.sqrt(rr)
-    return left_norm, right_norm, tf.math.divide_no_nan(lr, left_norm * right_norm)
+def branch_stats(left, right, variables=None):
+    """(|g_left|, |g_right|, cosine(g_left, g_right)) over all variables, as
+    if each branch's gradients were one flattened vector."""
+    left, right = arrays(left, variables), arrays(right, variables)
+    ln, rn = global_norm(left), global_norm(right)
+    lr = float(sum(np.vdot(a, b) for a, b in zip(left, right)))
+    return ln, rn, (lr / (ln * rn) if ln * rn > 0 else 0.0)

@@ -5,7 +5,8 @@ probability: a sigmoid head trained with binary cross-entropy is one, and
 0.5 is its decision threshold; `cosine` and `manhattan` (and any score
 trained with the contrastive loss or mse) are similarities on their own
 scale, where 0.5 can sit anywhere (a `manhattan` model with AUC 0.86 read
-0.49 accuracy at 0.5). For those the threshold is *fitted*: the one that
+0.49 accuracy at 0.5; a `cosine` one trained with the contrastive loss, AUC
+1.00 and accuracy 0.78). For those the threshold is *fitted*: the one that
 maximises the training accuracy (read off the AUC metric's confusion counts
 at its 201 thresholds, so it costs nothing extra), and validation is scored
 at the training threshold, never at its own.
@@ -30,8 +31,9 @@ def pair_metrics(prefix: str) -> Dict[str, keras.metrics.Metric]:
 
 def fixed_threshold(model, loss: str) -> bool:
     """Whether 0.5 is the model's principled threshold: a probability, i.e.
-    a sigmoid head (or the learned-bias `dot` score) trained with bce."""
-    return loss == "bce" and (model.head is not None or model.merge.merge_name == "dot")
+    the Dense sigmoid head trained with bce. Score merges (`cosine`,
+    `manhattan`, `dot`) are similarities on their own scale: fitted."""
+    return loss == "bce" and model.head is not None
 
 
 def update(metrics, loss, label, pred, valid=None) -> None:

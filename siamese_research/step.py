@@ -86,7 +86,7 @@ class TrainStep:
                        tf.distribute.MultiWorkerMirroredStrategy)))
         self._math = self._step_math
         if jit_compile:
-            if strategy.num_replicas_in_sync > 1:
+            if self._replicated:
                 raise ValueError("jit_compile works with one device only: the update's "
                                  "cross-replica sum cannot sit in XLA")
             # XLA compiles the per-batch math; it recompiles for every new

@@ -16,6 +16,7 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from siamese_research import encoders as encoders_lib
+from siamese_research import gradients as G
 
 TRAIN, VALIDATION = "train", "validation"
 
@@ -36,8 +37,10 @@ def histogram(name: str, data, step, buckets: int = 30):
     """A TensorBoard histogram of a numpy array, binned by numpy (the
     plugin's format: rows of [left edge, right edge, count])."""
     d = np.asarray(data, np.float64).reshape(-1)
+    d = d[np.isfinite(d)]  # a diverging step's inf and NaN are not binned
     lo, hi = (float(d.min()), float(d.max())) if d.size else (0.0, 0.0)
-    hi = hi if hi > lo else lo + 1.0
+    if not hi - lo > 1e-12 * max(abs(lo), abs(hi), 1.0):  # (near) constant
+        hi = lo + max(1.0, abs(lo) * 1e-6)
     counts, edges = np.histogram(d, bins=buckets, range=(lo, hi))
     tensor = np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
     metadata = histogram_metadata.create_summary_metadata(display_name=None,
@@ -82,46 +85,29 @@ def samples_per_second(step: int, pairs: int, seconds: float) -> None:
     scalar("samples_per_second", pairs / max(seconds, 1e-9), step)
 
 
-def branch_stats(left, right) -> Tuple[float, float, float]:
-    """(|g_left|, |g_right|, cosine(g_left, g_right)) over all variables."""
-    ll = sum(float(np.vdot(a, a)) for a in left)
-    rr = sum(float(np.vdot(b, b)) for b in right)
-    lr = sum(float(np.vdot(a, b)) for a, b in zip(left, right))
-    ln, rn = np.sqrt(ll), np.sqrt(rr)
-    return ln, rn, (lr / (ln * rn) if ln * rn > 0 else 0.0)
-
-
 def branch_scalars(step, left, right) -> None:
     """Left/right norms and their cosine (every logging step)."""
-    left_norm, right_norm, cosine = branch_stats(left, right)
+    left_norm, right_norm, cosine = G.branch_stats(left, right)
     scalar("branch_gradients/left_norm", left_norm, step)
     scalar("branch_gradients/right_norm", right_norm, step)
     scalar("branch_gradients/cosine", cosine, step)
 
 
-def sum_error(total, left, right) -> float:
-    """max |g_total - (g_left + g_right)| / max |g_total| over all variables."""
-    num = max((float(np.max(np.abs(t - (a + b)))) for t, a, b in zip(total, left, right)
-               if t.size), default=0.0)
-    den = max((float(np.max(np.abs(t))) for t in total if t.size), default=0.0)
-    return num / max(den, 1e-30)
-
-
 def check_scalars(step, total, error) -> None:
     """The independent total gradient and the left + right = total check."""
-    norm = np.sqrt(sum(float(np.vdot(t, t)) for t in total))
-    scalar("branch_gradients/total_norm", norm, step)
+    scalar("branch_gradients/total_norm", G.global_norm(total), step)
     scalar("branch_gradients/sum_error", error, step)
 
 
 def gate_norms(grads, variables, gates_of) -> Dict[str, float]:
-    """{gate: global norm of that gate's slices over every gated variable}."""
+    """{gate: global norm of that gate's slices over every gated variable}
+    (a None gradient, a branch that does not reach `v`, counts zero)."""
     squares, names = [], ()
     for g, v in zip(grads, variables):
-        if id(v) not in gates_of:
+        if g is None or id(v) not in gates_of:
             continue
         names = gates_of[id(v)][1]
-        parts = np.reshape(g, [-1, len(names), v.shape[-1] // len(names)])
+        parts = np.reshape(np.asarray(g), [-1, len(names), v.shape[-1] // len(names)])
         squares.append(np.sum(np.square(parts, dtype=np.float64), axis=(0, 2)))
     if not squares:
         return {}

@@ -88,6 +88,7 @@ class Trainer:
             self.val_metrics = metrics_lib.pair_metrics("val_")
         self.threshold = 0.5  # the validation threshold (fitted: from training)
         self.eval_step = None
+        self._graph_written = False
 
     # Shortcuts to the step's state, which checkpoints and callers read.
     model = property(lambda self: self.step.model)
@@ -151,6 +152,7 @@ class Trainer:
         history = {"epochs": [], "interrupted": False}
         start = int(self.global_step.numpy())
         first, last = start + 1, epochs * spe
+        multi_worker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
         for epoch in range(start // spe, epochs):
             step = int(self.global_step.numpy())
             skip = step - epoch * spe
@@ -177,13 +179,21 @@ class Trainer:
                     if due is not None:
                         end = view
                     check = due is not None and (due[1] or due[2])  # histograms: total
-                    state = self.step.run(iterator, tf.constant(end - step, tf.int32),
-                                          tf.constant(due is not None), tf.constant(check),
-                                          train.source)
+                    args = (iterator, tf.constant(end - step, tf.int32),
+                            tf.constant(due is not None), tf.constant(check), train.source)
+                    if self.writers is not None and not self._graph_written:
+                        # The compiled call's graph, recorded as it is traced.
+                        self._graph_written = True
+                        state = tensorboard_extras.trace_graph(
+                            self.writers[summaries.TRAIN], self.step.run, *args, step=step)
+                    else:
+                        state = self.step.run(*args)
                     # One read per call (a variable's .numpy() costs ~0.1 ms).
                     step, bad = (int(x) for x in state.numpy())
                     self._check_nonfinite(bad)
-                    if due is not None and self.writers is not None:
+                    # A multi-worker run's metric reads are collectives: every
+                    # worker makes them, the chief alone writes.
+                    if due is not None and (self.writers is not None or multi_worker):
                         if due[0]:
                             now = time.perf_counter()
                             summaries.samples_per_second(
@@ -193,7 +203,8 @@ class Trainer:
                             clock = (now, step)
                         self.diagnostics.write(step, due)
                     done = step - epoch * spe
-                    if self.verbose and (time.perf_counter() - shown > 0.1 or done >= spe):
+                    if self.verbose and (done >= spe or not multi_worker and
+                                         time.perf_counter() - shown > 0.1):
                         shown = time.perf_counter()  # reading metrics costs a little
                         bar.update(done, values=self._values(shown_only=True))
                     if on_progress is not None:

@@ -130,6 +130,11 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
                   if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None)
     chief = devices.is_chief(strategy)
     replicas = strategy.num_replicas_in_sync
+    if config.jit_compile and config.strategy in ("mirrored", "multi_worker"):
+        # A mirrored update (even over one device) is a cross-replica sum,
+        # which cannot sit in the XLA-compiled step.
+        raise ConfigError("jit_compile", True, f"works with --strategy=one_device or auto "
+                          f"on one device only, not --strategy={config.strategy}")
     if config.jit_compile and replicas > 1:
         raise ConfigError("jit_compile", True, "works with one device only (the update's "
                           "cross-replica sum cannot sit in XLA)")

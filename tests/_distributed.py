@@ -51,11 +51,10 @@ def mirrored():
                           verbose=0, log_every=1, grad_check_every=1)
         data = D.PairDataset(pairs, n, shuffle=False)
         trainer.fit(data, epochs=1)  # one step: rows gathered per replica
-        errors = strategy.experimental_local_results(trainer.last_sum_error)
         out[name] = {"loss": float(trainer.train_metrics["loss"].result()),
                      "weights": [v.numpy().tolist() for v in model.trainable_variables],
                      "replicas": strategy.num_replicas_in_sync,
-                     "sum_errors": [float(e.numpy()) for e in errors]}
+                     "sum_errors": trainer.diagnostics.replica_sum_errors}
     # Padded rows, 9 of them in batches of 8: the last batch has one row, so
     # one replica gets none (its trimmed length must not be zero).
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -81,3 +81,21 @@ def test_multi_worker_two_processes(tmp_path):
     for name in ("train", "checkpoints", "model.keras", "config.json"):
         assert (run_dirs[0] / name).exists(), name
     assert not run_dirs[1].exists()
+
+
+def test_mirrored_on_one_device_trains_past_log_and_check_steps(tmp_path):
+    """MirroredStrategy over ONE device (one GPU, or here the one CPU): its
+    apply_gradients makes a merge_call, which once crashed inside the
+    tf.cond of the one-replica path at the first step."""
+    from siamese_research import training
+    from conftest import read_tags, tiny
+
+    result = training.run(tiny(strategy="mirrored", run_dir=str(tmp_path), log_every=2,
+                               grad_check_every=2, histogram_every=3,
+                               projector_points=0))
+    assert result["exit_code"] == 0
+    assert result["step"] == 10  # 36 train pairs / 8 = 5 steps x 2 epochs
+    assert result["max_sum_error"] <= 1e-6
+    tags, _ = read_tags(str(tmp_path / "train"))
+    assert tags["branch_gradients/sum_error"] == [1, 2, 4, 6, 8, 10]
+    assert np.isfinite(result["final"]["loss"])

@@ -42,7 +42,7 @@ def test_every_combination_trains_two_steps(encoder, merge, loss):
         total = G.total_gradient(model, loss_fn, left, right, y, w)
         assert np.isfinite(float(bg.loss))
         assert float(G.sum_error(total, bg.left, bg.right, bg.encoder_vars)) <= 1e-5
-        trainer._train_step(((left, right), y, w))
+        trainer.step.math(((left, right), y, w))
     assert int(trainer.global_step.numpy()) == 2
     assert int(trainer.nonfinite_count.numpy()) == 0
     moved = [not np.array_equal(b, v.numpy())

@@ -76,3 +76,49 @@ def test_dot_merge_is_a_scaled_unnormalised_dot_product():
     # Unlike cosine, scaling one side changes the score.
     assert not np.allclose(np.asarray(merge([u, 3 * v])), got)
     assert {w.name for w in merge.trainable_weights} == {"log_scale", "bias"}
+
+
+def _separable(n=16, t=3, f=8, seed=0):
+    """Positives: right == left; negatives: an unrelated right. Every merge
+    but `concat` (whose f(left) + g(right) cannot say "alike") can separate
+    them perfectly."""
+    from siamese_research import data as D
+
+    rng = np.random.default_rng(seed)
+    left = rng.standard_normal((n, t, f)).astype("float32")
+    label = np.arange(n) % 2 == 0
+    right = np.where(label[:, None, None], left,
+                     3 * rng.standard_normal((n, t, f)).astype("float32"))
+    return D.PairDataset(D.Pairs(left, right, np.full(n, t), np.full(n, t),
+                                 label.astype("float32")), 8, seed=seed)
+
+
+ACCURACY_CASES = [(m, loss) for m in Mg.available() if m != "concat"
+                  for loss in L.LOSSES
+                  if loss != "contrastive" or Mg.get_merge_class(m).has_distance]
+
+
+@pytest.mark.parametrize("merge,loss", ACCURACY_CASES,
+                         ids=["-".join(c) for c in ACCURACY_CASES])
+def test_accuracy_is_one_on_a_perfectly_separable_set(merge, loss):
+    """Accuracy thresholds each score where it separates the classes: 0.5
+    for the sigmoid head's probability, else a threshold fitted on the
+    training scores (a cosine or manhattan similarity of 0.9 can be a
+    negative). Trained briefly, then validated on the training pairs."""
+    import keras
+    from siamese_research import model as M
+    from siamese_research.trainer import Trainer
+
+    keras.utils.set_random_seed(0)
+    model = M.build_model(features=8, units=16, merge=merge, masked=False)
+    head = model.head is not None  # a learned score: it must train first
+    trainer = Trainer(model, loss_fn=L.build_loss(loss, merge=merge),
+                      optimizer=keras.optimizers.Adam(0.02 if head else 1e-4),
+                      loss_name=loss, writers=None, verbose=0)
+    assert trainer.fixed_threshold == (head and loss == "bce")
+    data = _separable()
+    trainer.fit(data, epochs=40 if head else 1)
+    logs, _ = trainer.evaluate(data)
+    assert logs["val_accuracy"] == 1.0, logs
+    if not trainer.fixed_threshold:
+        assert 0.0 <= logs["val_threshold"] <= 1.0

@@ -46,14 +46,14 @@ def test_mixed_float16_step_trains_with_loss_scaling(mixed_float16):
     plain = G.branch_gradients(model, loss_fn, left, right, y, w)
     # Scaled gradients, divided by the scale, are the plain ones (fp16 noise);
     # the trainer's own unscaling (what the branch logs show) does exactly that.
-    unscaled = trainer._unscaled(bg)
+    unscaled = G.unscaled(bg, optimizer.dynamic_scale)
     for a, u, b in zip(bg.left, unscaled.left, plain.left):
         np.testing.assert_allclose(a.numpy() / scale, b.numpy(), rtol=2e-2, atol=1e-4)
         np.testing.assert_allclose(u.numpy(), b.numpy(), rtol=2e-2, atol=1e-4)
     for u, b in zip(unscaled.right, plain.right):
         np.testing.assert_allclose(u.numpy(), b.numpy(), rtol=2e-2, atol=1e-4)
     before = [v.numpy().copy() for v in model.trainable_variables]
-    trainer._train_step(((left, right), y, w))
+    trainer.step.math(((left, right), y, w))
     after = [v.numpy() for v in model.trainable_variables]
     assert all(np.all(np.isfinite(a)) for a in after)
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))

@@ -164,7 +164,7 @@ def test_scalars_return_this_runs_sum_error(server):
                 "branch_gradients/cosine", "branch_gradients/sum_error"):
         assert tag in tags, tag
     values = _scalar_values(server, run, "branch_gradients/sum_error")
-    assert [s for s, _ in values] == [2, 4, 6, 8, 10]  # log_every=2, 10 steps
+    assert [s for s, _ in values] == [1, 2, 4, 6, 8, 10]  # log_every=2, 10 steps
     assert max(v for _, v in values) <= 1e-6
     assert max(v for _, v in values) == pytest.approx(server.result["max_sum_error"],
                                                       abs=1e-12)
@@ -181,7 +181,7 @@ def test_histograms_return_branch_gradients(server):
         assert tag in tags, (tag, sorted(tags)[:10])
     rows = server.json("/data/plugin/histograms/histograms", run=run,
                        tag="gradients/left/siamese/encoder/lstm/lstm_cell/kernel")
-    assert [step for _, step, _ in rows] == [4, 8]  # histogram_every=4
+    assert [step for _, step, _ in rows] == [1, 4, 8, 10]  # every 4, first, last
     buckets = rows[0][2]
     assert len(buckets) == 30 and sum(b[2] for b in buckets) == 8 * 4 * 4  # kernel 8x16
 
