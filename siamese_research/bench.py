@@ -31,6 +31,8 @@ Usage::
 
     python -m siamese_research.bench [--quick] [--sweep] [--breakdown]
         [--markdown=PATH] [--repeats=N] [--intra_op_threads=N]
+    python -m siamese_research.bench --startup [--whole_job] [--rounds=N]
+        [--markdown=PATH]   # whole processes, start-up included
 """
 
 from __future__ import annotations
@@ -580,7 +582,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--intra_op_threads", type=int, default=0,
                         help="threads per op for every row (0 = auto, as train.py)")
+    parser.add_argument("--startup", action="store_true",
+                        help="whole processes, start-up included: train.py and fit on "
+                             "the notebook's job for one epoch, and train.py's default run "
+                             "(bench_startup.py)")
+    parser.add_argument("--whole_job", action="store_true",
+                        help="with --startup: also 32,000 pairs x 8 epochs (train.py, "
+                             "fit at steps_per_execution 1 and 20, PyTorch if installed)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="with --startup: rounds of the interleaved jobs")
     args = parser.parse_args(argv)
+    if args.startup:
+        from siamese_research import bench_startup
+
+        if args.rounds < 1:
+            parser.error("--rounds must be >= 1")
+        return bench_startup.main(args.rounds, args.whole_job, args.markdown,
+                                  sys.argv[1:] if argv is None else argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     if args.intra_op_threads < 0:
@@ -601,14 +619,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
-def write_markdown(path: str, text: str) -> None:
-    """Writes `text` between the bench markers of `path`, keeping the
+def write_markdown(path: str, text: str, markers=(START, END)) -> None:
+    """Writes `text` between the markers of `path`, keeping the
     hand-written notes around them; a new file gets a title and the markers.
 
     Args:
       path: the Markdown file.
       text: the generated table.
+      markers: (start, end) comments that delimit the generated block.
     """
+    START, END = markers
     block = f"{START}\n{text}\n{END}"
     old = ""
     if os.path.exists(path):
@@ -616,6 +636,8 @@ def write_markdown(path: str, text: str) -> None:
             old = f.read()
     if START in old and END in old and old.index(START) < old.index(END):
         new = old[:old.index(START)] + block + old[old.index(END) + len(END):]
+    elif old:
+        new = old.rstrip("\n") + f"\n\n{block}\n"
     else:
         new = f"# Benchmarks\n\n{block}\n"
     with open(path, "w") as f:

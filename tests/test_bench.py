@@ -44,3 +44,44 @@ def test_the_floor_row_trains_every_batch():
     assert int(floor.optimizer.iterations.numpy()) == 3  # 12 pairs / batch 4
     assert all(not np.array_equal(b, v.numpy())
                for b, v in zip(before, floor.model.trainable_variables))
+
+
+def test_startup_jobs_are_the_issue_s_jobs_and_the_table_has_the_ratios(monkeypatch):
+    from siamese_research import bench_startup as S
+
+    jobs = S.jobs(whole_job=True)
+    nb = jobs["notebook, 1 epoch: train.py"]
+    assert nb[1] == S.TRAIN_PY and "--num_samples=1000" in nb and "--epochs=1" in nb
+    assert jobs["notebook, 1 epoch: fit"][-3:] == ["1000", "1", "1"]
+    assert jobs["32,000 x 8: fit (steps_per_execution=20)"][-3:] == ["32000", "8", "20"]
+    # run() interleaves the jobs round by round and times whole processes.
+    order = []
+    monkeypatch.setattr(S, "jobs", lambda whole_job: {
+        name: [S.sys.executable, "-c", f"print({i})"] for i, name in enumerate(
+            ["notebook, 1 epoch: train.py", "notebook, 1 epoch: fit",
+             "python train.py (defaults)"])})
+    real = S.subprocess.run
+
+    def spy(command, **kw):
+        order.append(command[-1])
+        return real(command, **kw)
+
+    monkeypatch.setattr(S.subprocess, "run", spy)
+    result = S.run(rounds=2, quiet=True)
+    assert order == ["print(0)", "print(1)", "print(2)"] * 2
+    assert all(len(t) == 2 and min(t) > 0 for t in result["times"].values())
+    text = S.table(result)
+    assert "train.py / fit" in text and "(target <= 1.3x)" in text
+
+
+def test_the_fit_job_trains_the_notebook_model_in_a_fresh_process():
+    import subprocess
+    import sys
+
+    from siamese_research import bench_startup as S
+
+    code = S.FIT + "\nprint(model.count_params(), int(model.optimizer.iterations))"
+    proc = subprocess.run([sys.executable, "-c", code, "128", "1", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == ["20673", "2"]  # 128 pairs / 64
