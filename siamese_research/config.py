@@ -24,6 +24,16 @@ QUOTINGS = ("auto", "csv", "none")
 MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 
 
+# What --monitor can watch ("min" for the loss, "max" for the rest);
+# siamese_research.callbacks.MONITORS is this list.
+MONITORS = ("val_loss", "val_accuracy", "val_auc", "val_map", "val_mrr", "val_pearson")
+
+
+def numeric_data(data: str) -> bool:
+    """Built-in or .npz data: float sequences, no text, no embedding."""
+    return data in BUILTIN_DATA or os.path.splitext(data)[1].lower() == ".npz"
+
+
 class UserError(Exception):
     """An error the user caused and can fix: printed as one line, exit 2."""
 
@@ -102,6 +112,8 @@ class Config:
     keep_checkpoints: int = 3
     restart: bool = False  # ignore an existing checkpoint in run_dir
     projector_points: int = 1000
+    monitor: str = "val_loss"  # the best epoch's measure (best.keras)
+    patience: int = 0  # stop after N epochs without a better --monitor; 0 = never
     verbose: int = 1  # 0 silent, 1 progress bar
 
     def __post_init__(self):
@@ -186,6 +198,16 @@ class Config:
         if self.mixed_precision is not None and self.mixed_precision not in MIXED_POLICIES:
             raise ConfigError("mixed_precision", self.mixed_precision,
                               "expected mixed_float16 or mixed_bfloat16")
+        _choice("monitor", self.monitor, MONITORS)
+        if self.patience < 0:
+            raise ConfigError("patience", self.patience, "must be >= 0 (0 = never stop)")
+        text = not numeric_data(self.data)
+        if self.monitor in ("val_map", "val_mrr") and not text:
+            raise ConfigError("monitor", self.monitor, "ranks each left text's candidates: "
+                              "needs a text pair file (.csv/.tsv/.jsonl)")
+        if self.monitor == "val_pearson" and self.label_range is None:
+            raise ConfigError("monitor", self.monitor, "needs graded labels "
+                              "(--label_range)")
         if self.verbose not in (0, 1):
             raise ConfigError("verbose", self.verbose, "expected 0 or 1")
         try:
@@ -198,8 +220,7 @@ class Config:
                               "must be a JSON object, e.g. '{\"dropout\": 0.1}'")
         if self.label_range is not None:
             self.label_bounds  # validates
-        numeric = (self.data in BUILTIN_DATA or
-                   os.path.splitext(self.data)[1].lower() == ".npz")
+        numeric = numeric_data(self.data)
         for flag, on in (("embeddings", self.embeddings is not None),
                          ("freeze_embeddings", self.freeze_embeddings)):
             if on and numeric:

@@ -74,3 +74,26 @@ def accuracy_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> flo
     if not len(scores):
         return float("nan")
     return float(np.mean((np.asarray(scores) > threshold) == (np.asarray(labels) >= 0.5)))
+
+
+def ranked_and_graded(labels: np.ndarray, scores: np.ndarray, groups=None,
+                      copies: int = 1) -> Dict[str, float]:
+    """Validation metrics beyond accuracy that the data supports:
+    `val_map`, `val_mrr` when pairs have groups (each left text's candidates
+    ranked by score), `val_pearson` when labels are graded (not all 0 or 1).
+
+    Args:
+      copies: each replica scores the whole batch (`Trainer.evaluate`), so
+        with several the scores come `copies` times over; one copy is used.
+    """
+    from siamese_research import evaluate
+
+    n = len(scores) // max(copies, 1)
+    labels, scores = np.asarray(labels)[:n], np.asarray(scores)[:n]
+    out = {}
+    if groups is not None and len(groups) == n:
+        ranked = evaluate.ranking_metrics(groups, labels, scores)
+        out.update(val_map=ranked["map"], val_mrr=ranked["mrr"])
+    if n and np.any((labels > 0) & (labels < 1)):
+        out["val_pearson"] = evaluate.pearson(labels, scores)
+    return out

@@ -96,6 +96,12 @@ HELP = {
     "keep_checkpoints": "checkpoints kept",
     "restart": "ignore (and remove) an existing checkpoint in --run_dir",
     "projector_points": "encodings exported for the TensorBoard projector",
+    "monitor": "the validation measure that picks the best epoch (best.keras, used by "
+               "evaluate, predict, search, export and load_run unless --which=last): "
+               "val_loss (lower is better), val_accuracy, val_auc, val_map, val_mrr "
+               "(text pairs: each left text's candidates ranked), val_pearson "
+               "(graded labels)",
+    "patience": "stop after N epochs in which --monitor did not improve (0 = never)",
     "verbose": "1 shows a progress bar, 0 is quiet",
 }
 

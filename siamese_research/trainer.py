@@ -18,7 +18,7 @@ Three layers, as in Orbit and Keras's own trainer:
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import keras
 import numpy as np
@@ -27,6 +27,7 @@ import tensorflow as tf
 from siamese_research import data as data_lib
 from siamese_research import metrics as metrics_lib
 from siamese_research import summaries, tensorboard_extras
+from siamese_research.callbacks import CallbackModel
 from siamese_research.diagnostics import Diagnostics
 from siamese_research.step import NonFiniteError, TrainStep
 
@@ -120,12 +121,11 @@ class Trainer:
                 for name, fn in fns.items()}
 
     # -- the loop -------------------------------------------------------------------
-    def fit(self, train: data_lib.PairDataset,
-            validation: Optional[data_lib.PairDataset] = None, *,
+    def fit(self, train, validation=None, *,
             epochs: int = 1, on_progress: Optional[Callable[[int], None]] = None,
             should_stop: Optional[Callable[[], bool]] = None,
             on_epoch_end: Optional[Callable[[int, dict], None]] = None,
-            progress_every: int = 0) -> dict:
+            progress_every: int = 0, callbacks: Sequence = ()) -> dict:
         """Trains to `epochs` epochs, resuming from `global_step`.
 
         An epoch is `train.steps_per_epoch` steps; the data position of step
@@ -133,6 +133,8 @@ class Trainer:
         `global_step` resumes at the exact batch.
 
         Args:
+          train, validation: `PairDataset`s, or `tf.data.Dataset`s of
+            `((left, right), label[, weight])` batches (of a known number).
           on_progress: called with the global step after each compiled call
             (checkpoints every N steps hook in here).
           progress_every: if > 0, calls also end at every multiple of it, so
@@ -140,6 +142,9 @@ class Trainer:
           should_stop: polled after each call (signals); when True, `fit`
             returns early with `history["interrupted"] = True`.
           on_epoch_end: called with (epoch, logs) after validation.
+          callbacks: `keras.callbacks.Callback`s, driven as `model.fit`
+            drives them (a batch end after each compiled call); one that sets
+            `self.model.stop_training` ends the run after that call.
 
         Returns:
           {"epochs": [logs per epoch], "interrupted": bool}.
@@ -148,10 +153,38 @@ class Trainer:
           NonFiniteError: a step had a non-finite loss or gradient and
             `on_nonfinite == "stop"`; nothing of that step was applied.
         """
+        train = data_lib.as_pair_dataset(train)
+        if validation is not None:
+            validation = data_lib.as_pair_dataset(validation)
         spe = train.steps_per_epoch
-        history = {"epochs": [], "interrupted": False}
+        history = {"epochs": [], "interrupted": False, "stopped_early": False}
+        cbs = self._callback_list(callbacks, epochs, spe)
+        cbs.on_train_begin()
+        try:
+            self._fit(train, validation, epochs, on_progress, should_stop, on_epoch_end,
+                      progress_every, cbs, history)
+        finally:
+            cbs.on_train_end(history["epochs"][-1] if history["epochs"] else None)
+        return history
+
+    def _callback_list(self, callbacks, epochs: int, spe: int):
+        self.callback_model = CallbackModel(self.model, self.optimizer)
+        return keras.callbacks.CallbackList(
+            list(callbacks), add_history=False, add_progbar=False,
+            model=self.callback_model, verbose=0, epochs=epochs, steps=spe)
+
+    def _stop_requested(self, history) -> bool:
+        if self.callback_model.stop_training:
+            history["stopped_early"] = True
+            return True
+        return False
+
+    def _fit(self, train, validation, epochs, on_progress, should_stop, on_epoch_end,
+             progress_every, cbs, history) -> None:
+        spe = train.steps_per_epoch
         start = int(self.global_step.numpy())
         first, last = start + 1, epochs * spe
+        seen_nonfinite = int(self.nonfinite_count.numpy())
         multi_worker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
         for epoch in range(start // spe, epochs):
             step = int(self.global_step.numpy())
@@ -162,6 +195,7 @@ class Trainer:
             if self.verbose:
                 print(f"Epoch {epoch + 1}/{epochs}" +
                       (f" (resuming at batch {skip})" if skip else ""))
+            cbs.on_epoch_begin(epoch)
             iterator = iter(self.strategy.experimental_distribute_dataset(
                 train.index_epoch(epoch, skip)))
             clock = (time.perf_counter(), step)  # samples_per_second since
@@ -209,27 +243,40 @@ class Trainer:
                         bar.update(done, values=self._values(shown_only=True))
                     if on_progress is not None:
                         on_progress(step)
+                    if cbs.callbacks:
+                        logs = dict(self._values())
+                        skipped = int(self.nonfinite_count.numpy())
+                        if skipped > seen_nonfinite:
+                            # A step of this call was not finite (and, under
+                            # "skip", left out of the metrics): its loss, as
+                            # fit would show it, is not finite.
+                            logs["loss"], seen_nonfinite = float("nan"), skipped
+                        cbs.on_train_batch_end(done - 1, logs)
+                        if self._stop_requested(history):
+                            break
                     if step < end_of_epoch and should_stop is not None and should_stop():
                         # Mid-epoch: return now. At an epoch's end, validate and
                         # finish the epoch first so no epoch-level summary is lost.
                         history["interrupted"] = True
                         self.flush()
-                        return history
+                        return
             logs = self._epoch_logs(step)
             if validation is not None:
                 logs.update(self.evaluate(validation, step=step)[0])
             if self.verbose:
                 bar.update(spe, values=[(k, v) for k, v in logs.items() if k in SHOWN],
                            finalize=True)
+            cbs.on_epoch_end(epoch, logs)
             logs["epoch"] = epoch + 1
             history["epochs"].append(logs)
             self.flush()
             if on_epoch_end is not None:
                 on_epoch_end(epoch, logs)
+            if self._stop_requested(history):
+                return
             if should_stop is not None and should_stop() and epoch + 1 < epochs:
                 history["interrupted"] = True
-                return history
-        return history
+                return
 
     def _epoch_logs(self, step: int) -> dict:
         """The epoch's train metrics; with a fitted threshold, the accuracy at
@@ -242,15 +289,18 @@ class Trainer:
             logs.update(accuracy=float(accuracy), threshold=self.threshold)
         return logs
 
-    def evaluate(self, data: data_lib.PairDataset, step: Optional[int] = None):
+    def evaluate(self, data, step: Optional[int] = None):
         """Runs the validation metrics over `data` (one pass, in order).
 
         Returns:
-          (logs {"val_loss", "val_accuracy", "val_auc"[, "val_threshold"]},
-          predictions (n,)). Accuracy is at `self.threshold` (0.5, or the one
-          fitted on training). With `step` and writers, the scalars go to
-          validation/ at `step`.
+          (logs {"val_loss", "val_accuracy", "val_auc"[, "val_threshold"]
+          [, "val_map", "val_mrr"][, "val_pearson"]}, predictions (n,)).
+          Accuracy is at `self.threshold` (0.5, or the one fitted on
+          training); MAP and MRR rank each left text's candidates (text
+          pairs); Pearson is there for graded labels. With `step` and
+          writers, the scalars go to validation/ at `step`.
         """
+        data = data_lib.as_pair_dataset(data)
         if self.eval_step is None:
             self.eval_step = tf.function(self._distributed_eval_step,
                                          input_signature=[data.element_spec])
@@ -269,6 +319,8 @@ class Trainer:
         if not self.fixed_threshold:
             logs["val_accuracy"] = metrics_lib.accuracy_at(labels, preds, self.threshold)
             logs["val_threshold"] = self.threshold
+        logs.update(metrics_lib.ranked_and_graded(labels, preds, data.groups,
+                                                  self.strategy.num_replicas_in_sync))
         if step is not None and self.writers is not None:
             with self.writers[summaries.VALIDATION].as_default():
                 summaries.epoch_scalars(step, {k[4:]: v for k, v in logs.items()})

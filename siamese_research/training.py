@@ -16,6 +16,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from siamese_research import callbacks as callbacks_lib
 from siamese_research import checkpoints as ckpt_lib
 from siamese_research import data as data_lib
 from siamese_research import devices, gpu, losses, summaries, tensorboard_extras
@@ -203,6 +204,15 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
             summaries.text("model_summary", model_lib.parameter_table(model))
             tensorboard_extras.write_custom_scalars_layout(writers[summaries.TRAIN])
 
+    callbacks = []
+    best = None
+    if val_ds is not None:
+        best = callbacks_lib.BestModel(config.run_dir, config.monitor, save=chief)
+        callbacks.append(best)
+        if config.patience:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor=config.monitor, patience=config.patience,
+                mode=callbacks_lib.mode(config.monitor)))
     stop = {"signal": None}
     previous = _install_signal_handlers(stop)
     t0 = time.perf_counter()
@@ -215,7 +225,8 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
             progress_every=config.checkpoint_every,
             should_stop=lambda: stop["signal"] is not None,
             on_epoch_end=(lambda e, logs: checkpointer.save(
-                int(trainer.global_step.numpy()), e + 1)) if chief else None)
+                int(trainer.global_step.numpy()), e + 1)) if chief else None,
+            callbacks=callbacks)
     except NonFiniteError as e:
         trainer.flush()
         last = checkpointer.latest
@@ -251,7 +262,10 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
         result.update(exit_code=EXIT_INTERRUPTED.get(signum, 130))
         return result
     final = history["epochs"][-1] if history["epochs"] else {}
-    result.update(final=final)
+    result.update(final=final, stopped_early=history["stopped_early"])
+    if best is not None and best.best_epoch is not None:
+        result.update(best_epoch=best.best_epoch, best_value=best.best,
+                      best_path=os.path.join(config.run_dir, "best.keras"))
     if val_ds is not None:
         # Every worker runs it: the eval step's gather is a collective.
         _, preds = trainer.evaluate(val_ds)
@@ -310,6 +324,11 @@ def final_words(config: Config, result: dict, model, trainer) -> list:
     if err is not None:
         lines.append(f"Branch check: left + right = total, max relative error "
                      f"{result['max_sum_error']:.1e} (last {err:.1e})")
+    if "best_epoch" in result:
+        lines.append(f"Best epoch: {result['best_epoch']} ({config.monitor} "
+                     f"{result['best_value']:.4f}), saved as best.keras; model.keras is "
+                     f"the last" + (" (stopped early: --patience)"
+                                    if result.get("stopped_early") else ""))
     lines.append(f"Finished {result['step']} steps in {result['seconds']:.1f} s")
     lines.append(f"TensorBoard: tensorboard --logdir {config.run_dir}")
     return lines
@@ -325,6 +344,9 @@ def _clear_run(run_dir: str) -> None:
             shutil.rmtree(path)
     for path in glob.glob(os.path.join(run_dir, "events.out.tfevents.*")):
         os.remove(path)  # the HParams session events
+    for name in ("best.json", "best.keras", "best_encoder.keras"):
+        if os.path.exists(os.path.join(run_dir, name)):
+            os.remove(os.path.join(run_dir, name))  # an earlier run's best
 
 
 def _install_signal_handlers(stop: dict):

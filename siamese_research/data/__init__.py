@@ -195,6 +195,11 @@ class PairDataset:
     def steps_per_epoch(self) -> int:
         return steps_per_epoch(len(self.pairs), self.batch_size)
 
+    @property
+    def groups(self) -> Optional[list]:
+        """Each pair's group for ranking metrics (its left text), or None."""
+        return self.pairs.left_text
+
     def pairs_in_batches(self, start: int, end: int) -> int:
         """Rows in batches [start, end) of an epoch (the last may be short)."""
         return max(0, min(end * self.batch_size, len(self)) - start * self.batch_size)
@@ -254,6 +259,57 @@ class PairDataset:
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA)
         return ds.with_options(options).prefetch(2)
+
+
+class BatchDataset:
+    """A `tf.data.Dataset` of `((left, right), label[, weight])` batches in
+    `PairDataset`'s place (`Trainer.fit` takes either): every epoch is the
+    dataset's own pass, in its own order, and a resumed run skips the
+    epoch's first batches.
+
+    Args:
+      dataset: batches; their number must be known (`cardinality`).
+    """
+
+    groups = None
+    source = None  # whole batches: nothing to gather
+
+    def __init__(self, dataset: tf.data.Dataset):
+        if len(dataset.element_spec) == 2:  # no weights: ones
+            dataset = dataset.map(lambda x, y: (x, y, tf.ones_like(y, tf.float32)))
+        self.dataset = dataset.map(lambda x, y, w: (x, tf.cast(y, tf.float32),
+                                                    tf.cast(w, tf.float32)))
+        steps = int(dataset.cardinality())
+        if steps < 0:
+            raise DataError("a tf.data.Dataset given to fit must have a known number of "
+                            "batches (dataset.cardinality()); use .take(n) or "
+                            "assert_cardinality(n)")
+        self.steps_per_epoch = steps
+        first = next(iter(self.dataset.take(1)), None)
+        self.batch_size = int(first[1].shape[0]) if first is not None else 0
+
+    def pairs_in_batches(self, start: int, end: int) -> int:
+        return (end - start) * self.batch_size  # (the last batch may be short)
+
+    @property
+    def element_spec(self):
+        return tf.nest.map_structure(
+            lambda t: tf.TensorSpec([None] * len(t.shape[:2]) + list(t.shape[2:]),
+                                    t.dtype), self.dataset.element_spec)
+
+    def index_epoch(self, epoch: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
+        return self.dataset.skip(skip_batches)
+
+    def epoch(self, epoch: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
+        return self.dataset.skip(skip_batches)
+
+
+def as_pair_dataset(data):
+    """`data` as `Trainer.fit` reads it: a `PairDataset` as it is, a
+    `tf.data.Dataset` wrapped in a `BatchDataset`."""
+    if isinstance(data, tf.data.Dataset):
+        return BatchDataset(data)
+    return data
 
 
 def gather_batch(arrays: tuple, idx, trim: bool):

@@ -1,0 +1,100 @@
+"""Keras callbacks in `Trainer.fit`, and the run's best epoch.
+
+`Trainer.fit(callbacks=[...])` drives standard `keras.callbacks.Callback`
+objects with the hooks and logs `model.fit` gives them (train and epoch
+begin and end, a batch end after each compiled call, `model.stop_training`),
+so `EarlyStopping`, `ReduceLROnPlateau`, `CSVLogger` and `TerminateOnNaN`
+work unchanged. A callback's `self.model` is a `CallbackModel`: the
+`SiameseModel`, seen with the trainer's optimizer (which an uncompiled model
+does not hold) and a `stop_training` flag.
+
+`BestModel` keeps the run's best epoch by a monitored validation value:
+`best.keras` and `best_encoder.keras` beside the last epoch's `model.keras`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Optional
+
+import keras
+
+from siamese_research.config import MONITORS  # noqa: F401 (the public list)
+
+
+def mode(monitor: str) -> str:
+    return "min" if monitor.endswith("loss") else "max"
+
+
+class CallbackModel:
+    """What a callback sees as `self.model` (see the module docstring).
+
+    Attribute reads fall through to the `SiameseModel` (weights, `save`,
+    `get_weights`/`set_weights` for `EarlyStopping(restore_best_weights)`);
+    `optimizer` and `stop_training` live here, so nothing is added to the
+    model that its saved file would carry.
+    """
+
+    def __init__(self, model, optimizer):
+        object.__setattr__(self, "_model", model)
+        object.__setattr__(self, "optimizer", optimizer)
+        object.__setattr__(self, "stop_training", False)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def __setattr__(self, name, value):
+        if name in ("optimizer", "stop_training"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._model, name, value)
+
+
+class BestModel(keras.callbacks.Callback):
+    """Saves the model and its encoder when `monitor` improves.
+
+    Args:
+      run_dir: where `best.keras`, `best_encoder.keras` and `best.json`
+        (epoch, step, monitor, value) go.
+      monitor: a key of the epoch logs (`MONITORS`).
+      save: False only records the best (workers of a multi-worker run).
+    """
+
+    def __init__(self, run_dir: str, monitor: str = "val_loss", save: bool = True):
+        super().__init__()
+        self.run_dir, self.monitor, self.save = run_dir, monitor, save
+        self.sign = -1.0 if mode(monitor) == "min" else 1.0
+        self.best: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self._load()
+
+    def _load(self):
+        """A resumed run keeps its earlier best."""
+        path = os.path.join(self.run_dir, "best.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                record = json.load(f)
+            if record.get("monitor") == self.monitor:
+                self.best, self.best_epoch = record["value"], record["epoch"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(value):
+            return
+        if self.best is not None and self.sign * value <= self.sign * self.best:
+            return
+        self.best, self.best_epoch = float(value), epoch + 1
+        if not self.save:
+            return
+        from siamese_research import model as model_lib
+
+        model = getattr(self.model, "_model", self.model)
+        model.save(os.path.join(self.run_dir, "best.keras"))
+        model_lib.encoder_model(model).save(os.path.join(self.run_dir,
+                                                         "best_encoder.keras"))
+        with open(os.path.join(self.run_dir, "best.json"), "w") as f:
+            json.dump({"epoch": self.best_epoch, "monitor": self.monitor,
+                       "value": self.best}, f)
+            f.write("\n")
