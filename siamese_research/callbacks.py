@@ -52,6 +52,39 @@ class CallbackModel:
             setattr(self._model, name, value)
 
 
+class CallbackDriver(keras.callbacks.CallbackList):
+    """The callbacks of one `Trainer.fit`, with their `CallbackModel`.
+
+    Args:
+      callbacks: `keras.callbacks.Callback`s.
+      model, optimizer: what `self.model` shows them.
+      epochs, steps: `params` as `fit` sets them (steps: per epoch).
+      nonfinite: the trainer's non-finite step count so far.
+    """
+
+    def __init__(self, callbacks, model, optimizer, *, epochs: int, steps: int,
+                 nonfinite: int = 0):
+        super().__init__(list(callbacks), add_history=False, add_progbar=False,
+                         model=CallbackModel(model, optimizer), verbose=0,
+                         epochs=epochs, steps=steps)
+        self.nonfinite = nonfinite
+
+    def batch_end(self, batch: int, values, nonfinite_count) -> bool:
+        """After a compiled call whose last batch of the epoch is `batch`:
+        `on_train_batch_end` with `values()` (the train metrics); returns
+        whether a callback asked to stop."""
+        if not self.callbacks:
+            return False
+        logs = values()
+        count = int(nonfinite_count.numpy())
+        if count > self.nonfinite:
+            # A step of this call was not finite (under "skip", left out of
+            # the metrics): its loss, as fit would show it, is not finite.
+            logs["loss"], self.nonfinite = float("nan"), count
+        self.on_train_batch_end(batch, logs)
+        return self.model.stop_training
+
+
 class BestModel(keras.callbacks.Callback):
     """Saves the model and its encoder when `monitor` improves.
 

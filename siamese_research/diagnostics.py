@@ -18,6 +18,7 @@ last step only: every worker of a multi-worker run makes the same calls.
 
 from __future__ import annotations
 
+import time
 from typing import Dict, Optional, Tuple
 
 from siamese_research import gradients as G
@@ -57,6 +58,7 @@ class Diagnostics:
         self.last_sum_error: Optional[float] = None
         self.max_sum_error = 0.0
         self.replica_sum_errors: list = []
+        self.clock = (time.perf_counter(), 0)
 
     # -- when -------------------------------------------------------------------------
     def due(self, step: int, first: int, last: int) -> Optional[Due]:
@@ -81,10 +83,30 @@ class Diagnostics:
         candidates += [s for s in (first, last) if s > step]
         return min(candidates)
 
+    def call(self, step: int, end: int, first: int, last: int):
+        """(end, due) of the compiled call after global step `step` that would
+        run to `end`: it ends early at a view step, whose due is returned
+        (None: the call has none)."""
+        view = self.next_due(step, first, last)
+        if view > end:
+            return end, None
+        return view, self.due(view, first, last)
+
     # -- what -------------------------------------------------------------------------
-    def write(self, step: int, due: Due) -> None:
-        """Writes view step `step`'s views (the train writer is the default)."""
+    def start_clock(self, step: int) -> None:
+        """samples_per_second counts from here (the loop: each epoch's start)."""
+        self.clock = (time.perf_counter(), step)
+
+    def write(self, step: int, due: Due, pairs: int = 0) -> None:
+        """Writes view step `step`'s views (the train writer is the default);
+        `pairs`: those trained since the clock's last reading, for
+        samples_per_second, measured here in Python (no clock op sits in the
+        compiled step, which --deterministic would refuse)."""
         log, check, hist = due
+        if log:
+            now = time.perf_counter()
+            summaries.samples_per_second(step, pairs, now - self.clock[0])
+            self.clock = (now, step)
         views = self.step.views
         metrics = self.step.metrics
         if log:

@@ -290,8 +290,10 @@ def read_run_config(run_dir: str, **overrides) -> Config:
     return Config(**values)
 
 
-def load_run_model(run_dir: str):
-    """`DIR/model.keras`, with this package's layers registered.
+def load_run_model(run_dir: str, which: str = "best"):
+    """The run's model (`runs.model_path`: `best.keras` when the run kept a
+    best epoch, else `model.keras`; `which="last"`: `model.keras`), with
+    this package's layers registered.
 
     Raises:
       DataError: missing or unloadable.
@@ -299,11 +301,9 @@ def load_run_model(run_dir: str):
     import keras
 
     from siamese_research import encoders, losses, merges, model  # noqa: F401
+    from siamese_research import runs
 
-    path = os.path.join(run_dir, "model.keras")
-    if not os.path.isfile(path):
-        raise DataError(f"--run_dir={run_dir}: no model.keras (the run did not "
-                        f"finish, or this is not a run folder)")
+    path = runs.model_path(run_dir, which)
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as e:  # keras raises many types for a bad archive
@@ -337,7 +337,8 @@ def _validation_pairs(run_config: Config, vectorizer):
 
 
 def evaluate_run(run_dir: str, data_path: str, *, baseline: str = "none",
-                 batch_size: int = 256, **data_flags) -> Dict[str, dict]:
+                 batch_size: int = 256, which: str = "best",
+                 **data_flags) -> Dict[str, dict]:
     """Scores `data_path` with the run's model (and the baseline).
 
     Args:
@@ -345,6 +346,7 @@ def evaluate_run(run_dir: str, data_path: str, *, baseline: str = "none",
       data_path: a pair file of the run's kind (text or .npz).
       baseline: "none" or "overlap".
       batch_size: pairs per forward pass.
+      which: "best" (best.keras, or model.keras without one) or "last".
       **data_flags: left_column, right_column, label_column, label_range
         (None keeps the run's).
 
@@ -388,7 +390,7 @@ def evaluate_run(run_dir: str, data_path: str, *, baseline: str = "none",
                         f"an empty text")
     if baseline == "overlap" and not pairs.is_text:
         raise DataError("--baseline=overlap needs text pairs, not an .npz file")
-    model = load_run_model(run_dir)
+    model = load_run_model(run_dir, which)
     graded = config.label_bounds is not None
     groups = [t.strip() for t in pairs.left_text] if pairs.is_text else None
 
@@ -485,6 +487,9 @@ def define_flags():
     flags.DEFINE_string("baseline", "none", "none, or overlap: idf-weighted word "
                         "overlap on the same file", flag_values=fv)
     flags.DEFINE_integer("batch_size", 256, "pairs per forward pass", flag_values=fv)
+    flags.DEFINE_enum("which", "best", ["best", "last"], "best: best.keras, the epoch "
+                      "--monitor picked (model.keras if the run kept none); last: "
+                      "model.keras", flag_values=fv)
     return fv
 
 
@@ -504,7 +509,7 @@ def main(argv=None) -> int:
         results = evaluate_run(
             fv.run_dir, fv.data, baseline=fv.baseline, batch_size=fv.batch_size,
             left_column=fv.left_column, right_column=fv.right_column,
-            label_column=fv.label_column, label_range=fv.label_range)
+            label_column=fv.label_column, label_range=fv.label_range, which=fv.which)
     except UserError as e:
         cli.fail(str(e))
     stem = os.path.splitext(os.path.basename(fv.data))[0]

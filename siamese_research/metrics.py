@@ -69,6 +69,16 @@ def fitted_threshold(auc: keras.metrics.AUC) -> Tuple[tf.Tensor, tf.Tensor]:
     return tf.gather(thresholds, best), tf.gather(accuracy, best)
 
 
+def results(metrics, fixed: bool) -> Dict[str, float]:
+    """The metrics' values; without a `fixed` threshold, `accuracy` at the
+    threshold fitted on what the metrics have seen, and that `threshold`."""
+    logs = {k: float(m.result()) for k, m in metrics.items()}
+    if not fixed:
+        threshold, accuracy = fitted_threshold(metrics["auc"])
+        logs.update(accuracy=float(accuracy), threshold=float(threshold))
+    return logs
+
+
 def accuracy_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
     """The accuracy of `score > threshold` against `label >= 0.5`."""
     if not len(scores):
@@ -76,20 +86,16 @@ def accuracy_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> flo
     return float(np.mean((np.asarray(scores) > threshold) == (np.asarray(labels) >= 0.5)))
 
 
-def ranked_and_graded(labels: np.ndarray, scores: np.ndarray, groups=None,
-                      copies: int = 1) -> Dict[str, float]:
+def ranked_and_graded(labels: np.ndarray, scores: np.ndarray,
+                      groups=None) -> Dict[str, float]:
     """Validation metrics beyond accuracy that the data supports:
     `val_map`, `val_mrr` when pairs have groups (each left text's candidates
     ranked by score), `val_pearson` when labels are graded (not all 0 or 1).
-
-    Args:
-      copies: each replica scores the whole batch (`Trainer.evaluate`), so
-        with several the scores come `copies` times over; one copy is used.
     """
     from siamese_research import evaluate
 
-    n = len(scores) // max(copies, 1)
-    labels, scores = np.asarray(labels)[:n], np.asarray(scores)[:n]
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    n = len(scores)
     out = {}
     if groups is not None and len(groups) == n:
         ranked = evaluate.ranking_metrics(groups, labels, scores)

@@ -23,8 +23,7 @@ sweep as one table (one row per run folder). The projector files live in
 `validation/` because the Projector plugin only reads folders that are runs
 (hold event files), and they are the validation items' encodings.
 
-Everything here runs eagerly, outside the compiled step, except that
-`start_graph_trace` must be called before the first compiled train call.
+Everything here runs eagerly, outside the compiled step.
 """
 
 from __future__ import annotations
@@ -56,7 +55,6 @@ FINAL_PREFIX = "final/"
 # Metrics shown first in the HParams table, when a run reports them.
 FINAL_METRICS = ("val_accuracy", "val_auc", "val_loss", "accuracy", "loss",
                  "max_sum_error")
-GRAPH_TAG = "train_step"
 PR_CURVE_TAG = "pr_curve"
 PR_THRESHOLDS = 201
 PROJECTOR_FOLDER = "validation"
@@ -204,64 +202,14 @@ def _is_number(value) -> bool:
 
 
 # -- Graph ---------------------------------------------------------------------
-def start_graph_trace() -> None:
-    """Starts recording the graphs of `tf.function`s traced from now on.
-
-    Call it right before the first compiled train call: only functions
-    traced while the trace is on are recorded, and the step is traced once.
-    """
-    tf.summary.trace_on(graph=True, profiler=False)
-
-
-def export_graph_trace(writer: tf.summary.SummaryWriter, step: int = 0,
-                       name: str = GRAPH_TAG) -> None:
-    """Writes the recorded graph to `writer` (the Graphs dashboard) and stops
-    recording.
-
-    Args:
-      writer: the `train/` writer.
-      step: the step to file the graph under.
-      name: the graph's tag.
-    """
-    with writer.as_default():
-        tf.summary.trace_export(name=name, step=step)
-    writer.flush()
-
-
-def trace_graph(writer: tf.summary.SummaryWriter, fn, *args, step: int = 0,
-                name: str = GRAPH_TAG):
-    """Calls `fn(*args)` with the graph trace on and exports the graph.
-
-    Use it on the first compiled train call only (e.g. `trainer.train_steps(
-    iterator, plan, source)`); later calls reuse the traced graph and record
-    nothing.
-
-    Args:
-      writer: the `train/` writer.
-      fn: a `tf.function` (or a Python function that calls one).
-      *args: its arguments.
-      step: the step to file the graph under.
-      name: the graph's tag.
-
-    Returns:
-      What `fn` returns.
-    """
-    start_graph_trace()
-    try:
-        return fn(*args)
-    finally:
-        # Export (and so turn tracing off) even when the call raised.
-        export_graph_trace(writer, step, name)
-
-
 def write_branch_graph(writer: tf.summary.SummaryWriter, model, loss_fn,
                        element_spec) -> None:
     """Writes the graph of one forward and branch-split backward pass as the
     run's graph (the Graphs dashboard's default view of `train/`).
 
-    The compiled train call (`trace_graph`) runs many steps in a loop, so its
-    graph shows the step inside a `while` body. This graph is that step's
-    math alone, traced (never run) from `gradients.branch_gradients`: each
+    The compiled train call runs many steps in a `while` loop; this graph is
+    one step's math alone, traced (never run) from
+    `gradients.branch_gradients`, after training: each
     shared weight is one resource input read twice, once into the left
     call's copy and once into the right call's (`Identity`, `Identity_3`,
     ...), feeding two calls of the one encoder (`lstm_1`, `lstm_3`).

@@ -21,15 +21,15 @@ import time
 from typing import Callable, Dict, Optional, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from siamese_research import data as data_lib
 from siamese_research import metrics as metrics_lib
-from siamese_research import summaries, tensorboard_extras
-from siamese_research.callbacks import CallbackModel
+from siamese_research import summaries
+from siamese_research.callbacks import CallbackDriver
 from siamese_research.diagnostics import Diagnostics
 from siamese_research.step import NonFiniteError, TrainStep
+from siamese_research.validation import Validator
 
 SHOWN = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -85,11 +85,8 @@ class Trainer:
         self.writers = writers
         self.steps_per_execution = steps_per_execution
         self.verbose = verbose
-        with strategy.scope():
-            self.val_metrics = metrics_lib.pair_metrics("val_")
+        self.validator = Validator(self.step)
         self.threshold = 0.5  # the validation threshold (fitted: from training)
-        self.eval_step = None
-        self._graph_written = False
 
     # Shortcuts to the step's state, which checkpoints and callers read.
     model = property(lambda self: self.step.model)
@@ -99,6 +96,7 @@ class Trainer:
     nonfinite_count = property(lambda self: self.step.nonfinite_count)
     nonfinite_step = property(lambda self: self.step.nonfinite_step)
     train_metrics = property(lambda self: self.step.metrics)
+    val_metrics = property(lambda self: self.validator.metrics)
     max_sum_error = property(lambda self: self.diagnostics.max_sum_error)
     last_sum_error = property(lambda self: self.diagnostics.last_sum_error)
 
@@ -116,7 +114,7 @@ class Trainer:
     @property
     def tracing_count(self) -> Dict[str, int]:
         """How many times each compiled function was traced."""
-        fns = {"train_steps": self.step.run, "eval_step": self.eval_step}
+        fns = {"train_steps": self.step.run, "eval_step": self.validator.eval_step}
         return {name: fn.experimental_get_tracing_count() if fn is not None else 0
                 for name, fn in fns.items()}
 
@@ -158,33 +156,22 @@ class Trainer:
             validation = data_lib.as_pair_dataset(validation)
         spe = train.steps_per_epoch
         history = {"epochs": [], "interrupted": False, "stopped_early": False}
-        cbs = self._callback_list(callbacks, epochs, spe)
+        cbs = CallbackDriver(callbacks, self.model, self.optimizer, epochs=epochs,
+                             steps=spe, nonfinite=int(self.nonfinite_count.numpy()))
         cbs.on_train_begin()
         try:
             self._fit(train, validation, epochs, on_progress, should_stop, on_epoch_end,
                       progress_every, cbs, history)
         finally:
+            history["stopped_early"] = cbs.model.stop_training
             cbs.on_train_end(history["epochs"][-1] if history["epochs"] else None)
         return history
-
-    def _callback_list(self, callbacks, epochs: int, spe: int):
-        self.callback_model = CallbackModel(self.model, self.optimizer)
-        return keras.callbacks.CallbackList(
-            list(callbacks), add_history=False, add_progbar=False,
-            model=self.callback_model, verbose=0, epochs=epochs, steps=spe)
-
-    def _stop_requested(self, history) -> bool:
-        if self.callback_model.stop_training:
-            history["stopped_early"] = True
-            return True
-        return False
 
     def _fit(self, train, validation, epochs, on_progress, should_stop, on_epoch_end,
              progress_every, cbs, history) -> None:
         spe = train.steps_per_epoch
         start = int(self.global_step.numpy())
         first, last = start + 1, epochs * spe
-        seen_nonfinite = int(self.nonfinite_count.numpy())
         multi_worker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
         for epoch in range(start // spe, epochs):
             step = int(self.global_step.numpy())
@@ -198,7 +185,7 @@ class Trainer:
             cbs.on_epoch_begin(epoch)
             iterator = iter(self.strategy.experimental_distribute_dataset(
                 train.index_epoch(epoch, skip)))
-            clock = (time.perf_counter(), step)  # samples_per_second since
+            self.diagnostics.start_clock(step)  # samples_per_second since
             shown = 0.0
             end_of_epoch = (epoch + 1) * spe
             # The writer is the default for the whole epoch: leaving
@@ -208,59 +195,35 @@ class Trainer:
                     end = min(step + self.steps_per_execution, end_of_epoch)
                     if progress_every > 0:
                         end = min(end, step + progress_every - step % progress_every)
-                    view = self.diagnostics.next_due(step, first, last)
-                    due = self.diagnostics.due(view, first, last) if view <= end else None
-                    if due is not None:
-                        end = view
+                    end, due = self.diagnostics.call(step, end, first, last)
                     check = due is not None and (due[1] or due[2])  # histograms: total
-                    args = (iterator, tf.constant(end - step, tf.int32),
-                            tf.constant(due is not None), tf.constant(check), train.source)
-                    if self.writers is not None and not self._graph_written:
-                        # The compiled call's graph, recorded as it is traced.
-                        self._graph_written = True
-                        state = tensorboard_extras.trace_graph(
-                            self.writers[summaries.TRAIN], self.step.run, *args, step=step)
-                    else:
-                        state = self.step.run(*args)
+                    state = self.step.run(iterator, tf.constant(end - step, tf.int32),
+                                          tf.constant(due is not None), tf.constant(check),
+                                          train.source)
                     # One read per call (a variable's .numpy() costs ~0.1 ms).
                     step, bad = (int(x) for x in state.numpy())
                     self._check_nonfinite(bad)
                     # A multi-worker run's metric reads are collectives: every
                     # worker makes them, the chief alone writes.
                     if due is not None and (self.writers is not None or multi_worker):
-                        if due[0]:
-                            now = time.perf_counter()
-                            summaries.samples_per_second(
-                                step, train.pairs_in_batches(clock[1] - epoch * spe,
-                                                             step - epoch * spe),
-                                now - clock[0])
-                            clock = (now, step)
-                        self.diagnostics.write(step, due)
+                        self.diagnostics.write(step, due, pairs=train.pairs_in_batches(
+                            self.diagnostics.clock[1] - epoch * spe, step - epoch * spe))
                     done = step - epoch * spe
                     if self.verbose and (done >= spe or not multi_worker and
                                          time.perf_counter() - shown > 0.1):
                         shown = time.perf_counter()  # reading metrics costs a little
-                        bar.update(done, values=self._values(shown_only=True))
+                        bar.update(done, values=list(self._values(True).items()))
                     if on_progress is not None:
                         on_progress(step)
-                    if cbs.callbacks:
-                        logs = dict(self._values())
-                        skipped = int(self.nonfinite_count.numpy())
-                        if skipped > seen_nonfinite:
-                            # A step of this call was not finite (and, under
-                            # "skip", left out of the metrics): its loss, as
-                            # fit would show it, is not finite.
-                            logs["loss"], seen_nonfinite = float("nan"), skipped
-                        cbs.on_train_batch_end(done - 1, logs)
-                        if self._stop_requested(history):
-                            break
+                    if cbs.batch_end(done - 1, self._values, self.nonfinite_count):
+                        break
                     if step < end_of_epoch and should_stop is not None and should_stop():
                         # Mid-epoch: return now. At an epoch's end, validate and
                         # finish the epoch first so no epoch-level summary is lost.
                         history["interrupted"] = True
                         self.flush()
                         return
-            logs = self._epoch_logs(step)
+            logs = self._epoch_logs()
             if validation is not None:
                 logs.update(self.evaluate(validation, step=step)[0])
             if self.verbose:
@@ -272,74 +235,26 @@ class Trainer:
             self.flush()
             if on_epoch_end is not None:
                 on_epoch_end(epoch, logs)
-            if self._stop_requested(history):
+            if cbs.model.stop_training:
                 return
             if should_stop is not None and should_stop() and epoch + 1 < epochs:
                 history["interrupted"] = True
                 return
 
-    def _epoch_logs(self, step: int) -> dict:
-        """The epoch's train metrics; with a fitted threshold, the accuracy at
-        the threshold fitted on this epoch's training scores, which
-        validation then uses."""
-        logs = {k: float(m.result()) for k, m in self.train_metrics.items()}
-        if not self.fixed_threshold:
-            threshold, accuracy = metrics_lib.fitted_threshold(self.train_metrics["auc"])
-            self.threshold = float(threshold)
-            logs.update(accuracy=float(accuracy), threshold=self.threshold)
+    def _epoch_logs(self) -> dict:
+        """The epoch's train metrics; a fitted threshold (the one validation
+        then uses) is fitted on this epoch's training scores."""
+        logs = metrics_lib.results(self.train_metrics, self.fixed_threshold)
+        self.threshold = logs.get("threshold", 0.5)
         return logs
 
     def evaluate(self, data, step: Optional[int] = None):
-        """Runs the validation metrics over `data` (one pass, in order).
-
-        Returns:
-          (logs {"val_loss", "val_accuracy", "val_auc"[, "val_threshold"]
-          [, "val_map", "val_mrr"][, "val_pearson"]}, predictions (n,)).
-          Accuracy is at `self.threshold` (0.5, or the one fitted on
-          training); MAP and MRR rank each left text's candidates (text
-          pairs); Pearson is there for graded labels. With `step` and
-          writers, the scalars go to validation/ at `step`.
-        """
-        data = data_lib.as_pair_dataset(data)
-        if self.eval_step is None:
-            self.eval_step = tf.function(self._distributed_eval_step,
-                                         input_signature=[data.element_spec])
-        for m in self.val_metrics.values():
-            m.reset_state()
-        preds, labels = [], []
-        for batch in data.epoch(0):
-            pred = self.eval_step(batch).numpy()
-            preds.append(pred)
-            # Several replicas each score the whole (undistributed) batch and
-            # the gather stacks the copies: repeat the labels to match.
-            labels.append(np.resize(batch[1].numpy(), pred.shape))
-        logs = {"val_" + k: float(m.result()) for k, m in self.val_metrics.items()}
-        preds = np.concatenate(preds) if preds else np.zeros(0, np.float32)
-        labels = np.concatenate(labels) if labels else np.zeros(0, np.float32)
-        if not self.fixed_threshold:
-            logs["val_accuracy"] = metrics_lib.accuracy_at(labels, preds, self.threshold)
-            logs["val_threshold"] = self.threshold
-        logs.update(metrics_lib.ranked_and_graded(labels, preds, data.groups,
-                                                  self.strategy.num_replicas_in_sync))
-        if step is not None and self.writers is not None:
-            with self.writers[summaries.VALIDATION].as_default():
-                summaries.epoch_scalars(step, {k[4:]: v for k, v in logs.items()})
-            if len(preds):
-                tensorboard_extras.pr_curve(self.writers[summaries.VALIDATION],
-                                            labels, preds, step)
-        return logs, preds
-
-    def _distributed_eval_step(self, batch):
-        preds = self.strategy.run(self._eval_step, args=(batch,))
-        return self.strategy.gather(preds, axis=0)
-
-    def _eval_step(self, batch):
-        (left, right), label, weight = batch
-        pred = self.model((left, right), training=False)
-        loss = self.step.loss_fn(label, pred, sample_weight=weight)
-        loss = loss * self.strategy.num_replicas_in_sync  # see TrainStep.math
-        metrics_lib.update(self.val_metrics, loss, label, pred)
-        return tf.reshape(pred, [-1])
+        """Validates on `data` (`validation.Validator.evaluate`) at the
+        trainer's threshold; with `step` and writers, writes the scalars."""
+        writer = self.writers[summaries.VALIDATION] if self.writers is not None else None
+        return self.validator.evaluate(
+            data, threshold=None if self.fixed_threshold else self.threshold,
+            writer=writer, step=step)
 
     # -- helpers ----------------------------------------------------------------------
     def _writer(self, name):
@@ -363,12 +278,9 @@ class Trainer:
             for w in self.writers.values():
                 w.flush()
 
-    def _values(self, shown_only: bool = False):
-        logs = {k: float(m.result()) for k, m in self.train_metrics.items() if k != "auc"}
-        if not self.fixed_threshold:
-            logs["accuracy"] = float(metrics_lib.fitted_threshold(
-                self.train_metrics["auc"])[1])
-        return [(k, v) for k, v in logs.items() if not shown_only or k in SHOWN]
+    def _values(self, shown_only: bool = False) -> dict:
+        logs = metrics_lib.results(self.train_metrics, self.fixed_threshold)
+        return {k: v for k, v in logs.items() if not shown_only or k in SHOWN}
 
 
 __all__ = ["Trainer", "NonFiniteError"]

@@ -75,7 +75,6 @@ def test_left_gradient_equals_stop_gradient_derivation():
 
 def test_sgd_step_moves_weights_by_minus_lr_times_sum():
     from siamese_research.trainer import Trainer
-    from siamese_research.data import PairDataset, Pairs
 
     keras.utils.set_random_seed(5)
     lr = 0.1
@@ -84,8 +83,6 @@ def test_sgd_step_moves_weights_by_minus_lr_times_sum():
     trainer = Trainer(model, loss_fn=loss_fn, optimizer=keras.optimizers.SGD(lr),
                       writers=None, verbose=0)
     left, right, label = _batch(5, tl=5, tr=5)
-    pairs = Pairs(left.numpy(), right.numpy(), np.full(6, 5), np.full(6, 5),
-                  label.numpy())
     bg = G.branch_gradients(model, loss_fn, left, right, label,
                             tf.ones_like(label))
     before = [v.numpy().copy() for v in bg.encoder_vars]

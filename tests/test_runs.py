@@ -66,7 +66,8 @@ def test_registration_and_the_public_api(text_run):
 
 def test_load_run_scores_and_encodes_raw_text_as_the_model_does(text_run):
     run = runs.load_run(str(text_run))
-    assert run.model_path.endswith("model.keras")  # no best.keras: the fallback
+    assert run.model_path.endswith("best.keras")  # the run validated: its best epoch
+    assert runs.load_run(str(text_run), which="last").model_path.endswith("model.keras")
     assert run.threshold == 0.5  # a sigmoid head, no threshold.json
     left = ["what is thing1?", "What is THING2!", "zebra crossing", "what"]
     right = ["thing1 is a thing", "nothing to see", "zebra", "is"]

@@ -229,12 +229,7 @@ def test_hparams_experiment_and_session(server):
 def test_graph_shows_one_encoder_for_both_branches(server):
     run = server.run + "/train"
     info = server.json("/data/plugin/graphs/info")[run]
-    # The compiled train call, traced on its first call ...
-    assert info["tags"][tbx.GRAPH_TAG]["op_graph"]
-    traced = server.get("/data/plugin/graphs/graph", run=run, tag=tbx.GRAPH_TAG,
-                        conceptual="false").decode()
-    assert "siamese/encoder/lstm" in traced
-    # ... and the run graph: one step's forward and branch-split backward.
+    # The run graph: one step's forward and branch-split backward.
     assert info["run_graph"]
     text = server.get("/data/plugin/graphs/graph", run=run, conceptual="false")
     graph = text_format.Parse(text.decode(), graph_pb2.GraphDef())

@@ -102,12 +102,12 @@ def test_fit_stops_on_request_mid_epoch():
 
 def test_samples_per_second_is_the_pairs_over_the_time_since_the_last_log_step(
         tmp_path, monkeypatch):
-    """The loop's clock, read at the epoch's start and at each log step: a
-    fake one that advances 100 s a reading makes the rate exact."""
-    from siamese_research import trainer as trainer_module
+    """The diagnostics' clock, read at the epoch's start and at each log step:
+    a fake one that advances 100 s a reading makes the rate exact."""
+    from siamese_research import diagnostics
 
     readings = iter(range(0, 10**6, 100))
-    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: next(readings))
+    monkeypatch.setattr(diagnostics.time, "perf_counter", lambda: next(readings))
     trainer = _trainer(tmp_path)
     trainer.diagnostics.log_every = 3
     trainer.fit(D.PairDataset(_pairs(12, 5), 4), epochs=1)  # steps 1, 2, 3

@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Where one `train.py` run's time goes: wall seconds per phase, in-process.
+
+    python scripts/startup_phases.py [train.py flags]
+
+Times, around the library functions that do them: TensorFlow's import, the
+data, the model build, each compiled call (the first one holds the trace),
+the diagnostics' writes, validation, saving, the graph, projector and
+HParams exports; and the whole run. It wraps whichever of these functions
+the checked-out code has, so the same script measures an older commit.
+"""
+
+import functools
+import os
+import sys
+import time
+
+T0 = time.perf_counter()
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import siamese_research  # noqa: E402,F401  (TensorFlow's import)
+
+IMPORT = time.perf_counter() - T0
+TIMES = {}
+
+
+def wrap(owner, name, label=None, sync=False):
+    fn = getattr(owner, name, None)
+    if fn is None:
+        return
+
+    @functools.wraps(fn)
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            out = fn(*args, **kwargs)
+            if sync and hasattr(out, "numpy"):
+                out.numpy()  # the call's work is done
+            return out
+        finally:
+            TIMES.setdefault(label or name, []).append(time.perf_counter() - start)
+
+    setattr(owner, name, timed)
+
+
+def main(argv):
+    from siamese_research import data, tensorboard_extras, trainer, training
+
+    wrap(data, "load", "data")
+    wrap(training, "build", "model build")
+    wrap(training, "save_models", "save model.keras, encoder.keras")
+    wrap(tensorboard_extras, "write_branch_graph", "branch graph")
+    wrap(tensorboard_extras, "write_hparams", "hparams")
+    wrap(tensorboard_extras, "export_validation_projector", "projector")
+    wrap(trainer.Trainer, "evaluate", "validation")
+    wrap(trainer.Trainer, "fit", "fit (all epochs)")
+    try:
+        from siamese_research import diagnostics, step
+
+        wrap(diagnostics.Diagnostics, "write", "diagnostics writes")
+        init = step.TrainStep.__init__
+
+        def patched(self, *a, **k):
+            init(self, *a, **k)
+            holder = type("H", (), {})()
+            holder.run = self.run
+            wrap(holder, "run", "compiled calls", sync=True)
+            timed = holder.run
+            timed.experimental_get_tracing_count = self.run.experimental_get_tracing_count
+            self.run = timed
+
+        step.TrainStep.__init__ = patched
+    except ImportError:  # the code of 868989f and before: one Trainer class
+        init = trainer.Trainer.__init__
+
+        def patched(self, *a, **k):
+            init(self, *a, **k)
+            holder = type("H", (), {})()
+            holder.train_steps = self.train_steps
+            wrap(holder, "train_steps", "compiled calls", sync=True)
+            timed = holder.train_steps
+            timed.experimental_get_tracing_count = \
+                self.train_steps.experimental_get_tracing_count
+            self.train_steps = timed
+
+        trainer.Trainer.__init__ = patched
+    try:
+        from siamese_research.train_main import main as train_main
+    except ImportError:
+        import runpy
+
+        train_main = runpy.run_path(os.path.join(os.path.dirname(__file__), "..",
+                                                 "train.py"))["main"]
+    start = time.perf_counter()
+    code = train_main(["train.py", "--verbose=0"] + argv)
+    run = time.perf_counter() - start
+    print("| phase | calls | seconds (first call) |")
+    print("| --- | ---: | ---: |")
+    print(f"| import siamese_research (TensorFlow, Keras) | 1 | {IMPORT:.2f} |")
+    for name, values in TIMES.items():
+        first = f" ({values[0]:.2f})" if len(values) > 1 else ""
+        print(f"| {name} | {len(values)} | {sum(values):.2f}{first} |")
+    print(f"| train.py's main, in all | 1 | {run:.2f} |")
+    print(f"| the process so far | | {time.perf_counter() - T0:.2f} |")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
