@@ -7,30 +7,16 @@ checkpoint cases (incompatible, corrupt) are in tests/test_checkpoints.py;
 non-finite training (exit 3) in tests/test_nonfinite.py.
 """
 
-import contextlib
-import importlib.util
-import io
-import os
-
 import pytest
 
 import test_files
-from conftest import ROOT, run_train
+from conftest import run_main, run_train
 
 
 def _cli(*args):
-    """train.py's main() in this process: the same code path as the command
-    line without a process start per case. Returns (exit status, stderr)."""
-    spec = importlib.util.spec_from_file_location("train_cli", os.path.join(ROOT, "train.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = module.main(["train.py", *args])
-        except SystemExit as e:
-            code = e.code
-    return code, err.getvalue()
+    """train.py's main() in this process (conftest.run_main): (status, stderr)."""
+    proc = run_main(*args)
+    return proc.returncode, proc.stderr
 
 
 class _Proc:

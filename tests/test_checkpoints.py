@@ -2,6 +2,7 @@
 
 import collections
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from siamese_research import training
-from conftest import ROOT, run_train, tiny
+from conftest import ROOT, run_main, run_train, tiny
 
 # 240 train pairs / batch 8 = 30 steps per epoch, 2 epochs = 60 steps.
 LONG = ["--num_samples=300", "--timesteps=6", "--features=8", "--units=4",
@@ -117,15 +118,17 @@ def test_incompatible_checkpoint_and_restart(tmp_path):
     training.run(tiny(run_dir=run_dir, checkpoint_every=2))
     base = ["--num_samples=48", "--timesteps=6", "--features=8", "--batch_size=8",
             "--epochs=2", "--prototypes=4", "--seed=7", f"--run_dir={run_dir}"]
-    bad = run_train(*base, "--units=8", timeout=120)
+    bad = run_main(*base, "--units=8")
     assert bad.returncode == 2
     line = bad.stderr.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in line
     assert "checkpoints is incompatible" in line and "units=4 in the checkpoint, 8 now" in line
     assert "--restart" in line
-    again = run_train(*base, "--units=8", "--restart", timeout=300)
+    again = run_main(*base, "--units=8", "--restart", "--verbose=0")
     assert again.returncode == 0, again.stderr
     assert "Resuming" not in again.stdout
+    assert not os.path.exists(os.path.join(run_dir, "best.json")) or \
+        json.load(open(os.path.join(run_dir, "best.json")))["epoch"] <= 2
 
 
 def test_corrupt_checkpoint_names_the_file(tmp_path):
@@ -135,9 +138,9 @@ def test_corrupt_checkpoint_names_the_file(tmp_path):
     for path in glob.glob(latest + ".data-*"):
         with open(path, "wb") as f:
             f.write(b"not a checkpoint")
-    proc = run_train("--num_samples=48", "--timesteps=6", "--features=8", "--units=4",
-                     "--batch_size=8", "--epochs=3", "--prototypes=4", "--seed=7",
-                     f"--run_dir={run_dir}", timeout=120)
+    proc = run_main("--num_samples=48", "--timesteps=6", "--features=8", "--units=4",
+                    "--batch_size=8", "--epochs=3", "--prototypes=4", "--seed=7",
+                    f"--run_dir={run_dir}")
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert latest in proc.stderr and "--restart" in proc.stderr
@@ -151,15 +154,21 @@ def test_deterministic_runs_are_identical(tmp_path):
     args = ["--num_samples=48", "--timesteps=6", "--features=8", "--units=4",
             "--batch_size=8", "--epochs=2", "--deterministic", "--seed=5",
             "--log_every=2", "--grad_check_every=3", "--histogram_every=4"]
-    a = run_train(*args, f"--run_dir={tmp_path / 'a'}")
-    b = run_train(*args, f"--run_dir={tmp_path / 'b'}")
-    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    # Both runs in one process (one TensorFlow start-up), each from scratch.
+    code = ("import sys; from siamese_research.train_main import main; "
+            "base, flags = sys.argv[1], sys.argv[2:]; "
+            "sys.exit(main(['train.py', *flags, f'--run_dir={base}/a']) "
+            "or main(['train.py', *flags, f'--run_dir={base}/b']))")
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    finals = [line for line in proc.stdout.splitlines() if line.startswith("Final:")]
+    assert len(finals) == 2 and finals[0] == finals[1]
     tags, _ = read_tags(str(tmp_path / "a" / "train"))
     assert tags["samples_per_second"] == [1, 2, 4, 6, 8, 10]  # 10 steps
     assert tags["branch_gradients/sum_error"] == [1, 3, 6, 9, 10]
     assert tags["weights/siamese/encoder/lstm/lstm_cell/kernel"] == [1, 4, 8, 10]
-    final = [next(l for l in p.stdout.splitlines() if l.startswith("Final:"))
-             for p in (a, b)]
-    assert final[0] == final[1]
     for x, y in zip(_weights(tmp_path / "a"), _weights(tmp_path / "b")):
         np.testing.assert_array_equal(x, y)
