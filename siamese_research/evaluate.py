@@ -323,6 +323,25 @@ def predict(model, pairs, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(out).astype(np.float64)
 
 
+def _evaluate_builtin(run_dir: str, data: str, batch_size: int, which: str) -> dict:
+    """`--data=synthetic|random`: the run's own built-in validation pairs,
+    re-created from its config.json (the same seed, the same split)."""
+    from siamese_research import data as data_lib
+
+    run_config = read_run_config(run_dir)
+    if run_config.data != data:
+        raise DataError(f"--data={data}: this run was trained on --data="
+                        f"{run_config.data}; its built-in validation split is "
+                        f"--data={run_config.data}")
+    pairs = data_lib.load(run_config).validation
+    if pairs is None or not len(pairs):
+        raise DataError(f"--data={data}: the run held out no validation pairs "
+                        f"(--validation_split=0)")
+    scores = predict(load_run_model(run_dir, which), pairs, batch_size)
+    return {"model": compute_metrics(pairs.label, scores),
+            "info": {"skipped": 0, "scores": scores, "labels": pairs.label}}
+
+
 def _validation_pairs(run_config: Config, vectorizer):
     """The run's validation pairs, re-created as training made them, or None."""
     from siamese_research import data as data_lib
@@ -363,6 +382,8 @@ def evaluate_run(run_dir: str, data_path: str, *, baseline: str = "none",
         raise DataError(f"--baseline={baseline}: expected one of {', '.join(BASELINES)}")
     if not os.path.isdir(run_dir):
         raise DataError(f"--run_dir={run_dir}: no such folder")
+    if data_path in ("synthetic", "random"):
+        return _evaluate_builtin(run_dir, data_path, batch_size, which)
     if not os.path.isfile(data_path):
         raise DataError(f"--data={data_path}: no such file")
     try:
@@ -478,7 +499,8 @@ def define_flags():
     fv = flags.FlagValues()
     flags.DEFINE_string("run_dir", None, "a finished run folder (model.keras)",
                         flag_values=fv)
-    flags.DEFINE_string("data", None, "the pair file to score (.csv/.tsv/.jsonl/.npz)",
+    flags.DEFINE_string("data", None, "the pair file to score (.csv/.tsv/.jsonl/.npz), "
+                        "or synthetic / random: a built-in run's own validation split",
                         flag_values=fv)
     for name in ("left_column", "right_column", "label_column"):
         flags.DEFINE_string(name, None, f"default: the run's --{name}", flag_values=fv)

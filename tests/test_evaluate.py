@@ -217,3 +217,18 @@ def test_overlap_baseline_on_trecqa_dev():
     # docs/results.md reports these (81 questions, 65 with both kinds).
     assert got["groups_scored"] == 65
     assert got["map"] == pytest.approx(0.7170, abs=5e-4)
+
+
+def test_a_builtin_run_is_evaluated_on_its_own_validation_split(tmp_path):
+    from siamese_research import training
+    from conftest import tiny
+
+    run_dir = str(tmp_path / "run")
+    result = training.run(tiny(run_dir=run_dir, projector_points=0))
+    out = ev.evaluate_run(run_dir, "synthetic", which="last")
+    # The same 12 held-out pairs the run validated on, scored again.
+    assert out["model"]["pairs"] == 12
+    np.testing.assert_allclose(out["info"]["scores"], result["validation_predictions"],
+                               atol=1e-6)
+    with pytest.raises(ev.DataError):
+        ev.evaluate_run(run_dir, "random")
