@@ -115,12 +115,13 @@ def _has_torch() -> bool:
 
 def run(*, rounds: int = 3, whole_job: bool = False, quiet: bool = False) -> dict:
     """Runs every job `rounds` times, interleaved; returns their wall times."""
-    times: Dict[str, List[float]] = {name: [] for name in jobs(whole_job)}
+    todo = jobs(whole_job)  # (once: finding PyTorch starts a process)
+    times: Dict[str, List[float]] = {name: [] for name in todo}
     env = dict(os.environ)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
-            for i, (name, command) in enumerate(jobs(whole_job).items()):
+            for i, (name, command) in enumerate(todo.items()):
                 if command[1] == TRAIN_PY:
                     command = command + [f"--run_dir={tmp}/{r}-{i}", "--verbose=0"]
                 start = time.perf_counter()

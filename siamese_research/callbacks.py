@@ -2,7 +2,8 @@
 
 `Trainer.fit(callbacks=[...])` drives standard `keras.callbacks.Callback`
 objects with the hooks and logs `model.fit` gives them (train and epoch
-begin and end, a batch end after each compiled call, `model.stop_training`),
+begin and end, a batch begin and end around each compiled call, as `fit`
+does with `steps_per_execution`; `model.stop_training`),
 so `EarlyStopping`, `ReduceLROnPlateau`, `CSVLogger` and `TerminateOnNaN`
 work unchanged. A callback's `self.model` is a `CallbackModel`: the
 `SiameseModel`, seen with the trainer's optimizer (which an uncompiled model
@@ -93,15 +94,18 @@ class BestModel(keras.callbacks.Callback):
         (epoch, step, monitor, value) go.
       monitor: a key of the epoch logs (`MONITORS`).
       save: False only records the best (workers of a multi-worker run).
+      resume: the run resumes from a checkpoint: it keeps its earlier best.
     """
 
-    def __init__(self, run_dir: str, monitor: str = "val_loss", save: bool = True):
+    def __init__(self, run_dir: str, monitor: str = "val_loss", save: bool = True,
+                 resume: bool = False):
         super().__init__()
         self.run_dir, self.monitor, self.save = run_dir, monitor, save
         self.sign = -1.0 if mode(monitor) == "min" else 1.0
         self.best: Optional[float] = None
         self.best_epoch: Optional[int] = None
-        self._load()
+        if resume:
+            self._load()
 
     def _load(self):
         """A resumed run keeps its earlier best."""

@@ -37,9 +37,9 @@ def fixed_threshold(model, loss: str) -> bool:
 
 
 def update(metrics, loss, label, pred, valid=None) -> None:
-    """Updates `metrics` with one batch. Metric updates sync across replicas,
-    so they cannot sit under tf.cond: a step that was not applied (`valid`
-    False) is masked by a zero weight instead."""
+    """Updates `metrics` with one batch; a step that was not applied
+    (`valid` False) counts with a zero weight (no tf.cond: one code path for
+    every step, and every replica updates the same way)."""
     pred = tf.reshape(pred, [-1])
     if valid is None:
         metrics["loss"].update_state(loss)

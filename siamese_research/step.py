@@ -79,12 +79,14 @@ class TrainStep:
         self.variables = list(model.trainable_variables)
         self._var_index = {id(v): i for i, v in enumerate(self.variables)}
         # Under a Mirrored strategy apply_gradients makes a merge_call, which
-        # cannot sit in a tf.cond, even with one replica: there a step that
-        # must not apply applies zeros instead.
+        # cannot sit in a replica's tf.cond, even with one replica.
         self._replicated = (strategy.num_replicas_in_sync > 1 or isinstance(
             strategy, (tf.distribute.MirroredStrategy,
                        tf.distribute.MultiWorkerMirroredStrategy)))
-        self._math = self._step_math
+        self._math, self._jit = self._step_math, jit_compile
+        # What a view step stores; off, the compiled call holds no code for it
+        # (`Trainer` turns them off when no view step can come).
+        self.with_views = self.with_check = True
         if jit_compile:
             if self._replicated:
                 raise ValueError("jit_compile works with one device only: the update's "
@@ -124,13 +126,14 @@ class TrainStep:
         """Forward, branch gradients, update, metrics, non-finite bookkeeping;
         with `view` the step's views stored, with `check` its total gradient
         (bools or bool tensors)."""
-        (left, right), label, weight = batch
+        label = batch[1]
         step = self.global_step + 1
-        # The total is a plain forward and backward through the real variables,
-        # before the update, from the same non-trainable state (dropout seeds)
-        # the branch pass starts from, so it differentiates the same function.
-        state = [tf.identity(v.value) for v in self.model.non_trainable_variables]
-        cond(check, lambda: self._store("total", self._total(batch, state)), _nothing)
+        if self.with_check:
+            # The total is a plain forward and backward through the real
+            # variables, before the update, from the same non-trainable state
+            # (dropout seeds) the branch pass starts from: the same function.
+            state = [tf.identity(v.value) for v in self.model.non_trainable_variables]
+            cond(check, lambda: self._store("total", self._total(batch, state)), _nothing)
         out = self._math(batch)
         self._record_nonfinite(step, out["finite"], out["loss"], out["flags"])
         self.global_step.assign_add(1)
@@ -145,7 +148,8 @@ class TrainStep:
             self._store("left", out["left"])
             return self._store("right", out["right"])
 
-        cond(view, store_views, _nothing)
+        if self.with_views:
+            cond(view, store_views, _nothing)
 
     def _store(self, branch, grads):
         for var, g, v in zip(self.views[branch], grads, G.encoder_variables(self.model)):
@@ -174,11 +178,14 @@ class TrainStep:
             finite = tf.equal(bad, 0.0)
         alive = self.alive()
         ok = tf.logical_and(finite, alive)
+        if self.scale_loss is not None:
+            # The scale these gradients were taken at: the update may change it.
+            scale = tf.identity(tf.convert_to_tensor(self.optimizer.dynamic_scale))
         self._apply_when(alive if self.scale_loss is not None else ok, pairs)
         if self.scale_loss is not None:
-            bg = G.unscaled(bg, self.optimizer.dynamic_scale)
+            bg = G.unscaled(bg, scale)
         left, right = bg.left, bg.right
-        if self._math is not self._step_math:  # XLA returns dense tensors only
+        if self._jit:  # XLA returns dense tensors only
             left, right = ([G.dense(g, v) for g, v in zip(grads, bg.encoder_vars)]
                            for grads in (left, right))
         return {"loss": bg.loss, "predictions": bg.predictions, "finite": finite,
@@ -198,12 +205,27 @@ class TrainStep:
         return tf.constant(True)
 
     def _apply_when(self, ok, pairs):
+        """Applies `pairs` where `ok` holds, else nothing at all (no zero
+        update: Adam or momentum would still move the weights on one)."""
         if not pairs:
             return
-        if self._replicated:
-            self.optimizer.apply_gradients([(_zero_unless(ok, g), v) for g, v in pairs])
-        else:
+        if not self._replicated:
             tf.cond(ok, lambda: _apply(self.optimizer, pairs), lambda: tf.constant(False))
+            return
+
+        # A mirrored update's merge_call cannot sit in a replica's tf.cond:
+        # decide in cross-replica context, as Keras's LossScaleOptimizer does.
+        # `ok` was all-reduced, so every replica (and worker) agrees.
+        def decide(strategy, ok, pairs):
+            def apply():
+                strategy.extended.call_for_each_replica(_apply,
+                                                        args=(self.optimizer, pairs))
+                return tf.constant(True)
+
+            first = strategy.experimental_local_results(ok)[0]
+            tf.cond(first, apply, lambda: tf.constant(False))
+
+        tf.distribute.get_replica_context().merge_call(decide, args=(ok, pairs))
 
     def _record_nonfinite(self, step, finite, loss, flags):
         def record():
@@ -250,13 +272,6 @@ def local_variable(value, dtype, name=None):
 def _apply(optimizer, pairs):
     optimizer.apply_gradients(pairs)
     return tf.constant(True)
-
-
-def _zero_unless(ok, g):
-    if isinstance(g, tf.IndexedSlices):
-        return tf.IndexedSlices(tf.where(ok, g.values, tf.zeros_like(g.values)),
-                                g.indices, g.dense_shape)
-    return tf.where(ok, g, tf.zeros_like(g))
 
 
 def _values(g):

@@ -1,4 +1,6 @@
-"""Every TensorBoard write lives here (see the tag contract in the README).
+"""The loop's TensorBoard writes (see the tag contract in the README); what
+a run writes once (HParams, graph, projector, PR curves, the custom scalars
+layout) is in `tensorboard_extras`.
 
 Everything is written eagerly, from numpy: the views a step stored
 (`diagnostics`), the loop's per-epoch values, the run's texts. No summary

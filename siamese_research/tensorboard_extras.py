@@ -1,14 +1,13 @@
 """TensorBoard beyond scalars and histograms: HParams, graph, projector, PR
 curves and a custom scalars layout.
 
-`summaries.py` writes what the compiled step logs; this module writes what a
-run logs once or once per epoch, from the Python loop. Where each piece lands
-in a run folder `runs/<name>/`:
+`summaries.py` writes what the loop logs at view steps and epochs; this
+module writes what a run logs once or once per epoch, from the Python loop.
+Where each piece lands in a run folder `runs/<name>/`:
 
 * HParams session and experiment config: the run folder itself;
 * final metrics for the HParams table: the run folder, `final/<metric>` scalars
   (e.g. `final/val_accuracy`);
-* graph of the first compiled train call: `train/`, tag `train_step`;
 * graph of one step's branch-split forward/backward: `train/`, the run graph;
 * custom scalars layout: `train/`, tag `custom_scalars__config__`;
 * PR curve of the validation predictions: `validation/`, tag `pr_curve`, every

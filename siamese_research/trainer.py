@@ -75,13 +75,11 @@ class Trainer:
         if fixed_threshold is None:
             fixed_threshold = metrics_lib.fixed_threshold(model, loss_name)
         self.fixed_threshold = fixed_threshold
-        multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         self.diagnostics = Diagnostics(
             self.step, log_every=log_every, grad_check_every=grad_check_every,
             histogram_every=histogram_every, gate_gradients=gate_gradients,
-            branches=diagnostics, fixed_threshold=fixed_threshold,
-            # Workers without writers still run the chief's view steps.
-            scheduled=writers is not None or multi_worker)
+            branches=diagnostics, fixed_threshold=fixed_threshold)
         self.writers = writers
         self.steps_per_execution = steps_per_execution
         self.verbose = verbose
@@ -106,10 +104,13 @@ class Trainer:
 
     @writers.setter
     def writers(self, writers):
-        # Set before the first step (train.py creates them after the model).
+        # Set before the first step (train.py creates them after the model):
+        # whether any view step can come decides what the step compiles.
         self._writers = writers
-        multi_worker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        self.diagnostics.scheduled = writers is not None or multi_worker
+        # Workers without writers still run the chief's view steps.
+        self.diagnostics.scheduled = writers is not None or self.multi_worker
+        self.step.with_views = self.diagnostics.scheduled
+        self.step.with_check = self.diagnostics.scheduled and self.diagnostics.branches
 
     @property
     def tracing_count(self) -> Dict[str, int]:
@@ -156,6 +157,7 @@ class Trainer:
             validation = data_lib.as_pair_dataset(validation)
         spe = train.steps_per_epoch
         history = {"epochs": [], "interrupted": False, "stopped_early": False}
+        self.step.nonfinite_step.assign(-1)  # an earlier fit's stop is over
         cbs = CallbackDriver(callbacks, self.model, self.optimizer, epochs=epochs,
                              steps=spe, nonfinite=int(self.nonfinite_count.numpy()))
         cbs.on_train_begin()
@@ -172,7 +174,7 @@ class Trainer:
         spe = train.steps_per_epoch
         start = int(self.global_step.numpy())
         first, last = start + 1, epochs * spe
-        multi_worker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        multi_worker = self.multi_worker
         for epoch in range(start // spe, epochs):
             step = int(self.global_step.numpy())
             skip = step - epoch * spe
@@ -196,6 +198,8 @@ class Trainer:
                     if progress_every > 0:
                         end = min(end, step + progress_every - step % progress_every)
                     end, due = self.diagnostics.call(step, end, first, last)
+                    if cbs.callbacks:
+                        cbs.on_train_batch_begin(step - epoch * spe)
                     check = due is not None and (due[1] or due[2])  # histograms: total
                     state = self.step.run(iterator, tf.constant(end - step, tf.int32),
                                           tf.constant(due is not None), tf.constant(check),
@@ -203,9 +207,9 @@ class Trainer:
                     # One read per call (a variable's .numpy() costs ~0.1 ms).
                     step, bad = (int(x) for x in state.numpy())
                     self._check_nonfinite(bad)
-                    # A multi-worker run's metric reads are collectives: every
-                    # worker makes them, the chief alone writes.
-                    if due is not None and (self.writers is not None or multi_worker):
+                    # (With several workers every one makes the writes' metric
+                    # reads, which are collectives; the chief alone has writers.)
+                    if due is not None:
                         self.diagnostics.write(step, due, pairs=train.pairs_in_batches(
                             self.diagnostics.clock[1] - epoch * spe, step - epoch * spe))
                     done = step - epoch * spe
@@ -267,9 +271,9 @@ class Trainer:
         the policy is "stop"."""
         if bad < 0 or self.step.on_nonfinite != "stop":
             return
-        # The call ran its remaining steps without applying them: the state is
-        # that of the step before `bad`, and the count stops at `bad`.
-        self.global_step.assign(bad)
+        # Neither `bad` nor the rest of its call was applied: the state is that
+        # of step bad - 1, and so is the count (a resume runs `bad` again).
+        self.global_step.assign(bad - 1)
         self.flush()
         raise NonFiniteError(bad, self.step.nonfinite_what())
 

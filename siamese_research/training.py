@@ -207,7 +207,8 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
     callbacks = []
     best = None
     if val_ds is not None:
-        best = callbacks_lib.BestModel(config.run_dir, config.monitor, save=chief)
+        best = callbacks_lib.BestModel(config.run_dir, config.monitor, save=chief,
+                                       resume=restored is not None)
         callbacks.append(best)
         if config.patience:
             callbacks.append(keras.callbacks.EarlyStopping(
@@ -230,10 +231,9 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
     except NonFiniteError as e:
         trainer.flush()
         last = checkpointer.latest
-        if chief and replicas == 1:
-            # The bad step was not applied: the weights are step e.step - 1's,
-            # the last good state. Keep it (older checkpoints stay too).
-            trainer.global_step.assign(e.step - 1)
+        if chief:
+            # Nothing of the bad step was applied (on any strategy): the state
+            # is step e.step - 1's, the last good one. Keep it (older stay too).
             last = checkpointer.save(e.step - 1)
         if config.verbose:
             print(file=sys.stdout, flush=True)  # end the progress bar's line
@@ -272,14 +272,16 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
         result.update(validation_predictions=preds)
     if chief:
         result.update(save_models(model, config.run_dir))
-        save_threshold(config.run_dir, trainer)
-        if not restored:
-            # After training: tracing it first would delay the first step.
-            tensorboard_extras.write_branch_graph(writers[summaries.TRAIN], model,
-                                                  loss_fn, train_ds.element_spec)
-        tensorboard_extras.write_hparams(
-            None, config, dict(final, max_sum_error=result["max_sum_error"]),
-            step=result["step"])
+        if history["epochs"]:  # (a finished run run again trains nothing)
+            save_threshold(config.run_dir, trainer)
+        # After training: tracing it first would delay the first step. (A
+        # later process writes it again: one graph, the latest shown.)
+        tensorboard_extras.write_branch_graph(writers[summaries.TRAIN], model,
+                                              loss_fn, train_ds.element_spec)
+        if history["epochs"]:
+            tensorboard_extras.write_hparams(
+                None, config, dict(final, max_sum_error=result["max_sum_error"]),
+                step=result["step"])
         if val_ds is not None and config.projector_points:
             tensorboard_extras.export_validation_projector(
                 config.run_dir, model, val_ds, max_points=config.projector_points)

@@ -87,8 +87,8 @@ def worker():
 
     config = Config(strategy="multi_worker", num_samples=64, timesteps=6, features=8,
                     units=4, batch_size=8, epochs=1,
-                    # Two log steps per call: the chief's call has two
-                    # segments; a worker without writers must run the same.
+                    # Calls end at the chief's view steps (log every 2); a
+                    # worker without writers must make the same calls.
                     steps_per_execution=4, log_every=2,
                     histogram_every=4, verbose=0, seed=3, run_dir=sys.argv[2])
     result = training.run(config)

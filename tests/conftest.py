@@ -6,7 +6,10 @@ import sys
 
 import pytest
 
-import siamese_research  # noqa: F401  (imports TensorFlow quietly)
+# This test process's own TensorFlow logs stay off the console; subprocess
+# tests run as a user would (run_train drops the setting).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import siamese_research  # noqa: E402,F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")

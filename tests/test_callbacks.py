@@ -70,13 +70,20 @@ def test_callbacks_see_fit_s_hooks_and_logs(tmp_path):
 
 
 def test_early_stopping_ends_the_run_and_restores_best_weights():
-    trainer = _trainer(lr=0.0)  # nothing improves: patience 1 stops after epoch 2
+    # min_delta=1: no epoch after the first counts as better, so patience 1
+    # stops after epoch 2 and restores epoch 1's weights.
+    trainer = _trainer(lr=0.5)
     data = D.PairDataset(_pairs(), 8)
+    snapshots = []
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, min_delta=1.0,
                                          restore_best_weights=True)
-    history = trainer.fit(data, data, epochs=5, callbacks=[stop])
+    history = trainer.fit(data, data, epochs=5, callbacks=[stop], on_epoch_end=lambda e, l:
+                          snapshots.append(trainer.model.get_weights()))
     assert history["stopped_early"] and len(history["epochs"]) == 2
     assert int(trainer.global_step.numpy()) == 6
+    assert any(not np.array_equal(a, b) for a, b in zip(*snapshots))  # epoch 2 moved
+    for a, b in zip(trainer.model.get_weights(), snapshots[0]):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_reduce_lr_on_plateau_changes_the_trainer_s_optimizer():

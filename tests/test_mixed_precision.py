@@ -58,3 +58,28 @@ def test_mixed_float16_step_trains_with_loss_scaling(mixed_float16):
     assert all(np.all(np.isfinite(a)) for a in after)
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))
     assert int(trainer.global_step.numpy()) == 1
+
+
+def test_the_views_are_unscaled_at_the_scale_the_step_used(mixed_float16):
+    """A loss-scale growth step doubles the scale in its update: the stored
+    views must be divided by the scale before it (else they read half)."""
+    keras.utils.set_random_seed(0)
+    model = M.build_model(features=8, units=4)
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.0),
+                                                    dynamic_growth_steps=1)
+    loss_fn = keras.losses.BinaryCrossentropy()
+    trainer = Trainer(model, loss_fn=loss_fn, optimizer=optimizer, writers=None,
+                      verbose=0, scale_loss=optimizer.scale_loss)
+    rng = np.random.default_rng(1)
+    left = tf.constant(rng.standard_normal((4, 5, 8)), tf.float32)
+    right = tf.constant(rng.standard_normal((4, 6, 8)), tf.float32)
+    y, w = tf.constant([1.0, 0.0, 1.0, 0.0]), tf.ones(4)
+    plain = G.branch_gradients(model, loss_fn, left, right, y, w)
+    scale = float(optimizer.dynamic_scale.numpy())
+    trainer.step.with_views = trainer.step.with_check = True  # (no writers here)
+    trainer.step.math(((left, right), y, w), view=True, check=True)
+    assert float(optimizer.dynamic_scale.numpy()) == 2 * scale  # it grew
+    for view, ref in zip(trainer.step.views["left"], plain.left):
+        np.testing.assert_allclose(view.numpy(), ref.numpy(), rtol=2e-2, atol=1e-4)
+    views = [[v.numpy() for v in trainer.step.views[b]] for b in ("total", "left", "right")]
+    assert G.sum_error(*views) < 1e-2  # fp16 noise, not the 0.5 of a wrong scale

@@ -44,7 +44,7 @@ def test_planted_inf_stops_at_its_step_without_applying_it():
     # Neither the bad step nor step 4, the rest of its compiled call, changed
     # a weight: they are finite and moved only by steps 1 and 2.
     assert all(np.all(np.isfinite(v.numpy())) for v in model.trainable_variables)
-    assert int(trainer.global_step.numpy()) == 3
+    assert int(trainer.global_step.numpy()) == 2  # the state is step 2's
     for a, b in zip(snapshots[-1], model.trainable_variables):
         np.testing.assert_array_equal(a, b.numpy())
 
@@ -117,3 +117,35 @@ def test_stop_writes_no_summary_for_steps_after_the_bad_one(tmp_path):
     # call but applied nothing, so nothing may be filed under it.
     assert tags["loss"] == [1, 2]
     assert all(max(steps) < 3 for tag, steps in tags.items() if steps), tags
+
+
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_a_nonfinite_step_moves_nothing_under_a_mirrored_strategy(mode):
+    """MirroredStrategy, even over one device, applies under a merge_call;
+    a bad step must apply nothing there either, not a zero update (with
+    Adam a zero gradient still moves the weights)."""
+    keras.utils.set_random_seed(0)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = M.build_model(features=8, units=4)
+        optimizer = keras.optimizers.Adam(0.1)
+    trainer = Trainer(model, loss_fn=keras.losses.BinaryCrossentropy(),
+                      optimizer=optimizer, strategy=strategy, writers=None, verbose=0,
+                      on_nonfinite=mode, steps_per_execution=1)
+    snapshots = []
+    data = D.PairDataset(_planted(), 4, shuffle=False)  # step 3 is bad
+    run = lambda: trainer.fit(data, epochs=1, on_progress=lambda s: snapshots.append(
+        [v.numpy().copy() for v in model.trainable_variables]))
+    if mode == "stop":
+        with pytest.raises(NonFiniteError):
+            run()
+    else:
+        run()
+    # Step 3's call changed nothing (snapshots after steps 2 and 3, or the
+    # state the stop left).
+    after_2 = snapshots[1]
+    after_3 = snapshots[2] if mode == "skip" else [v.numpy() for v in
+                                                   model.trainable_variables]
+    for a, b in zip(after_2, after_3):
+        np.testing.assert_array_equal(a, b)
+    assert int(optimizer.iterations.numpy()) == (2 if mode == "stop" else 3)

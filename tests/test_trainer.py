@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from siamese_research import data as D
+from siamese_research import gradients as G
 from siamese_research import model as M
 from siamese_research import summaries
 from siamese_research.trainer import Trainer
@@ -265,3 +266,30 @@ def test_gathering_rows_in_the_step_trains_exactly_as_gathered_batches():
         finals.append([v.numpy() for v in trainer.model.trainable_variables])
     for a, b in zip(*finals):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_the_views_written_at_step_s_are_step_s_s(tmp_path):
+    """The loss and branch norms filed under step 3 are those of step 3's
+    batch at the weights after step 2, recomputed here eagerly."""
+    pairs = _pairs(24, 5)
+    data = D.PairDataset(pairs, 4, shuffle=False)
+    trainer = _trainer(tmp_path)
+    trainer.diagnostics.log_every = trainer.diagnostics.grad_check_every = 3
+    trainer.fit(data, epochs=1)
+    trainer.flush()
+    _, acc = read_tags(str(tmp_path / "train"))
+
+    def logged(tag):
+        return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)}
+
+    reference = _trainer()  # the same seed and model, no writers
+    batches = list(data.epoch(0))
+    for batch in batches[:2]:
+        reference.step.math(batch)
+    (left, right), label, weight = batches[2]
+    bg = G.branch_gradients(reference.model, reference.step.loss_fn, left, right, label,
+                            weight)
+    left_norm, right_norm, _ = G.branch_stats(bg.left, bg.right, bg.encoder_vars)
+    assert logged("loss")[3] == pytest.approx(float(bg.loss), rel=1e-4)
+    assert logged("branch_gradients/left_norm")[3] == pytest.approx(left_norm, rel=1e-3)
+    assert logged("branch_gradients/right_norm")[3] == pytest.approx(right_norm, rel=1e-3)
