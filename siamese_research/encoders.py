@@ -223,11 +223,15 @@ class BagEncoder(keras.layers.Layer):
     `word_dropout` drops whole steps (a dropped word is absent from the bag,
     so its embedding gets no gradient from that text); `dropout` drops
     elements of the sum (scaled by 1 / (1 - rate), as Keras's Dropout).
+    `pooling="mean"` divides by the number of (kept) words.
     """
 
     def __init__(self, word_dropout: float = 0.0, dropout: float = 0.0,
-                 seed=None, **kwargs):
+                 seed=None, pooling: str = "sum", **kwargs):
         super().__init__(**kwargs)
+        if pooling not in ("sum", "mean"):
+            raise ValueError(f"pooling={pooling}: expected sum or mean")
+        self.pooling = pooling
         for name, rate in (("word_dropout", word_dropout), ("dropout", dropout)):
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"{name}={rate} must be in [0, 1)")
@@ -241,7 +245,7 @@ class BagEncoder(keras.layers.Layer):
             keep = keras.random.uniform(ops.shape(inputs)[:2],
                                         seed=self.seed_generator) >= self.word_dropout
             mask = keep if mask is None else ops.logical_and(mask, keep)
-        out = masked_sum(inputs, mask)
+        out = (masked_sum if self.pooling == "sum" else masked_mean)(inputs, mask)
         if training and self.dropout:
             out = keras.random.dropout(out, self.dropout, seed=self.seed_generator)
         return out
@@ -251,7 +255,7 @@ class BagEncoder(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "word_dropout": self.word_dropout,
-                "dropout": self.dropout, "seed": self.seed}
+                "dropout": self.dropout, "seed": self.seed, "pooling": self.pooling}
 
 
 @register_encoder("bag")

@@ -195,3 +195,13 @@ class Match(Merge):
         ratio = ops.log(ops.maximum(nu, EPSILON)) - ops.log(ops.maximum(nv, EPSILON))
         return ops.concatenate([cos, left, right, ops.minimum(left, right),
                                 ops.maximum(left, right), ratio], axis=-1)
+
+
+@register_merge("match_absdiff_product")
+class MatchAbsDiffProduct(Match):
+    """`match`'s six overlap statistics, then |u - v| and u * v: the head
+    weighs the overlap and, dimension by dimension, what the trained
+    embeddings learned beyond it."""
+
+    def merge(self, u, v):
+        return ops.concatenate([super().merge(u, v), ops.abs(u - v), u * v], axis=-1)
