@@ -205,3 +205,31 @@ class MatchAbsDiffProduct(Match):
 
     def merge(self, u, v):
         return ops.concatenate([super().merge(u, v), ops.abs(u - v), u * v], axis=-1)
+
+
+@register_merge("dot_match")
+class DotMatch(Dot):
+    """`dot`'s score plus a learned weighing of `match`'s statistics:
+    sigmoid(s * u.v + w . match(u, v) + b), with w starting at zero.
+
+    So it starts as `dot` exactly (with `--embedding_init=idf` and a bag of
+    words, an idf^2-weighted count of shared words: the overlap baseline's
+    idea) and training can only add to it: w learns how much each side's
+    share, the cosine and the length ratio should move the score, while the
+    trained embeddings move related words together. A score merge (no head),
+    order-dependent like `match`.
+    """
+
+    symmetric = False
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.match_weights = self.add_weight(shape=(Match.features,), name="match_weights",
+                                             initializer="zeros")
+
+    def merge(self, u, v):
+        dot = ops.sum(u * v, axis=-1, keepdims=True)
+        stats = Match.merge(self, u, v)
+        logit = (ops.exp(self.log_scale) * dot + self.bias +
+                 ops.sum(stats * self.match_weights, axis=-1, keepdims=True))
+        return ops.sigmoid(logit)

@@ -159,3 +159,14 @@ def test_pairwise_needs_text(tmp_path):
     with pytest.raises(ConfigError, match="needs a text pair file"):
         data = data_lib.load(tiny(loss="pairwise"))
         data_lib.train_dataset(data.train, tiny(loss="pairwise"))
+
+
+def test_dot_match_starts_as_dot_and_weighs_match_statistics():
+    u = np.array([[1.0, 1.0, 0.0, 0.0]], "float32")
+    v = np.array([[1.0, 0.0, 2.0, 0.0]], "float32")
+    dm, dot = Mg.build_merge("dot_match"), Mg.build_merge("dot")
+    np.testing.assert_allclose(dm([u, v]), dot([u, v]), rtol=1e-6)
+    dm.match_weights.assign([0.0, 2.0, 0.0, 0.0, 0.0, 0.0])  # + 2 * u.v / |u|^2 = 1
+    want = 1 / (1 + np.exp(-(0.5 * 1.0 + 1.0)))  # scale 1/sqrt(4), u.v = 1
+    np.testing.assert_allclose(dm([u, v]), [[want]], rtol=1e-6)
+    assert Mg.get_merge_class("dot_match").score
