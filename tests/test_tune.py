@@ -91,6 +91,12 @@ def test_char_ngrams_run_adds_rows_and_ids_and_scores_the_same_reloaded(tmp_path
     np.testing.assert_array_equal(run.token_ids(texts)[:, :len(row)][:1], row[None, :])
     np.testing.assert_array_equal(run.token_ids(texts),
                                   files.text_ids(data.vectorizer, texts, config))
+    # The exported graph tokenises words only: such a run is refused.
+    from siamese_research import export
+    from siamese_research.config import DataError
+
+    with pytest.raises(DataError, match="--char_ngrams"):
+        export.build_module(run)
 
 
 @pytest.mark.parametrize("value, why", [("5,3", "1 <= lo <= hi"), ("x", "lo,hi"),
