@@ -73,6 +73,8 @@ class Config:
     max_tokens: int = 20000  # text: vocabulary size (incl. pad and OOV)
     max_length: int = 64  # text: tokens kept per side
     oov_buckets: int = 1  # text: hashed ids for out-of-vocabulary words
+    char_ngrams: str = ""  # text: "lo,hi": add each word's hashed char n-grams
+    ngram_buckets: int = 100000  # text: ids the char n-grams hash into
     bucket_by_length: bool = False  # group similar lengths into batches
     strict: bool = False  # empty text on one side is an error, not skipped
     quoting: str = "auto"  # csv/tsv quotes: auto (.csv csv, .tsv none) | csv | none
@@ -148,7 +150,7 @@ class Config:
             "num_samples", "timesteps", "features", "units", "epochs",
             "batch_size", "steps_per_execution", "log_every", "histogram_every",
             "grad_check_every", "keep_checkpoints", "prototypes", "max_tokens",
-            "max_length", "oov_buckets",
+            "max_length", "oov_buckets", "ngram_buckets",
         )
         for name in positive:
             value = getattr(self, name)
@@ -221,6 +223,18 @@ class Config:
         if self.label_range is not None:
             self.label_bounds  # validates
         numeric = numeric_data(self.data)
+        if self.char_ngrams:
+            try:
+                lo, hi = (int(p) for p in self.char_ngrams.split(","))
+            except ValueError:
+                raise ConfigError("char_ngrams", self.char_ngrams,
+                                  "expected 'lo,hi' n-gram lengths, e.g. 3,5") from None
+            if not 1 <= lo <= hi <= 10:
+                raise ConfigError("char_ngrams", self.char_ngrams,
+                                  "needs 1 <= lo <= hi <= 10")
+            if numeric:
+                raise ConfigError("char_ngrams", self.char_ngrams,
+                                  f"needs a text pair file; --data={self.data} has no words")
         for flag, on in (("embeddings", self.embeddings is not None),
                          ("freeze_embeddings", self.freeze_embeddings)):
             if on and numeric:

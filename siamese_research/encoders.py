@@ -217,17 +217,45 @@ class TransformerEncoder(keras.layers.Layer):
 class BagEncoder(keras.layers.Layer):
     """The masked sum of the steps: a bag of (embedded) words. No weights of
     its own: with text, what it learns is the shared Embedding's. Its output
-    has the input's feature size (`units` does not apply)."""
+    has the input's feature size (`units` does not apply).
 
-    def __init__(self, **kwargs):
+    Regularisation for corpora of a few thousand pairs, in training only:
+    `word_dropout` drops whole steps (a dropped word is absent from the bag,
+    so its embedding gets no gradient from that text); `dropout` drops
+    elements of the sum (scaled by 1 / (1 - rate), as Keras's Dropout).
+    `pooling="mean"` divides by the number of (kept) words.
+    """
+
+    def __init__(self, word_dropout: float = 0.0, dropout: float = 0.0,
+                 seed=None, pooling: str = "sum", **kwargs):
         super().__init__(**kwargs)
+        if pooling not in ("sum", "mean"):
+            raise ValueError(f"pooling={pooling}: expected sum or mean")
+        self.pooling = pooling
+        for name, rate in (("word_dropout", word_dropout), ("dropout", dropout)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{name}={rate} must be in [0, 1)")
+        self.word_dropout, self.dropout, self.seed = word_dropout, dropout, seed
+        self.seed_generator = (keras.random.SeedGenerator(seed)
+                               if word_dropout or dropout else None)
         self.supports_masking = True
 
-    def call(self, inputs, mask=None):
-        return masked_sum(inputs, mask)
+    def call(self, inputs, mask=None, training=None):
+        if training and self.word_dropout:
+            keep = keras.random.uniform(ops.shape(inputs)[:2],
+                                        seed=self.seed_generator) >= self.word_dropout
+            mask = keep if mask is None else ops.logical_and(mask, keep)
+        out = (masked_sum if self.pooling == "sum" else masked_mean)(inputs, mask)
+        if training and self.dropout:
+            out = keras.random.dropout(out, self.dropout, seed=self.seed_generator)
+        return out
 
     def compute_mask(self, inputs, mask=None):
         return None
+
+    def get_config(self):
+        return {**super().get_config(), "word_dropout": self.word_dropout,
+                "dropout": self.dropout, "seed": self.seed, "pooling": self.pooling}
 
 
 @register_encoder("bag")

@@ -74,6 +74,10 @@ def build_module(run):
             return {"encoding": left_tower(self.inputs(text), training=False)}
 
     module = Serving()
+    if run.is_text and run.config.get("char_ngrams"):
+        raise DataError("this run adds character n-grams (--char_ngrams), which the "
+                        "exported graph's tokeniser does not compute; score it with "
+                        "predict or load_run instead")
     if run.is_text:
         settings = _text_settings(run.vectorizer)
         words = settings["words"]

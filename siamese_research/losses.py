@@ -1,7 +1,9 @@
 """Losses, by name. Label convention everywhere: 1 = similar, 0 = dissimilar.
 
 The model always outputs a similarity score in [0, 1]. `bce` and `mse` score
-it directly; `contrastive` converts it back to the merge's distance.
+it directly; `contrastive` converts it back to the merge's distance;
+`pairwise` ranks a batch's positives above its negatives (the training
+batches then hold one left text's candidates each, see `GROUPED`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ from siamese_research import merges as merges_lib
 from siamese_research.config import ConfigError
 
 PACKAGE = "siamese_research"
-LOSSES = ("bce", "contrastive", "mse")
+LOSSES = ("bce", "contrastive", "mse", "pairwise")
+# Losses that compare the pairs of a batch with each other: their training
+# batches hold the candidates of one left text (data.train_dataset).
+GROUPED = ("pairwise",)
+LOGIT_CLIP = 1e-6
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -42,6 +48,44 @@ class ContrastiveLoss(keras.losses.Loss):
         return {**super().get_config(), "margin": self.margin, "merge": self.merge}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PairwiseRankingLoss(keras.losses.Loss):
+    """RankNet (Burges et al. 2005) within a batch: every positive against
+    every negative of the batch, softplus(z_neg - z_pos) on the scores'
+    logits z = log(s / (1 - s)). Each positive's term is its mean over the
+    negatives; the batch's loss is the mean over its positives (a batch
+    without a positive or without a negative gives 0).
+
+    Training batches hold one left text's candidates (one question's
+    answers), so this is "each question's positives above its negatives":
+    what MAP rewards, and it ignores how many negatives there are (no class
+    weighting needed). Scores keep their order, not a calibrated
+    probability; validation batches mix questions, so `val_loss` is only a
+    loose guide.
+    """
+
+    def __init__(self, name: str = "pairwise", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        y = ops.cast(ops.reshape(y_true, (-1,)) >= 0.5, y_pred.dtype)
+        s = ops.clip(ops.reshape(y_pred, (-1,)), LOGIT_CLIP, 1.0 - LOGIT_CLIP)
+        z = ops.log(s) - ops.log(1.0 - s)
+        # pair[i, j] = softplus(z_j - z_i) for positive i, negative j.
+        pair = ops.softplus(z[None, :] - z[:, None])
+        neg = 1.0 - y
+        n_pos, n_neg = ops.sum(y), ops.sum(neg)
+        per_pos = ops.sum(pair * neg[None, :], axis=1) / ops.maximum(n_neg, 1.0)
+        # Keras divides the per-pair sum by the batch size: scale so the batch
+        # loss is the mean over positives.
+        n = ops.cast(ops.shape(y)[0], y.dtype)
+        scale = ops.where(n_neg > 0, n / ops.maximum(n_pos, 1.0), 0.0)
+        return y * per_pos * scale
+
+    def get_config(self):
+        return super().get_config()
+
+
 def build_loss(name: str, *, merge: str, margin: float = 1.0) -> keras.losses.Loss:
     """Builds the loss `name` for a model whose merge is `merge`."""
     if name == "bce":
@@ -55,4 +99,6 @@ def build_loss(name: str, *, merge: str, margin: float = 1.0) -> keras.losses.Lo
             raise ConfigError("loss", name, f"needs a distance merge "
                               f"({', '.join(distance)}), not --merge={merge}")
         return ContrastiveLoss(margin, merge)
+    if name == "pairwise":
+        return PairwiseRankingLoss()
     raise ConfigError("loss", name, f"unknown loss; available: {', '.join(LOSSES)}")

@@ -1,7 +1,7 @@
 """Merges: how two encodings `u` (left) and `v` (right) become one.
 
-Feature merges (`concat`, `concat_absdiff_product`, `absdiff`, `product`) feed
-the `Dense(1, sigmoid)` head. Score merges (`cosine`, `manhattan`) already give
+Feature merges (`concat`, `concat_absdiff_product`, `absdiff`, `product`,
+`match`) feed the `Dense(1, sigmoid)` head. Score merges (`cosine`, `manhattan`) already give
 a similarity in [0, 1] and feed the loss directly; they also know their
 distance, which the contrastive loss uses.
 
@@ -162,3 +162,74 @@ class Dot(Merge):
     def merge(self, u, v):
         dot = ops.sum(u * v, axis=-1, keepdims=True)
         return ops.sigmoid(ops.exp(self.log_scale) * dot + self.bias)
+
+
+@register_merge("match")
+class Match(Merge):
+    """Six overlap statistics of two encodings, for the head to weigh:
+    [cos, u.v / |u|^2, u.v / |v|^2, min and max of those two, log |u|^2 -
+    log |v|^2].
+
+    Made for a bag of words (`--encoder=bag`) over near-orthogonal word
+    vectors (random, wide, idf-scaled with `--embedding_init=idf`): then
+    u.v is about the idf^2 mass of the words the two texts share, |u|^2 each
+    text's own mass, so u.v / |u|^2 is the share of the left text found in
+    the right one (the overlap baseline's own score, with idf squared) and
+    u.v / |v|^2 the other way round. The head learns how to combine them
+    (paraphrase wants both high, answer selection the question's share),
+    and trained embeddings can move related words together, so more than
+    exact matches count. Order-dependent: left and right each have their
+    share.
+    """
+
+    symmetric = False
+    features = 6
+
+    def merge(self, u, v):
+        dot = ops.sum(u * v, axis=-1, keepdims=True)
+        nu = ops.sum(u * u, axis=-1, keepdims=True)
+        nv = ops.sum(v * v, axis=-1, keepdims=True)
+        cos = dot / ops.maximum(ops.sqrt(nu * nv), EPSILON)
+        left = dot / ops.maximum(nu, EPSILON)
+        right = dot / ops.maximum(nv, EPSILON)
+        ratio = ops.log(ops.maximum(nu, EPSILON)) - ops.log(ops.maximum(nv, EPSILON))
+        return ops.concatenate([cos, left, right, ops.minimum(left, right),
+                                ops.maximum(left, right), ratio], axis=-1)
+
+
+@register_merge("match_absdiff_product")
+class MatchAbsDiffProduct(Match):
+    """`match`'s six overlap statistics, then |u - v| and u * v: the head
+    weighs the overlap and, dimension by dimension, what the trained
+    embeddings learned beyond it."""
+
+    def merge(self, u, v):
+        return ops.concatenate([super().merge(u, v), ops.abs(u - v), u * v], axis=-1)
+
+
+@register_merge("dot_match")
+class DotMatch(Dot):
+    """`dot`'s score plus a learned weighing of `match`'s statistics:
+    sigmoid(s * u.v + w . match(u, v) + b), with w starting at zero.
+
+    So it starts as `dot` exactly (with `--embedding_init=idf` and a bag of
+    words, an idf^2-weighted count of shared words: the overlap baseline's
+    idea) and training can only add to it: w learns how much each side's
+    share, the cosine and the length ratio should move the score, while the
+    trained embeddings move related words together. A score merge (no head),
+    order-dependent like `match`.
+    """
+
+    symmetric = False
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.match_weights = self.add_weight(shape=(Match.features,), name="match_weights",
+                                             initializer="zeros")
+
+    def merge(self, u, v):
+        dot = ops.sum(u * v, axis=-1, keepdims=True)
+        stats = Match.merge(self, u, v)
+        logit = (ops.exp(self.log_scale) * dot + self.bias +
+                 ops.sum(stats * self.match_weights, axis=-1, keepdims=True))
+        return ops.sigmoid(logit)

@@ -150,7 +150,9 @@ class Run:
         texts = ["" if t is None else str(t) for t in texts]
         if not texts:
             return np.zeros((0, 1), np.int32)
-        return np.asarray(self.vectorizer(np.asarray(texts, dtype=object)), np.int32)
+        from siamese_research.data import files
+
+        return files.text_ids(self.vectorizer, texts, self.config)
 
     def _inputs(self, items) -> np.ndarray:
         if self.is_text:

@@ -39,6 +39,12 @@ HELP = {
     "max_length": "text: tokens kept per side",
     "oov_buckets": "text: out-of-vocabulary words hash into this many ids (1: one "
                    "shared OOV id), so an unseen word matches itself on both sides",
+    "char_ngrams": "text: 'lo,hi' (e.g. 3,5): add each word's character n-grams "
+                   "of those lengths (fastText's subwords, '<word>' marked) as "
+                   "hashed ids after the words, so rare and unseen words match "
+                   "their relatives; for order-free encoders (bag); '' = off",
+    "ngram_buckets": "text: ids the --char_ngrams n-grams hash into (CRC-32), "
+                     "rows added to the embedding table",
     "bucket_by_length": "batch pairs of similar lengths together",
     "strict": "an empty text on one side is an error instead of being skipped",
     "quoting": "pair files: auto (.csv: standard CSV quoting; .tsv: none, a \" is "
@@ -50,8 +56,10 @@ HELP = {
     "encoder_args": "extra encoder arguments as a JSON object, e.g. '{\"dropout\": 0.1}'",
     "merge": "concat_absdiff_product ([u, v, |u-v|, u*v]), concat (the notebook's), "
              "absdiff, product, cosine, manhattan",
-    "loss": "bce, contrastive (needs --merge=cosine or manhattan), mse. "
-            "Labels: 1 = similar, 0 = dissimilar",
+    "loss": "bce, contrastive (needs --merge=cosine or manhattan), mse, or "
+            "pairwise: each left text's positives ranked above its negatives "
+            "(RankNet; training batches then hold one left text's candidates, "
+            "at most --batch_size). Labels: 1 = similar, 0 = dissimilar",
     "margin": "contrastive loss margin on the merge's distance",
     "share": "tied: ONE encoder called on both inputs; untied: two of the same shape",
     # Optimisation.

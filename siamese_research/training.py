@@ -62,7 +62,10 @@ def build(config: Config, data: data_lib.PairData, strategy=None):
     print and record.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    vocab = data.vectorizer.vocabulary_size() if data.vectorizer is not None else 0
+    vocab = 0
+    if data.vectorizer is not None:
+        from siamese_research.data import files
+        vocab = files.id_count(data.vectorizer, config)
     found = None
     if config.embeddings or config.freeze_embeddings:
         if not vocab:
@@ -142,8 +145,7 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
     if config.batch_size % replicas:
         raise ConfigError("batch_size", config.batch_size,
                           f"must be divisible by the {replicas} replicas")
-    train_ds = data_lib.PairDataset(data.train, config.batch_size, seed=config.seed,
-                                    bucket_by_length=config.bucket_by_length)
+    train_ds = data_lib.train_dataset(data.train, config)
     val_ds = (data_lib.PairDataset(data.validation, config.batch_size, shuffle=False)
               if data.validation is not None and len(data.validation) else None)
 

@@ -65,7 +65,7 @@ class Validator:
         if threshold is not None:
             logs["val_accuracy"] = metrics_lib.accuracy_at(labels, scores, threshold)
             logs["val_threshold"] = threshold
-        logs.update(metrics_lib.ranked_and_graded(labels, scores, data.groups))
+        logs.update(metrics_lib.ranked_and_graded(labels, scores, data.ranking_groups))
         if step is not None and writer is not None:
             with writer.as_default():
                 summaries.epoch_scalars(step, {k[4:]: v for k, v in logs.items()})

@@ -175,12 +175,19 @@ class PairDataset:
     """
 
     def __init__(self, pairs: Pairs, batch_size: int, *, seed: int = 0,
-                 shuffle: bool = True, bucket_by_length: bool = False):
+                 shuffle: bool = True, bucket_by_length: bool = False,
+                 groups: Optional[np.ndarray] = None):
         self.pairs = pairs
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
         self.bucket_by_length = bucket_by_length
+        # Group batches (a ranking loss): every batch holds rows of one group
+        # only (one question's candidates), a group longer than batch_size
+        # split into several; `group_batches` gives each epoch's.
+        self.groups = None if groups is None else np.asarray(groups)
+        self._group_steps = (len(group_batches(self.groups, batch_size, seed, 0))
+                             if self.groups is not None else 0)
         self._fixed_length = not pairs.is_text and not pairs.padded
         with tf.device("/cpu:0"):
             self._arrays = tuple(tf.constant(a) for a in (
@@ -193,15 +200,20 @@ class PairDataset:
 
     @property
     def steps_per_epoch(self) -> int:
+        if self.groups is not None:
+            return self._group_steps
         return steps_per_epoch(len(self.pairs), self.batch_size)
 
     @property
-    def groups(self) -> Optional[list]:
+    def ranking_groups(self) -> Optional[list]:
         """Each pair's group for ranking metrics (its left text), or None."""
         return self.pairs.left_text
 
     def pairs_in_batches(self, start: int, end: int) -> int:
-        """Rows in batches [start, end) of an epoch (the last may be short)."""
+        """Rows in batches [start, end) of an epoch (the last may be short;
+        with groups, an estimate: the epoch's mean batch size)."""
+        if self.groups is not None:
+            return int(round(max(0, end - start) * len(self) / max(self._group_steps, 1)))
         return max(0, min(end * self.batch_size, len(self)) - start * self.batch_size)
 
     @property
@@ -241,6 +253,14 @@ class PairDataset:
         return self._pipeline(epoch, skip_batches, None)
 
     def _pipeline(self, epoch, skip_batches, gather) -> tf.data.Dataset:
+        if self.groups is not None:
+            batches = group_batches(self.groups, self.batch_size, self.seed, epoch,
+                                    self.shuffle)
+            ragged = tf.RaggedTensor.from_row_lengths(
+                np.concatenate(batches).astype(np.int64), [len(b) for b in batches])
+            ds = tf.data.Dataset.from_tensor_slices(ragged).skip(skip_batches)
+            ds = ds.map(lambda idx: idx)  # ragged rows -> dense (batch,) index vectors
+            return self._finish(ds, gather)
         lengths = None
         if self.bucket_by_length:
             lengths = np.maximum(self.pairs.left_length, self.pairs.right_length)
@@ -248,6 +268,9 @@ class PairDataset:
                             lengths, self.batch_size)
         ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
         ds = ds.batch(self.batch_size).skip(skip_batches)
+        return self._finish(ds, gather)
+
+    def _finish(self, ds, gather) -> tf.data.Dataset:
         if gather is not None:
             # A sequential map (run by the prefetch thread): on 2 cores a
             # parallel one only competed with the training step for them.
@@ -271,7 +294,7 @@ class BatchDataset:
       dataset: batches; their number must be known (`cardinality`).
     """
 
-    groups = None
+    ranking_groups = None
     source = None  # whole batches: nothing to gather
 
     def __init__(self, dataset: tf.data.Dataset):
@@ -310,6 +333,40 @@ def as_pair_dataset(data):
     if isinstance(data, tf.data.Dataset):
         return BatchDataset(data)
     return data
+
+
+def group_batches(groups: np.ndarray, batch_size: int, seed: int, epoch: int,
+                  shuffle: bool = True) -> list:
+    """One epoch's batches of row indices, each from ONE group: the groups
+    in a (seed, epoch) order, each group's rows shuffled and cut into
+    batches of at most `batch_size`. A function of (seed, epoch) only, so
+    a resumed run skips to the same batch."""
+    rng = np.random.default_rng([seed, epoch, 1])
+    keys, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(keys))]
+    order = rng.permutation(len(members)) if shuffle else np.arange(len(members))
+    out = []
+    for g in order:
+        rows = rng.permutation(members[g]) if shuffle else members[g]
+        out.extend(rows[i:i + batch_size] for i in range(0, len(rows), batch_size))
+    return out
+
+
+def train_dataset(pairs: Pairs, config: Config) -> "PairDataset":
+    """The training split's `PairDataset` for a run: batches of one left text
+    each (its candidates) for a ranking loss (`losses.GROUPED`), else the
+    usual shuffled batches."""
+    from siamese_research import losses
+
+    groups = None
+    if config.loss in losses.GROUPED:
+        if pairs.left_text is None:
+            from siamese_research.config import ConfigError
+            raise ConfigError("loss", config.loss, "ranks the candidates of each left "
+                              "text: needs a text pair file")
+        groups = np.array([t.strip() for t in pairs.left_text], dtype=object)
+    return PairDataset(pairs, config.batch_size, seed=config.seed,
+                       bucket_by_length=config.bucket_by_length, groups=groups)
 
 
 def gather_batch(arrays: tuple, idx, trim: bool):

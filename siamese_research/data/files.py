@@ -31,6 +31,7 @@ import json
 import math
 import os
 import zipfile
+import zlib
 from collections import Counter
 from typing import Dict, Hashable, Iterable, List, Sequence, Tuple
 
@@ -44,7 +45,7 @@ FLOAT_SUFFIXES = (".npz",)
 VECTORIZER_FILE = "vectorizer.json"
 DEFAULT_LABEL_COLUMN = "label"
 # The losses whose labels must be 0 or 1 (unless --label_range maps them).
-BINARY_LOSSES = ("bce", "contrastive")
+BINARY_LOSSES = ("bce", "contrastive", "pairwise")
 
 
 # -- public API ---------------------------------------------------------------
@@ -496,8 +497,8 @@ def read_text_rows(path: str, config: Config) -> TextRows:
 
 def _vectorize(rows: TextRows, vectorizer, config: Config) -> Tuple[Pairs, int]:
     """Token ids for both sides; drops (or, strict, refuses) empty texts."""
-    left = _ids(vectorizer, rows.left)
-    right = _ids(vectorizer, rows.right)
+    left = text_ids(vectorizer, rows.left, config)
+    right = text_ids(vectorizer, rows.right, config)
     left_len = np.count_nonzero(left, axis=1).astype(np.int32)
     right_len = np.count_nonzero(right, axis=1).astype(np.int32)
     # A text with no words after lowercasing and stripping punctuation gives
@@ -514,6 +515,72 @@ def _vectorize(rows: TextRows, vectorizer, config: Config) -> Tuple[Pairs, int]:
                   rows.label[keep], [rows.left[i] for i in keep],
                   [rows.right[i] for i in keep])
     return pairs, int(empty.sum())
+
+
+def text_ids(vectorizer, texts: Sequence[str], config) -> np.ndarray:
+    """int32 (n, width) ids of `texts` as the run's model reads them: the
+    vectoriser's word ids, then, with `--char_ngrams`, each kept word's
+    hashed character n-gram ids (`char_ngram_ids`), right-padded with 0.
+
+    Args:
+      config: a `Config` or a run's config.json dict (`char_ngrams`,
+        `ngram_buckets`, `max_length`).
+    """
+    ids = _ids(vectorizer, texts)
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    span = parse_ngram_range(get("char_ngrams", "") or "")
+    if span is None or not len(texts):
+        return ids
+    from siamese_research.evaluate import words
+
+    offset = vectorizer.vocabulary_size()
+    rows = []
+    for text, row in zip(texts, ids):
+        kept = words("" if text is None else str(text))[:int(get("max_length", 64))]
+        grams = char_ngram_ids(kept, span, int(get("ngram_buckets")), offset)
+        # A word the vectoriser dropped (a text of punctuation only) leaves no
+        # id: keep the row empty, so the pair is skipped as before.
+        rows.append(list(row[row > 0]) + (grams if np.any(row > 0) else []))
+    out = np.zeros((len(rows), max(1, max(len(r) for r in rows))), np.int32)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+def parse_ngram_range(value: str):
+    """"lo,hi" -> (lo, hi); "" -> None. ValueError for anything else."""
+    if not value:
+        return None
+    lo, hi = (int(p) for p in value.split(","))
+    if not 1 <= lo <= hi:
+        raise ValueError(f"need 1 <= lo <= hi, got {value}")
+    return lo, hi
+
+
+def char_ngram_ids(words_: Sequence[str], span: Tuple[int, int], buckets: int,
+                   offset: int) -> List[int]:
+    """fastText's subwords (Bojanowski et al. 2017): the character n-grams,
+    lo <= n <= hi, of each word wrapped in "<" and ">", each hashed (CRC-32
+    of its UTF-8 bytes: the same id in every process) to one of `buckets`
+    ids after the word ids: offset + crc32(gram) mod buckets. An unseen word
+    shares the n-grams of the seen words it resembles, and the same unseen
+    word gets the same ids on both sides of a pair.
+    """
+    lo, hi = span
+    out = []
+    for w in words_:
+        marked = f"<{w}>"
+        for n in range(lo, hi + 1):
+            for i in range(len(marked) - n + 1):
+                out.append(offset + zlib.crc32(marked[i:i + n].encode("utf-8")) % buckets)
+    return out
+
+
+def id_count(vectorizer, config: Config) -> int:
+    """The embedding table's rows: the vectoriser's ids, plus the n-gram
+    buckets with `--char_ngrams`."""
+    extra = config.ngram_buckets if config.char_ngrams else 0
+    return vectorizer.vocabulary_size() + extra
 
 
 def _ids(vectorizer, texts: Sequence[str]) -> np.ndarray:
@@ -735,4 +802,4 @@ def _load_npz_data(config: Config) -> PairData:
 __all__ = ["load", "load_file", "save_vectorizer", "load_vectorizer", "read_table",
            "resolve_quoting",
            "read_text_rows", "resolve_columns", "parse_labels", "split_by_group",
-           "make_vectorizer", "file_kind"]
+           "make_vectorizer", "file_kind", "text_ids", "char_ngram_ids", "id_count"]
