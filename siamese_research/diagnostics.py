@@ -59,6 +59,7 @@ class Diagnostics:
         self.max_sum_error = 0.0
         self.replica_sum_errors: list = []
         self.clock = (time.perf_counter(), 0)
+        self._scalars = summaries.ScalarWriter()
 
     # -- when -------------------------------------------------------------------------
     def due(self, step: int, first: int, last: int) -> Optional[Due]:
@@ -103,53 +104,52 @@ class Diagnostics:
         samples_per_second, measured here in Python (no clock op sits in the
         compiled step, which --deterministic would refuse)."""
         log, check, hist = due
-        if log:
-            now = time.perf_counter()
-            summaries.samples_per_second(step, pairs, now - self.clock[0])
-            self.clock = (now, step)
         views = self.step.views
         metrics = self.step.metrics
+        scalars = {}
         if log:
+            now = time.perf_counter()
+            scalars.update(summaries.samples_per_second(pairs, now - self.clock[0]))
+            self.clock = (now, step)
             threshold = None
             if self.fixed_threshold:
                 accuracy = metrics["accuracy"].result()
             else:
                 threshold, accuracy = metrics_lib.fitted_threshold(metrics["auc"])
             nonfinite = int(self.step.nonfinite_count.numpy())
-            summaries.train_scalars(step, loss=views["loss"].numpy(), accuracy=accuracy,
-                                    threshold=threshold,
-                                    learning_rate=self.step.optimizer.learning_rate,
-                                    nonfinite=nonfinite or None)
-        if not self.branches:
-            return
-        grads = {}
-        if log or hist or check:
-            grads.update(left=self._numpy(views["left"]), right=self._numpy(views["right"]))
-        if check or hist:
-            grads["total"] = self._numpy(views["total"])
-        if log:
-            summaries.branch_scalars(step, grads["left"], grads["right"])
-            if self._gates:
-                summaries.gate_scalars(step, _pick(grads, ("left", "right")),
-                                       self.variables, self._gates)
-        if check:
-            # Every local replica checks its own split; the views shown are
-            # the first replica's.
-            self.replica_sum_errors = [G.sum_error(grads["total"], grads["left"],
-                                                   grads["right"])]
-            for r in range(1, self._replicas()):
-                self.replica_sum_errors.append(G.sum_error(
-                    *(self._numpy(views[b], r) for b in ("total", "left", "right"))))
-            error = max(self.replica_sum_errors)
-            self.last_sum_error = error
-            self.max_sum_error = max(self.max_sum_error, error)
-            summaries.check_scalars(step, grads["total"], error)
-            if self._gates:
-                summaries.gate_scalars(step, _pick(grads, ("total",)), self.variables,
-                                       self._gates)
-        if hist:
-            summaries.histograms(step, self.step.model, grads, self.variables,
-                                 self._gates, self._absent)
+            scalars.update(summaries.train_scalars(
+                loss=views["loss"].numpy(), accuracy=accuracy, threshold=threshold,
+                learning_rate=self.step.optimizer.learning_rate, nonfinite=nonfinite))
+        if self.branches:
+            grads = {"left": self._numpy(views["left"]),
+                     "right": self._numpy(views["right"])}
+            if check or hist:
+                grads["total"] = self._numpy(views["total"])
+            if log:
+                scalars.update(summaries.branch_scalars(grads["left"], grads["right"]))
+                scalars.update(summaries.gate_scalars(_pick(grads, ("left", "right")),
+                                                      self.variables, self._gates))
+            if check:
+                scalars.update(self._check(grads, views))
+            if hist:
+                summaries.histograms(step, self.step.model, grads, self.variables,
+                                     self._gates, self._absent)
+        self._scalars(step, scalars)
+
+    def _check(self, grads, views) -> dict:
+        """The sum check's scalars; every local replica checks its own
+        split (the views shown are the first replica's)."""
+        self.replica_sum_errors = [G.sum_error(grads["total"], grads["left"],
+                                               grads["right"])]
+        for r in range(1, self._replicas()):
+            self.replica_sum_errors.append(G.sum_error(
+                *(self._numpy(views[b], r) for b in ("total", "left", "right"))))
+        error = max(self.replica_sum_errors)
+        self.last_sum_error = error
+        self.max_sum_error = max(self.max_sum_error, error)
+        return {**summaries.check_scalars(grads["total"], error),
+                **summaries.gate_scalars(_pick(grads, ("total",)), self.variables,
+                                         self._gates)}
 
     def _numpy(self, variables, replica: int = 0) -> list:
         local = self.step.strategy.experimental_local_results
