@@ -21,6 +21,8 @@ from __future__ import annotations
 import time
 from typing import Dict, Optional, Tuple
 
+import tensorflow as tf
+
 from siamese_research import gradients as G
 from siamese_research import metrics as metrics_lib
 from siamese_research import summaries
@@ -119,7 +121,8 @@ class Diagnostics:
             nonfinite = int(self.step.nonfinite_count.numpy())
             scalars.update(summaries.train_scalars(
                 loss=views["loss"].numpy(), accuracy=accuracy, threshold=threshold,
-                learning_rate=self.step.optimizer.learning_rate, nonfinite=nonfinite))
+                learning_rate=_value(self.step.optimizer.learning_rate),
+                nonfinite=nonfinite))
         if self.branches:
             grads = {"left": self._numpy(views["left"]),
                      "right": self._numpy(views["right"])}
@@ -157,6 +160,12 @@ class Diagnostics:
 
     def _replicas(self) -> int:
         return len(self.step.strategy.experimental_local_results(self.step.views["loss"]))
+
+
+def _value(x):
+    """A Keras variable's value as a tensor (under a strategy its value is a
+    mirrored variable, which float() refuses); a tensor or number as is."""
+    return tf.convert_to_tensor(getattr(x, "value", x))
 
 
 def _pick(d: Dict[str, list], keys) -> Dict[str, list]:

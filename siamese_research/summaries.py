@@ -110,7 +110,8 @@ class ScalarWriter:
 
     def __call__(self, step: int, values: Dict[str, float]) -> None:
         self._write(tf.constant(step, tf.int64),
-                    {k: tf.constant(float(v), tf.float32) for k, v in values.items()})
+                    {k: tf.cast(tf.convert_to_tensor(v), tf.float32)
+                     for k, v in values.items()})
 
     @staticmethod
     def _write_all(step, values):
