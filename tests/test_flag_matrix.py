@@ -21,7 +21,7 @@ import pytest
 import tensorflow as tf
 
 from siamese_research.config import Config
-from conftest import read_tags, run_train
+from conftest import read_tags, run_main, run_train
 
 # 64 pairs, validation 0.2: 51 train pairs in batches of 8 = 7 steps an
 # epoch, 14 in all: views at 1, 2, 4, ..., 14 (log), 1, 3, 6, 9, 12, 14
@@ -39,7 +39,8 @@ MATRIX = {
     "notebook_xla": ({"data": "random", "merge": "concat", "timesteps": "6",
                       "validation_split": "0.25", "jit_compile": "true",
                       "intra_op_threads": "2", "steps_per_execution": "1",
-                      "keep_checkpoints": "1"}, "ok"),
+                      "keep_checkpoints": "1", "strategy": "one_device",
+                      "restart": "true", "optimizer": "adagrad", "verbose": "1"}, "ok"),
     "synthetic_untied_gru_xla": ({"encoder": "gru", "share": "untied",
                                   "optimizer": "adamw", "learning_rate": "0.003",
                                   "noise": "0.3", "seed": "3", "on_nonfinite": "skip",
@@ -63,12 +64,9 @@ MATRIX = {
                             "encoder": "transformer", "encoder_args": '{"heads": 1}',
                             "merge": "dot", "validation_split": "0.25",
                             "monitor": "val_pearson"}, "ok"),
-    "mirrored_one_device": ({"strategy": "mirrored", "encoder": "lstm_fused",
-                             "optimizer": "nadam", "validation_split": "0"}, "ok"),
-    "one_device_restart": ({"strategy": "one_device", "restart": "true",
-                            "optimizer": "adagrad", "encoder": "conv1d",
-                            "merge": "manhattan", "verbose": "1", "num_samples": "60"},
-                           "ok"),
+    "mirrored_one_device": ({"strategy": "mirrored", "encoder": "conv1d",
+                             "merge": "manhattan", "optimizer": "nadam",
+                             "validation_split": "0", "num_samples": "60"}, "ok"),
     "mixed_precision_cpu": ({"mixed_precision": "mixed_float16"}, "needs a GPU"),
     "jit_mirrored": ({"jit_compile": "true", "strategy": "mirrored"},
                      "not --strategy=mirrored"),
@@ -131,8 +129,17 @@ def results(files, tmp_path_factory):
         run_dir = str(base / row)
         return row, run_dir, run_train(*_args(row, files, run_dir), timeout=600)
 
+    ok = [row for row, (_, expect) in MATRIX.items() if expect == "ok"]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        return {row: (run_dir, proc) for row, run_dir, proc in pool.map(one, MATRIX)}
+        out = {row: (run_dir, proc) for row, run_dir, proc in pool.map(one, ok)}
+    # A refusal comes before TensorFlow does any work: train.py's main in
+    # this process (conftest.run_main) is the same code path, without a
+    # process start per row.
+    for row in MATRIX:
+        if row not in out:
+            run_dir = str(base / row)
+            out[row] = (run_dir, run_main(*_args(row, files, run_dir)))
+    return out
 
 
 CONTRACT = ["loss", "accuracy", "learning_rate", "samples_per_second",
