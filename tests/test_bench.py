@@ -74,14 +74,12 @@ def test_startup_jobs_are_the_issue_s_jobs_and_the_table_has_the_ratios(monkeypa
     assert "train.py / fit" in text and "(target <= 1.3x)" in text
 
 
-def test_the_fit_job_trains_the_notebook_model_in_a_fresh_process():
-    import subprocess
-    import sys
-
+def test_the_fit_job_trains_the_notebook_model(monkeypatch, capsys):
+    """The fit job's script, run here (the bench runs it in a fresh process):
+    the notebook's model, 20,673 parameters, one step per batch of 64."""
     from siamese_research import bench_startup as S
 
-    code = S.FIT + "\nprint(model.count_params(), int(model.optimizer.iterations))"
-    proc = subprocess.run([sys.executable, "-c", code, "128", "1", "1"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split()[-2:] == ["20673", "2"]  # 128 pairs / 64
+    monkeypatch.setattr(S.sys, "argv", ["-c", "128", "1", "1"])
+    scope = {}
+    exec(S.FIT + "\nprint(model.count_params(), int(model.optimizer.iterations))", scope)
+    assert capsys.readouterr().out.split()[-2:] == ["20673", "2"]  # 128 pairs / 64
