@@ -103,6 +103,27 @@ def parse(fv: flags.FlagValues, argv, doc: str) -> None:
         fail(f"unexpected argument {rest[1]!r}; flags look like --name=value")
 
 
+WHICH_HELP = ("best: best.keras, the epoch --monitor picked (model.keras if the run "
+              "kept none); last: model.keras")
+
+
+def define_run_flags(fv: flags.FlagValues, *, run_help: str = "a finished run folder",
+                     batch_size: int = 0, batch_help: str = "") -> None:
+    """The flags every tool that uses a trained run shares: --run_dir,
+    --which and (with `batch_size`) --batch_size."""
+    flags.DEFINE_string("run_dir", None, run_help, flag_values=fv)
+    flags.DEFINE_enum("which", "best", ["best", "last"], WHICH_HELP, flag_values=fv)
+    if batch_size:
+        flags.DEFINE_integer("batch_size", batch_size, batch_help, flag_values=fv)
+
+
+def require_positive(fv: flags.FlagValues, *names: str) -> None:
+    """Fails (one line, exit 2) on the first of `names` that is not > 0."""
+    for name in names:
+        if fv[name].value <= 0:
+            fail(f"--{name}={fv[name].value}: must be a positive integer")
+
+
 def require(fv: flags.FlagValues, *names: str) -> None:
     """Fails (one line, exit 2) on the first of `names` left unset."""
     for name in names:

@@ -114,7 +114,7 @@ def define_flags():
     from absl import flags
 
     fv = flags.FlagValues()
-    flags.DEFINE_string("run_dir", None, "a finished run folder", flag_values=fv)
+    cli.define_run_flags(fv, batch_size=256, batch_help="items per forward pass")
     flags.DEFINE_string("data", None, "the file to encode (.csv/.tsv/.jsonl, or .npz "
                         "for float runs)", flag_values=fv)
     flags.DEFINE_string("column", None, "the column (text) or array (.npz, default "
@@ -122,9 +122,6 @@ def define_flags():
     flags.DEFINE_string("output", None, "the .npz file to write", flag_values=fv)
     flags.DEFINE_string("projector_dir", None, "also write a TensorBoard Projector "
                         "folder here", flag_values=fv)
-    flags.DEFINE_string("which", "best", "best (best.keras, else model.keras) or "
-                        "last (model.keras)", flag_values=fv)
-    flags.DEFINE_integer("batch_size", 256, "items per forward pass", flag_values=fv)
     return fv
 
 
@@ -135,8 +132,7 @@ def main(argv=None) -> int:
     cli.require(fv, "run_dir", "data", "output")
     if not fv.output.lower().endswith(".npz"):
         cli.fail(f"--output={fv.output}: expected an .npz file")
-    if fv.batch_size <= 0:
-        cli.fail(f"--batch_size={fv.batch_size}: must be a positive integer")
+    cli.require_positive(fv, "batch_size")
     cli.quiet_python_logging()
     from siamese_research import runs
 

@@ -497,8 +497,7 @@ def define_flags():
     from absl import flags
 
     fv = flags.FlagValues()
-    flags.DEFINE_string("run_dir", None, "a finished run folder (model.keras)",
-                        flag_values=fv)
+    cli.define_run_flags(fv, batch_size=256, batch_help="pairs per forward pass")
     flags.DEFINE_string("data", None, "the pair file to score (.csv/.tsv/.jsonl/.npz), "
                         "or synthetic / random: a built-in run's own validation split",
                         flag_values=fv)
@@ -508,10 +507,6 @@ def define_flags():
                         "run's", flag_values=fv)
     flags.DEFINE_string("baseline", "none", "none, or overlap: idf-weighted word "
                         "overlap on the same file", flag_values=fv)
-    flags.DEFINE_integer("batch_size", 256, "pairs per forward pass", flag_values=fv)
-    flags.DEFINE_enum("which", "best", ["best", "last"], "best: best.keras, the epoch "
-                      "--monitor picked (model.keras if the run kept none); last: "
-                      "model.keras", flag_values=fv)
     return fv
 
 
@@ -519,11 +514,8 @@ def main(argv=None) -> int:
     argv = sys.argv if argv is None else argv
     fv = define_flags()
     cli.parse(fv, argv, __doc__)
-    for name in ("run_dir", "data"):
-        if not fv[name].value:
-            cli.fail(f"--{name} is required")
-    if fv.batch_size <= 0:
-        cli.fail(f"--batch_size={fv.batch_size}: must be a positive integer")
+    cli.require(fv, "run_dir", "data")
+    cli.require_positive(fv, "batch_size")
     from siamese_research import training
 
     training.quiet_tensorflow()

@@ -137,11 +137,9 @@ def define_flags():
     from absl import flags
 
     fv = flags.FlagValues()
-    flags.DEFINE_string("run_dir", None, "a finished run folder", flag_values=fv)
+    cli.define_run_flags(fv)
     flags.DEFINE_string("output", None, "the SavedModel folder to write",
                         flag_values=fv)
-    flags.DEFINE_string("which", "best", "best (best.keras, else model.keras) or "
-                        "last (model.keras)", flag_values=fv)
     return fv
 
 

@@ -202,16 +202,13 @@ def define_flags():
     from absl import flags
 
     fv = flags.FlagValues()
-    flags.DEFINE_string("run_dir", None, "a finished run folder", flag_values=fv)
+    cli.define_run_flags(fv, batch_size=256, batch_help="pairs per forward pass")
     flags.DEFINE_string("data", None, "the pair file to score (.csv/.tsv/.jsonl, or "
                         ".npz for float runs); no label needed", flag_values=fv)
     flags.DEFINE_string("output", None, "where to write (.csv, .tsv or .jsonl); "
                         "default CSV on stdout", flag_values=fv)
-    flags.DEFINE_string("which", "best", "best (best.keras, else model.keras) or "
-                        "last (model.keras)", flag_values=fv)
     for name in ("left_column", "right_column"):
         flags.DEFINE_string(name, None, f"default: the run's --{name}", flag_values=fv)
-    flags.DEFINE_integer("batch_size", 256, "pairs per forward pass", flag_values=fv)
     return fv
 
 
@@ -220,8 +217,7 @@ def main(argv=None) -> int:
     fv = define_flags()
     cli.parse(fv, argv, __doc__)
     cli.require(fv, "run_dir", "data")
-    if fv.batch_size <= 0:
-        cli.fail(f"--batch_size={fv.batch_size}: must be a positive integer")
+    cli.require_positive(fv, "batch_size")
     if fv.output and os.path.splitext(fv.output)[1].lower() not in OUTPUT_SUFFIXES:
         cli.fail(f"--output={fv.output}: expected a {', '.join(OUTPUT_SUFFIXES)} file")
     cli.quiet_python_logging()

@@ -145,7 +145,8 @@ def define_flags():
     from absl import flags
 
     fv = flags.FlagValues()
-    flags.DEFINE_string("run_dir", None, "a finished text run folder", flag_values=fv)
+    cli.define_run_flags(fv, run_help="a finished text run folder", batch_size=8192,
+                         batch_help="corpus items scored per call")
     flags.DEFINE_string("corpus", None, "the texts to search (.csv/.tsv/.jsonl)",
                         flag_values=fv)
     flags.DEFINE_string("column", None, "the corpus column holding the texts",
@@ -154,10 +155,6 @@ def define_flags():
     flags.DEFINE_string("queries", None, "a text file, one query per line",
                         flag_values=fv)
     flags.DEFINE_integer("k", 10, "results per query", flag_values=fv)
-    flags.DEFINE_string("which", "best", "best (best.keras, else model.keras) or "
-                        "last (model.keras)", flag_values=fv)
-    flags.DEFINE_integer("batch_size", 8192, "corpus items scored per call",
-                         flag_values=fv)
     return fv
 
 
@@ -168,9 +165,7 @@ def main(argv=None) -> int:
     cli.require(fv, "run_dir", "corpus", "column")
     if bool(fv.query) == bool(fv.queries):
         cli.fail("give one of --query=TEXT or --queries=FILE")
-    for name in ("k", "batch_size"):
-        if fv[name].value <= 0:
-            cli.fail(f"--{name}={fv[name].value}: must be a positive integer")
+    cli.require_positive(fv, "k", "batch_size")
     cli.quiet_python_logging()
     from siamese_research import runs
 

@@ -25,3 +25,24 @@ def test_help_lists_flags():
     assert proc.returncode == 0
     for flag in ("--data", "--merge", "--steps_per_execution", "--grad_check_every"):
         assert flag in proc.stdout
+
+
+def test_the_run_tools_share_their_run_flags():
+    """--run_dir, --which (best or last, nothing else) and --batch_size come
+    from one definition (cli.define_run_flags) in every tool."""
+    import pytest
+    from absl import flags
+
+    from siamese_research import cli, encode, evaluate, export, predict, search
+
+    for module in (encode, evaluate, export, predict, search):
+        fv = module.define_flags()
+        assert fv["which"].default == "best", module.__name__
+        with pytest.raises(flags.IllegalFlagValueError):
+            fv["which"].parse("first")
+        assert fv["run_dir"].default is None
+    fv = predict.define_flags()
+    fv(["predict", "--batch_size=0"])
+    with pytest.raises(SystemExit) as e:
+        cli.require_positive(fv, "batch_size")
+    assert e.value.code == 2
