@@ -22,6 +22,11 @@ CLASS_WEIGHTS = ("none", "balanced")
 EMBEDDING_INITS = ("uniform", "idf")
 QUOTINGS = ("auto", "csv", "none")
 MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
+TRIPLETS = ("none", "from_pairs")
+# Losses over more than one pair of encoder calls: their training batches are
+# (anchor, positive, negative) triplets or (anchor, positive) rows whose
+# negatives are the batch's other positives (siamese_research.losses).
+BRANCH_LOSSES = ("triplet", "mnrl")
 
 
 # What --monitor can watch ("min" for the loss, "max" for the rest);
@@ -83,8 +88,13 @@ class Config:
     units: int = 32  # encoder output size
     encoder_args: str = "{}"  # JSON of extra encoder arguments
     merge: str = "concat_absdiff_product"  # how two encodings become one
-    loss: str = "bce"  # bce | contrastive | mse
-    margin: float = 1.0  # contrastive loss margin
+    loss: str = "bce"  # bce | contrastive | mse | pairwise | triplet | mnrl
+    margin: float = 1.0  # contrastive and triplet loss margin (on the distance)
+    temperature: float = 0.05  # mnrl: softmax temperature on -distance
+    triplets: str = "none"  # triplet loss on pair data: from_pairs
+    anchor_column: Optional[str] = None  # triplet files: columns (default: by name)
+    positive_column: Optional[str] = None
+    negative_column: Optional[str] = None
     share: str = "tied"  # tied: ONE encoder; untied: two of the same shape
     # Optimisation.
     optimizer: str = "rmsprop"
@@ -114,7 +124,8 @@ class Config:
     keep_checkpoints: int = 3
     restart: bool = False  # ignore an existing checkpoint in run_dir
     projector_points: int = 1000
-    monitor: str = "val_loss"  # the best epoch's measure (best.keras)
+    monitor: str = ""  # the best epoch's measure (best.keras); "" = val_loss
+    # (val_auc for triplet and mnrl runs, which validate on pairs)
     patience: int = 0  # stop after N epochs without a better --monitor; 0 = never
     verbose: int = 1  # 0 silent, 1 progress bar
 
@@ -123,6 +134,9 @@ class Config:
             object.__setattr__(self, "run_dir", default_run_dir())
         if not self.grad_check_every:
             object.__setattr__(self, "grad_check_every", self.log_every)
+        if not self.monitor:
+            object.__setattr__(self, "monitor", "val_auc" if self.loss in BRANCH_LOSSES
+                               else "val_loss")
         self.validate()
         if self.embeddings is not None:
             self._take_embedding_size()
@@ -174,6 +188,20 @@ class Config:
             raise ConfigError("noise", self.noise, "must be >= 0")
         if not self.margin > 0:
             raise ConfigError("margin", self.margin, "must be > 0")
+        if not self.temperature > 0:
+            raise ConfigError("temperature", self.temperature, "must be > 0")
+        _choice("triplets", self.triplets, TRIPLETS)
+        if self.triplets != "none" and self.loss != "triplet":
+            raise ConfigError("triplets", self.triplets, "forms triplets for --loss=triplet; "
+                              f"--loss={self.loss} trains on pairs")
+        if self.loss in BRANCH_LOSSES and self.monitor == "val_loss":
+            raise ConfigError("monitor", self.monitor, f"--loss={self.loss} validates on "
+                              "pairs, which have no triplet or in-batch loss: use "
+                              "val_auc, val_accuracy, val_map or val_mrr")
+        if self.loss in BRANCH_LOSSES and self.class_weight != "none":
+            raise ConfigError("class_weight", self.class_weight,
+                              f"weighs pairs by label; --loss={self.loss} trains on "
+                              "positives (and their negatives) only")
         if self.data in BUILTIN_DATA:
             pass
         elif not self.data or self.data.startswith("-"):

@@ -55,13 +55,29 @@ HELP = {
     "units": "encoder output size",
     "encoder_args": "extra encoder arguments as a JSON object, e.g. '{\"dropout\": 0.1}'",
     "merge": "concat_absdiff_product ([u, v, |u-v|, u*v]), concat (the notebook's), "
-             "absdiff, product, cosine, manhattan",
-    "loss": "bce, contrastive (needs --merge=cosine or manhattan), mse, or "
+             "absdiff, product, match, match_absdiff_product, dot, dot_match, and the "
+             "distance merges cosine, manhattan, euclidean",
+    "loss": "bce, contrastive (a distance merge), mse, "
             "pairwise: each left text's positives ranked above its negatives "
             "(RankNet; training batches then hold one left text's candidates, "
-            "at most --batch_size). Labels: 1 = similar, 0 = dissimilar",
-    "margin": "contrastive loss margin on the merge's distance",
-    "share": "tied: ONE encoder called on both inputs; untied: two of the same shape",
+            "at most --batch_size), triplet: max(0, d(a, p) - d(a, n) + margin) "
+            "over (anchor, positive, negative), three calls of the encoder (a distance "
+            "merge; a triplet file, or --triplets=from_pairs), or mnrl: in-batch "
+            "negatives, each anchor's softmax over the batch's positives at "
+            "--temperature (a distance merge; the positive pairs of the data). "
+            "Labels: 1 = similar, 0 = dissimilar",
+    "margin": "contrastive and triplet loss margin on the merge's distance",
+    "temperature": "mnrl: logits are -distance / temperature (cosine: cos / T, "
+                   "sentence-transformers' scale 20 = 1 / 0.05)",
+    "triplets": "none, or from_pairs: --loss=triplet on grouped pair data (each "
+                "left text's labelled candidates; synthetic: by prototype): "
+                "(left, a positive right, a negative right of the same group) for "
+                "every positive, negatives drawn again each epoch (seeded)",
+    "anchor_column": "triplet files: anchor text column (default: 'anchor')",
+    "positive_column": "triplet files: positive text column (default: 'positive')",
+    "negative_column": "triplet files: negative text column (default: 'negative')",
+    "share": "tied: ONE encoder called on every input; untied: one tower of the same "
+             "shape per input (2, or 3 for triplets)",
     # Optimisation.
     "optimizer": "rmsprop, adam, adamw, sgd, adagrad, nadam",
     "learning_rate": "optimizer learning rate",
@@ -108,7 +124,8 @@ HELP = {
                "evaluate, predict, search, export and load_run unless --which=last): "
                "val_loss (lower is better), val_accuracy, val_auc, val_map, val_mrr "
                "(text pairs: each left text's candidates ranked), val_pearson "
-               "(graded labels)",
+               "(graded labels); default val_loss, or val_auc for triplet and mnrl "
+               "runs (they validate on pairs)",
     "patience": "stop after N epochs in which --monitor did not improve (0 = never)",
     "verbose": "1 shows a progress bar, 0 is quiet",
 }
