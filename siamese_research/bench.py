@@ -250,7 +250,7 @@ class FloorRunner:
         for _ in tf.range(num_steps):
             (left, right), label, weight = data_lib.gather_batch(source[0], next(iterator),
                                                                  source[1])
-            bg = G.branch_gradients(self.model, self.loss_fn, left, right, label, weight)
+            bg = G.branch_gradients(self.model, self.loss_fn, (left, right), label, weight)
             self.optimizer.apply_gradients(bg.grads_and_vars())
 
     def epoch(self) -> Tuple[float, float]:

@@ -1,12 +1,13 @@
 """Diagnostics: the steps the loop looks at, and what it shows of them.
 
 Orbit's hook between step and loop. A *view step* is a train step like any
-other (the same compiled call, the same update) whose loss and left and
-right gradients the step stores (`TrainStep.views`), with, on check steps,
-the independent total gradient of its batch. Here they are read once and
-written to TensorBoard from numpy: the train scalars, the left and right
-norms and their cosine, the total norm and the left + right = total check,
-per-gate norms, and histograms of weights and of each branch's gradients.
+other (the same compiled call, the same update) whose loss and per-branch
+gradients (left and right; anchor, positive and negative) the step stores
+(`TrainStep.views`), with, on check steps, the independent total gradient
+of its batch. Here they are read once and written to TensorBoard from
+numpy: the train scalars, each branch's norm and every two branches'
+cosine, the total norm and the branches' sum = total check, per-gate norms,
+and histograms of weights and of each branch's gradients.
 Nothing of it is traced: a run pays no compile for its diagnostics.
 
 When: at the run's first step and its last, whatever the cadences (so a
@@ -124,13 +125,13 @@ class Diagnostics:
                 learning_rate=_value(self.step.optimizer.learning_rate),
                 nonfinite=nonfinite))
         if self.branches:
-            grads = {"left": self._numpy(views["left"]),
-                     "right": self._numpy(views["right"])}
+            names = self.step.branches
+            grads = {b: self._numpy(views[b]) for b in names}
             if check or hist:
                 grads["total"] = self._numpy(views["total"])
             if log:
-                scalars.update(summaries.branch_scalars(grads["left"], grads["right"]))
-                scalars.update(summaries.gate_scalars(_pick(grads, ("left", "right")),
+                scalars.update(summaries.branch_scalars(_pick(grads, names)))
+                scalars.update(summaries.gate_scalars(_pick(grads, names),
                                                       self.variables, self._gates))
             if check:
                 scalars.update(self._check(grads, views))
@@ -142,11 +143,11 @@ class Diagnostics:
     def _check(self, grads, views) -> dict:
         """The sum check's scalars; every local replica checks its own
         split (the views shown are the first replica's)."""
-        self.replica_sum_errors = [G.sum_error(grads["total"], grads["left"],
-                                               grads["right"])]
+        names = self.step.branches
+        self.replica_sum_errors = [G.sum_error(grads["total"], [grads[b] for b in names])]
         for r in range(1, self._replicas()):
             self.replica_sum_errors.append(G.sum_error(
-                *(self._numpy(views[b], r) for b in ("total", "left", "right"))))
+                self._numpy(views["total"], r), [self._numpy(views[b], r) for b in names]))
         error = max(self.replica_sum_errors)
         self.last_sum_error = error
         self.max_sum_error = max(self.max_sum_error, error)
@@ -175,7 +176,7 @@ def _pick(d: Dict[str, list], keys) -> Dict[str, list]:
 def _absent(model, variables) -> set:
     """(branch, id(variable)) pairs a branch never reaches (untied towers)."""
     out = set()
-    for branch, tower in zip(("left", "right"), model.towers):
+    for branch, tower in zip(model.branches, model.towers):
         mine = {id(v) for v in tower.trainable_variables}
         out |= {(branch, id(v)) for v in variables if id(v) not in mine}
     return out

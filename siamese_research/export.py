@@ -58,7 +58,7 @@ def build_module(run):
     import tensorflow as tf
 
     model = run.model
-    left_tower, right_tower = model.towers
+    left_tower, right_tower = model.towers[:2]
 
     class Serving(tf.Module):
         def __init__(self):

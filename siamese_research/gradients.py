@@ -1,11 +1,11 @@
 """Per-branch gradients of the shared encoder, in one backward pass.
 
-A tied Siamese model calls one encoder on both inputs, so the gradient on its
-weights W is a sum over the two calls. To see the two terms, each call reads W
-through its own copy: `W_l = identity(W)` for the left call, `W_r =
-identity(W)` for the right, both via Keras 3's `stateless_call`. Then
-`tape.gradient(loss, [W_l, W_r])` returns exactly the left and the right
-contribution, and dL/dW = g_left + g_right, from ONE backward pass (the same
+A tied Siamese model calls one encoder on each of its k inputs (two for a
+pair, three for a triplet), so the gradient on its weights W is a sum over
+the k calls. To see the terms, each call reads W through its own copy:
+`W_b = identity(W)` for branch b, via Keras 3's `stateless_call`. Then
+`tape.gradient(loss, [W_1, ..., W_k])` returns exactly each call's
+contribution, and dL/dW = g_1 + ... + g_k, from ONE backward pass (the same
 cost as a plain `tape.gradient`).
 
 `total_gradient` is the independent check: a plain forward pass through the
@@ -15,7 +15,9 @@ real variables and `tape.gradient(loss, W)`.
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional
+import functools
+import itertools
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -28,22 +30,34 @@ from siamese_research.model import (SiameseModel, encoder_variables,  # noqa: F4
 class BranchGradients:
     """The result of one forward/backward pass, split by branch.
 
-    `left[i]`, `right[i]` are the gradients on `encoder_vars[i]` through the
-    left and the right call (None where a branch does not use that variable:
-    untied towers). `head[i]` is the gradient on `head_vars[i]`.
+    `branches[b][i]` is the gradient on `encoder_vars[i]` through the call
+    named `names[b]` (None where that call does not use the variable:
+    untied towers); `left` and `right` are the first two. `head[i]` is the
+    gradient on `head_vars[i]`.
     """
 
     loss: tf.Tensor
     predictions: tf.Tensor
     encoder_vars: list
     head_vars: list
-    left: List[Optional[tf.Tensor]]
-    right: List[Optional[tf.Tensor]]
+    names: tuple
+    branches: List[List[Optional[tf.Tensor]]]
     head: List[Optional[tf.Tensor]]
 
+    @property
+    def left(self) -> list:
+        return self.branches[0]
+
+    @property
+    def right(self) -> list:
+        return self.branches[1]
+
+    def by_name(self) -> Dict[str, list]:
+        return dict(zip(self.names, self.branches))
+
     def combined(self) -> list:
-        """g_left + g_right per encoder variable (sparse stays sparse)."""
-        return [add(a, b) for a, b in zip(self.left, self.right)]
+        """The branches' sum per encoder variable (sparse stays sparse)."""
+        return [functools.reduce(add, grads) for grads in zip(*self.branches)]
 
     def grads_and_vars(self) -> list:
         pairs = list(zip(self.combined(), self.encoder_vars))
@@ -75,16 +89,17 @@ def dense(g, like):
     return tf.convert_to_tensor(g)
 
 
-def branch_gradients(model: SiameseModel, loss_fn, left, right, label,
+def branch_gradients(model: SiameseModel, loss_fn, inputs: Sequence, label,
                      sample_weight=None, *, training: bool = True,
                      scale_loss=None) -> BranchGradients:
-    """Forward both branches through identity copies of the tower weights and
+    """Forward every branch through identity copies of the tower weights and
     return the loss, predictions and per-branch gradients.
 
     Args:
       model: a built `SiameseModel` (tied or untied).
       loss_fn: `loss_fn(y_true, y_pred, sample_weight)`, a Keras loss.
-      left, right: the two input batches (lengths may differ).
+      inputs: one input batch per branch (`model.branches`): (left, right),
+        or (anchor, positive[, negative]); lengths may differ.
       label: (batch,) labels in [0, 1].
       sample_weight: optional (batch,) weights.
       training: passed to the layers.
@@ -94,10 +109,11 @@ def branch_gradients(model: SiameseModel, loss_fn, left, right, label,
     enc_vars = encoder_variables(model)
     head_vars = head_variables(model)
     towers = model.towers
+    _check_inputs(model, inputs)
     with tf.GradientTape() as tape:
         copies, encodings = [], []
         tower_nt = {}
-        for tower, x in zip(towers, (left, right)):
+        for tower, x in zip(towers, inputs):
             w = [tf.identity(v) for v in tower.trainable_variables]
             tape.watch(w)
             nt = tower_nt.get(id(tower),
@@ -106,29 +122,35 @@ def branch_gradients(model: SiameseModel, loss_fn, left, right, label,
             tower_nt[id(tower)] = nt
             copies.append(w)
             encodings.append(h)
-        predictions = model.score(encodings[0], encodings[1], training=training)
+        predictions = model.objective_output(encodings, training=training)
         loss = loss_fn(label, predictions, sample_weight=sample_weight)
         target = scale_loss(loss) if scale_loss is not None else loss
-    g_left, g_right, g_head = tape.gradient(target, [copies[0], copies[1], head_vars])
+    *g_branches, g_head = tape.gradient(target, [*copies, head_vars])
     # State a call updates (e.g. a dropout seed) is written back once per step.
     for tower in dict.fromkeys(towers):
         for var, value in zip(tower.non_trainable_variables, tower_nt[id(tower)]):
             var.assign(value)
-    left_map = _by_var(towers[0].trainable_variables, g_left)
-    right_map = _by_var(towers[1].trainable_variables, g_right)
+    branches = []
+    for tower, grads in zip(towers, g_branches):
+        mine = _by_var(tower.trainable_variables, grads)
+        branches.append([mine.get(id(v)) for v in enc_vars])
     return BranchGradients(
         loss=loss, predictions=predictions, encoder_vars=enc_vars,
-        head_vars=head_vars,
-        left=[left_map.get(id(v)) for v in enc_vars],
-        right=[right_map.get(id(v)) for v in enc_vars],
+        head_vars=head_vars, names=model.branches, branches=branches,
         head=list(g_head))
+
+
+def _check_inputs(model, inputs) -> None:
+    if len(inputs) != len(model.branches):
+        raise ValueError(f"{len(inputs)} inputs for a model of {len(model.branches)} "
+                         f"branches ({', '.join(model.branches)})")
 
 
 def _by_var(variables, grads) -> dict:
     return {id(v): g for v, g in zip(variables, grads)}
 
 
-def total_gradient(model: SiameseModel, loss_fn, left, right, label,
+def total_gradient(model: SiameseModel, loss_fn, inputs: Sequence, label,
                    sample_weight=None, *, training: bool = True, state=None) -> list:
     """dL/dW on the encoder variables by a plain forward pass (the check).
 
@@ -139,14 +161,21 @@ def total_gradient(model: SiameseModel, loss_fn, left, right, label,
     step's randomness nothing.
     """
     enc_vars = encoder_variables(model)
+    _check_inputs(model, inputs)
+    if state is None:
+        state = [v.value for v in model.non_trainable_variables]
+    state = dict(zip([id(v) for v in model.non_trainable_variables], state))
     with tf.GradientTape() as tape:
-        if state is None:
-            predictions = model((left, right), training=training)
-        else:
-            # The values are reads of the variables, which the tape watches.
-            predictions, _ = model.stateless_call(
-                [v.value for v in model.trainable_variables], state, (left, right),
+        # Each tower runs on the real variables' values (reads the tape
+        # watches) from the given state; what it updates is dropped.
+        encodings = []
+        for tower, x in zip(model.towers, inputs):
+            h, _ = tower.stateless_call(
+                [v.value for v in tower.trainable_variables],
+                [state[id(v)] for v in tower.non_trainable_variables], x,
                 training=training)
+            encodings.append(h)
+        predictions = model.objective_output(encodings, training=training)
         loss = loss_fn(label, predictions, sample_weight=sample_weight)
     return tape.gradient(loss, enc_vars)
 
@@ -159,7 +188,7 @@ def unscaled(bg: BranchGradients, scale) -> BranchGradients:
     def unscale(grads):
         return [None if g is None else _scale(g, inverse) for g in grads]
 
-    return dataclasses.replace(bg, left=unscale(bg.left), right=unscale(bg.right))
+    return dataclasses.replace(bg, branches=[unscale(b) for b in bg.branches])
 
 
 def _scale(g, factor):
@@ -178,11 +207,13 @@ def arrays(grads, variables=None) -> list:
     return [np.asarray(dense(g, v), np.float64) for g, v in zip(grads, variables)]
 
 
-def sum_error(total, left, right, variables=None) -> float:
-    """max |g_total - (g_left + g_right)| / max |g_total| over all variables."""
-    total, left, right = (arrays(g, variables) for g in (total, left, right))
-    num = max((np.max(np.abs(t - (a + b))) for t, a, b in zip(total, left, right)
-               if t.size), default=0.0)
+def sum_error(total, branches: Sequence[list], variables=None) -> float:
+    """max |g_total - (g_1 + ... + g_k)| / max |g_total| over all variables,
+    for the k branches' gradients (`[left, right]`, or one list per call)."""
+    total = arrays(total, variables)
+    parts = [arrays(g, variables) for g in branches]
+    num = max((np.max(np.abs(t - sum(g))) for t, *g in zip(total, *parts) if t.size),
+              default=0.0)
     den = max((np.max(np.abs(t)) for t in total if t.size), default=0.0)
     return float(num / max(den, 1e-30))
 
@@ -191,10 +222,25 @@ def global_norm(grads, variables=None) -> float:
     return float(np.sqrt(sum(np.vdot(g, g) for g in arrays(grads, variables))))
 
 
+def cosine(a, b) -> float:
+    """The cosine of two branches' gradients (lists of arrays) as if each
+    were one flattened vector; 0 when one is zero."""
+    na, nb = global_norm(a), global_norm(b)
+    dot = float(sum(np.vdot(x, y) for x, y in zip(a, b)))
+    return dot / (na * nb) if na * nb > 0 else 0.0
+
+
 def branch_stats(left, right, variables=None):
     """(|g_left|, |g_right|, cosine(g_left, g_right)) over all variables, as
     if each branch's gradients were one flattened vector."""
     left, right = arrays(left, variables), arrays(right, variables)
-    ln, rn = global_norm(left), global_norm(right)
-    lr = float(sum(np.vdot(a, b) for a, b in zip(left, right)))
-    return ln, rn, (lr / (ln * rn) if ln * rn > 0 else 0.0)
+    return global_norm(left), global_norm(right), cosine(left, right)
+
+
+def branch_norms_and_cosines(branches: Dict[str, list], variables=None):
+    """({branch: norm}, {(a, b): cosine} for every pair of branches in order)."""
+    dense = {name: arrays(g, variables) for name, g in branches.items()}
+    norms = {name: global_norm(g) for name, g in dense.items()}
+    cosines = {(a, b): cosine(dense[a], dense[b])
+               for a, b in itertools.combinations(dense, 2)}
+    return norms, cosines

@@ -1,9 +1,15 @@
 """Losses, by name. Label convention everywhere: 1 = similar, 0 = dissimilar.
 
-The model always outputs a similarity score in [0, 1]. `bce` and `mse` score
-it directly; `contrastive` converts it back to the merge's distance;
+On pairs the model outputs a similarity score in [0, 1]. `bce` and `mse`
+score it directly; `contrastive` converts it back to the merge's distance;
 `pairwise` ranks a batch's positives above its negatives (the training
 batches then hold one left text's candidates each, see `GROUPED`).
+
+`triplet` and `mnrl` train on more than one pair of encoder calls
+(`SiameseModel.objective`): the model's training output is then distances
+straight from the encodings, (batch, 2) [d(a, p), d(a, n)] for a triplet
+and the (batch, batch) matrix d(anchor_i, positive_j) for in-batch
+negatives; their label is unused (every row is a positive).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from siamese_research import merges as merges_lib
 from siamese_research.config import ConfigError
 
 PACKAGE = "siamese_research"
-LOSSES = ("bce", "contrastive", "mse", "pairwise")
+LOSSES = ("bce", "contrastive", "mse", "pairwise", "triplet", "mnrl")
+# What each k-branch loss trains on: the model's `objective` and branch names.
+OBJECTIVES = {"triplet": "triplet", "mnrl": "in_batch"}
 # Losses that compare the pairs of a batch with each other: their training
 # batches hold the candidates of one left text (data.train_dataset).
 GROUPED = ("pairwise",)
@@ -86,19 +94,72 @@ class PairwiseRankingLoss(keras.losses.Loss):
         return super().get_config()
 
 
-def build_loss(name: str, *, merge: str, margin: float = 1.0) -> keras.losses.Loss:
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TripletLoss(keras.losses.Loss):
+    """FaceNet's (Schroff et al. 2015) triplet loss on the merge's distance:
+
+        L = max(0, d(a, p) - d(a, n) + margin)
+
+    `y_pred` is (batch, 2): [d(anchor, positive), d(anchor, negative)].
+    """
+
+    def __init__(self, margin: float = 1.0, name: str = "triplet", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.margin = float(margin)
+
+    def call(self, y_true, y_pred):
+        return ops.relu(y_pred[:, 0] - y_pred[:, 1] + self.margin)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MultipleNegativesRankingLoss(keras.losses.Loss):
+    """In-batch negatives (InfoNCE; sentence-transformers'
+    MultipleNegativesRankingLoss): anchor i's positive is row i's, and the
+    batch's other positives are its negatives. With logits -d / T,
+
+        L_i = -log softmax_j(-d(a_i, p_j) / T)[i]
+
+    `y_pred` is the (batch, batch) distance matrix d(a_i, p_j). With the
+    cosine merge (d = 1 - cos) this is sentence-transformers' loss at scale
+    1 / T (the constant shift does not change a softmax).
+    """
+
+    def __init__(self, temperature: float = 0.05, name: str = "mnrl", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.temperature = float(temperature)
+
+    def call(self, y_true, y_pred):
+        logits = -ops.cast(y_pred, "float32") / self.temperature
+        target = ops.arange(ops.shape(logits)[0])
+        return keras.losses.sparse_categorical_crossentropy(target, logits,
+                                                            from_logits=True)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+def build_loss(name: str, *, merge: str, margin: float = 1.0,
+               temperature: float = 0.05) -> keras.losses.Loss:
     """Builds the loss `name` for a model whose merge is `merge`."""
     if name == "bce":
         return keras.losses.BinaryCrossentropy(name="bce")
     if name == "mse":
         return keras.losses.MeanSquaredError(name="mse")
-    if name == "contrastive":
+    if name in ("contrastive", "triplet", "mnrl"):
         if not merges_lib.get_merge_class(merge).has_distance:
             distance = [m for m in merges_lib.available()
                         if merges_lib.get_merge_class(m).has_distance]
             raise ConfigError("loss", name, f"needs a distance merge "
                               f"({', '.join(distance)}), not --merge={merge}")
+    if name == "contrastive":
         return ContrastiveLoss(margin, merge)
+    if name == "triplet":
+        return TripletLoss(margin)
+    if name == "mnrl":
+        return MultipleNegativesRankingLoss(temperature)
     if name == "pairwise":
         return PairwiseRankingLoss()
     raise ConfigError("loss", name, f"unknown loss; available: {', '.join(LOSSES)}")

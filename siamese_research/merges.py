@@ -1,9 +1,12 @@
 """Merges: how two encodings `u` (left) and `v` (right) become one.
 
 Feature merges (`concat`, `concat_absdiff_product`, `absdiff`, `product`,
-`match`) feed the `Dense(1, sigmoid)` head. Score merges (`cosine`, `manhattan`) already give
-a similarity in [0, 1] and feed the loss directly; they also know their
-distance, which the contrastive loss uses.
+`match`) feed the `Dense(1, sigmoid)` head. Score merges (`cosine`,
+`manhattan`, `euclidean`, `dot`) already give a similarity in [0, 1] and
+feed the loss directly. The distance merges among them (`cosine`,
+`manhattan`, `euclidean`) also know their distance: from the encodings
+(`distances`, what the triplet and mnrl losses train on) and from their own
+similarity (`distance`, what the contrastive loss uses).
 
 Why `concat` is not the default: with a linear head its logit is
 w1.u + w2.v + b = f(left) + g(right), which cannot represent "alike". For
@@ -74,6 +77,15 @@ class Merge(keras.layers.Layer):
         """The distance this score merge's similarity encodes."""
         raise NotImplementedError(f"{self.merge_name} is not a distance merge")
 
+    def distances(self, u, v):
+        """The distance of encodings u and v (broadcast), keeping the last
+        axis as 1: what a distance merge's similarity is a function of."""
+        raise NotImplementedError(f"{self.merge_name} is not a distance merge")
+
+    def similarity(self, distance):
+        """The similarity in [0, 1] a distance merge gives `distance`."""
+        raise NotImplementedError(f"{self.merge_name} is not a distance merge")
+
 
 @register_merge("concat")
 class Concat(Merge):
@@ -115,10 +127,15 @@ class Cosine(Merge):
     score = True
 
     def merge(self, u, v):
+        return self.similarity(self.distances(u, v))
+
+    def distances(self, u, v):
         un = u / ops.maximum(ops.norm(u, axis=-1, keepdims=True), EPSILON)
         vn = v / ops.maximum(ops.norm(v, axis=-1, keepdims=True), EPSILON)
-        cos = ops.sum(un * vn, axis=-1, keepdims=True)
-        return (1.0 + cos) / 2.0
+        return 1.0 - ops.sum(un * vn, axis=-1, keepdims=True)
+
+    def similarity(self, distance):
+        return 1.0 - distance / 2.0
 
     def distance(self, similarity):
         return 2.0 * (1.0 - similarity)
@@ -131,10 +148,27 @@ class Manhattan(Merge):
     score = True
 
     def merge(self, u, v):
-        return ops.exp(-ops.sum(ops.abs(u - v), axis=-1, keepdims=True))
+        return self.similarity(self.distances(u, v))
+
+    def distances(self, u, v):
+        return ops.sum(ops.abs(u - v), axis=-1, keepdims=True)
+
+    def similarity(self, distance):
+        return ops.exp(-distance)
 
     def distance(self, similarity):
         return -ops.log(ops.maximum(similarity, EPSILON))
+
+
+@register_merge("euclidean")
+class Euclidean(Manhattan):
+    """exp(-||u - v||_2) in (0, 1]: FaceNet's distance (unsquared) for the
+    triplet loss, as a similarity for the pair metrics."""
+
+    def distances(self, u, v):
+        # The floor keeps the gradient of the root finite at u == v.
+        squared = ops.sum(ops.square(u - v), axis=-1, keepdims=True)
+        return ops.sqrt(ops.maximum(squared, EPSILON * EPSILON))
 
 
 @register_merge("dot")

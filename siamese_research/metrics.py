@@ -36,6 +36,25 @@ def fixed_threshold(model, loss: str) -> bool:
     return loss == "bce" and model.head is not None
 
 
+def pairs_of(model, label, output):
+    """(labels, scores) of the pairs a training output holds, for the pair
+    metrics: the output itself for pair scores; for a triplet's [d(a, p),
+    d(a, n)], the pair (a, p) labelled 1 and (a, n) labelled 0; for
+    in-batch negatives' (batch, batch) distances, the diagonal's pairs
+    labelled 1 and the rest 0. Distances become the merge's similarity, so
+    AUC and the fitted threshold read as on pairs."""
+    objective = getattr(model, "objective", "pair")
+    if objective == "pair":
+        return label, output
+    scores = model.merge.similarity(tf.cast(output, tf.float32))
+    if objective == "triplet":
+        n = tf.shape(scores)[0]
+        return tf.concat([tf.ones([n]), tf.zeros([n])], 0), tf.concat(
+            [scores[:, 0], scores[:, 1]], 0)
+    n = tf.shape(scores)[0]
+    return tf.reshape(tf.eye(n), [-1]), tf.reshape(scores, [-1])
+
+
 def update(metrics, loss, label, pred, valid=None) -> None:
     """Updates `metrics` with one batch; a step that was not applied
     (`valid` False) counts with a zero weight (no tf.cond: one code path for

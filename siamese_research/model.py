@@ -1,4 +1,5 @@
-"""`SiameseModel`: ONE encoder object, called on the left and on the right."""
+"""`SiameseModel`: ONE encoder object, called on each input: left and right
+for a pair, anchor, positive and negative for a triplet."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from siamese_research import encoders as encoders_lib
 from siamese_research import merges as merges_lib
 
 PACKAGE = "siamese_research"
+# What a model trains on, and its branches (the encoder calls), by name.
+BRANCHES = {"pair": ("left", "right"),
+            "triplet": ("anchor", "positive", "negative"),
+            "in_batch": ("anchor", "positive")}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -19,12 +24,21 @@ class SiameseModel(keras.Model):
 
     Weight sharing is structural: `self.encoder` is one layer object, so it
     holds one set of variables however many times it is called. With
-    `right_encoder` (untied towers) the right input gets its own copy.
+    `right_encoder` (untied towers) the second input gets its own copy, and
+    with `other_encoders` the third and later ones theirs.
 
-    Call as `model((left, right))`; left and right may differ in length.
+    Call as `model((left, right))` for pair scores (the inputs may differ in
+    length), or, with a distance merge, `model((anchor, positive,
+    negative))` for the distances [d(a, p), d(a, n)], (batch, 2).
+
+    `objective` is what training optimises over the encodings
+    (`objective_output`): "pair" scores, "triplet" distances, or "in_batch"
+    (anchors against every positive of the batch, the (batch, batch)
+    distances). `branches` names the encoder calls it makes.
     """
 
     def __init__(self, encoder, merge, head=None, right_encoder=None,
+                 other_encoders=None, objective: str = "pair",
                  name: str = "siamese", **kwargs):
         super().__init__(name=name, **kwargs)
         des = keras.saving.deserialize_keras_object
@@ -33,6 +47,18 @@ class SiameseModel(keras.Model):
         if isinstance(right_encoder, dict):
             right_encoder = des(right_encoder)
         self.right_encoder = right_encoder
+        if objective not in BRANCHES:
+            raise ValueError(f"objective {objective!r}: expected one of "
+                             f"{', '.join(BRANCHES)}")
+        if objective != "pair" and not self.merge.has_distance:
+            raise ValueError(f"objective {objective!r} needs a distance merge, "
+                             f"not {self.merge.merge_name}")
+        self.objective = objective
+        self.other_encoders = [des(e) if isinstance(e, dict) else e
+                               for e in (other_encoders or [])]
+        if right_encoder is not None and len(self.other_encoders) != len(self.branches) - 2:
+            raise ValueError(f"untied towers: {len(self.branches)} for {objective!r}, "
+                             f"got {2 + len(self.other_encoders)}")
         if isinstance(head, dict):
             head = des(head)
         if head is None and not self.merge.score:
@@ -41,19 +67,45 @@ class SiameseModel(keras.Model):
         self.head = head
 
     @property
-    def towers(self):
-        """(left tower, right tower): the same object when tied."""
-        return self.encoder, self.right_encoder or self.encoder
+    def branches(self) -> tuple:
+        """The encoder calls' names: left, right; or anchor, positive[, negative]."""
+        return BRANCHES[self.objective]
+
+    @property
+    def towers(self) -> tuple:
+        """One tower per branch: the same object k times when tied."""
+        if self.tied:
+            return (self.encoder,) * len(self.branches)
+        return (self.encoder, self.right_encoder, *self.other_encoders)
 
     @property
     def tied(self) -> bool:
         return self.right_encoder is None
 
     def call(self, inputs, training=None):
-        left, right = inputs
-        h_left = self.encoder(left, training=training)
-        h_right = self.towers[1](right, training=training)
-        return self.score(h_left, h_right, training=training)
+        inputs = tuple(inputs)
+        if len(inputs) not in (2, 3):
+            raise ValueError(f"a SiameseModel takes (left, right) or (anchor, positive, "
+                             f"negative); got {len(inputs)} inputs")
+        towers = self.towers
+        if len(inputs) != len(towers):  # candidates go through the second tower
+            towers = (towers[0], towers[1], towers[1])[:len(inputs)]
+        if len(inputs) == 3 and not self.merge.has_distance:
+            raise ValueError(f"(anchor, positive, negative) distances need a distance "
+                             f"merge, not {self.merge.merge_name}")
+        encodings = [tower(x, training=training) for tower, x in zip(towers, inputs)]
+        if len(inputs) == 3:
+            return triplet_distances(self.merge, encodings)
+        return self.score(*encodings, training=training)
+
+    def objective_output(self, encodings, training=None):
+        """What the loss sees, from one encoding per branch (`branches`)."""
+        if self.objective == "triplet":
+            return triplet_distances(self.merge, encodings)
+        if self.objective == "in_batch":
+            anchor, positive = (keras.ops.cast(h, "float32") for h in encodings)
+            return self.merge.distances(anchor[:, None, :], positive[None, :, :])[..., 0]
+        return self.score(*encodings, training=training)
 
     def score(self, h_left, h_right, training=None):
         """Merge + head on two encodings: the part after the towers."""
@@ -73,11 +125,20 @@ class SiameseModel(keras.Model):
         ser = keras.saving.serialize_keras_object
         return {"name": self.name, "encoder": ser(self.encoder), "merge": ser(self.merge),
                 "head": ser(self.head) if self.head is not None else None,
-                "right_encoder": ser(self.right_encoder) if self.right_encoder else None}
+                "right_encoder": ser(self.right_encoder) if self.right_encoder else None,
+                "other_encoders": [ser(e) for e in self.other_encoders],
+                "objective": self.objective}
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def triplet_distances(merge, encodings):
+    """[d(a, p), d(a, n)] of three encodings under a distance merge, (batch, 2)."""
+    anchor, positive, negative = (keras.ops.cast(h, "float32") for h in encodings)
+    return keras.ops.concatenate([merge.distances(anchor, positive),
+                                  merge.distances(anchor, negative)], axis=-1)
 
 
 def build_tower(*, encoder: str = "lstm", units: int = 32, features: int = 128,
@@ -91,7 +152,8 @@ def build_tower(*, encoder: str = "lstm", units: int = 32, features: int = 128,
 def build_model(*, encoder: str = "lstm", units: int = 32, features: int = 128,
                 merge: str = "concat_absdiff_product", share: str = "tied",
                 vocab_size: int = 0, encoder_args: Optional[dict] = None,
-                masked: bool = True, build: bool = True) -> SiameseModel:
+                masked: bool = True, build: bool = True,
+                objective: str = "pair") -> SiameseModel:
     """Builds a `SiameseModel` and (by default) its variables.
 
     Args:
@@ -99,18 +161,26 @@ def build_model(*, encoder: str = "lstm", units: int = 32, features: int = 128,
       units: encoder output size.
       features: float inputs' feature size, or the embedding size for tokens.
       merge: a registered merge name.
-      share: "tied" (one encoder) or "untied" (two of the same architecture).
+      share: "tied" (one encoder) or "untied" (one of the same architecture
+        per branch: 2, or 3 for triplets).
       vocab_size: > 0 for token-id inputs (adds a shared Embedding).
       encoder_args: extra keyword arguments for the encoder.
       masked: mask all-zero steps of float inputs (padding); False for data
         whose sequences are all full length.
       build: run one dummy batch so every variable exists.
+      objective: "pair", "triplet" or "in_batch" (`SiameseModel`).
     """
     kwargs = dict(encoder=encoder, units=units, features=features,
                   vocab_size=vocab_size, encoder_args=encoder_args, masked=masked)
     left = build_tower(**kwargs)
-    right = build_tower(**kwargs, name="right_encoder") if share == "untied" else None
-    model = SiameseModel(left, merges_lib.build_merge(merge), right_encoder=right)
+    right, others = None, []
+    if share == "untied":
+        names = BRANCHES[objective]
+        right = build_tower(**kwargs, name="right_encoder" if objective == "pair"
+                            else f"{names[1]}_encoder")
+        others = [build_tower(**kwargs, name=f"{b}_encoder") for b in names[2:]]
+    model = SiameseModel(left, merges_lib.build_merge(merge), right_encoder=right,
+                         other_encoders=others, objective=objective)
     if build:
         build_variables(model, features=features, vocab_size=vocab_size)
     return model
@@ -122,6 +192,8 @@ def build_variables(model: SiameseModel, *, features: int, vocab_size: int = 0):
         x = np.ones((2, 3), np.int32)
     else:
         x = np.ones((2, 3, features), np.float32)
+    for tower in model.towers[2:]:  # untied towers past the pair's two
+        tower(x, training=False)
     model((x, x), training=False)
 
 
@@ -152,7 +224,8 @@ def parameter_table(model: SiameseModel) -> str:
         rows.append(f"| `{v.path}` | {tuple(v.shape)} | {count_params([v]):,} |")
     enc = count_params(encoder_variables(model))
     rows.append(f"| **total** | | **{count_params(model.trainable_variables):,}** |")
-    rows.append(f"| encoder ({'tied: one tower, 2 calls' if model.tied else 'untied: 2 towers'}) "
+    k = len(model.branches)
+    rows.append(f"| encoder ({f'tied: one tower, {k} calls' if model.tied else f'untied: {k} towers'}) "
                 f"| | {enc:,} |")
     return "\n".join(rows)
 

@@ -103,7 +103,7 @@ class Run:
         self.config = dict(config or {})
         self.threshold = threshold
         self.run_dir, self.model_path = run_dir, model_path
-        left, right = model.towers
+        left, right = model.towers[:2]
         tower = model.encoder
         if tower.vocab_size:
             side = tf.TensorSpec([None, None], tf.int32)

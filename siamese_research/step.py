@@ -1,14 +1,14 @@
 """The train step: math and update only (Orbit's `train_step`).
 
-`TrainStep.math(batch)` is one step on one replica: both branches through
-identity copies of the shared weights (`gradients.branch_gradients`, ONE
-backward pass), the update with g_left + g_right, the metrics and the
-non-finite bookkeeping. It writes no summary. `TrainStep.run(iterator, n,
+`TrainStep.math(batch)` is one step on one replica: every branch (left and
+right; or anchor, positive and negative) through identity copies of the
+shared weights (`gradients.branch_gradients`, ONE backward pass), the update
+with the branches' sum, the metrics and the non-finite bookkeeping. It writes no summary. `TrainStep.run(iterator, n,
 view, check)` is `n` of them in one compiled call, traced once.
 
 The views (what `diagnostics` shows) come out of the same call: when `view`
-is set, its last step also stores the loss and its left and right gradients
-in `views` variables, and when `check` is set, an independent total
+is set, its last step also stores the loss and each branch's gradients in
+`views` variables, and when `check` is set, an independent total
 gradient of that step's batch (a plain forward and backward pass, before
 the update). Both sit under a `tf.cond` that a plain step does not take, so
 the one trace serves plain and view steps alike, and a view step costs a
@@ -69,7 +69,8 @@ class TrainStep:
             self.metrics = metrics_lib.pair_metrics("")
             encoder = G.encoder_variables(model)
             self.views = {"loss": local_variable(0.0, tf.float32)}
-            for branch in ("left", "right", "total"):
+            self.branches = tuple(model.branches)
+            for branch in self.branches + ("total",):
                 self.views[branch] = [local_variable(tf.zeros(v.shape, tf.float32),
                                                      tf.float32) for v in encoder]
             # keras #23085 (Keras 3.15): under a tf.distribute strategy the
@@ -141,12 +142,14 @@ class TrainStep:
         # of gradients is the global mean); metrics and logs want the replica's
         # own mean loss back.
         loss = out["loss"] * self.strategy.num_replicas_in_sync
-        metrics_lib.update(self.metrics, loss, label, out["predictions"], valid=out["ok"])
+        label, scores = metrics_lib.pairs_of(self.model, label, out["predictions"])
+        metrics_lib.update(self.metrics, loss, label, scores, valid=out["ok"])
 
         def store_views():
             self.views["loss"].assign(tf.cast(loss, tf.float32))
-            self._store("left", out["left"])
-            return self._store("right", out["right"])
+            for name, grads in zip(self.branches, out["branches"]):
+                self._store(name, grads)
+            return tf.constant(True)
 
         if self.with_views:
             cond(view, store_views, _nothing)
@@ -158,8 +161,8 @@ class TrainStep:
 
     def _step_math(self, batch):
         """The part of a step XLA may compile: no summaries, no bookkeeping."""
-        (left, right), label, weight = batch
-        bg = G.branch_gradients(self.model, self.loss_fn, left, right, label, weight,
+        inputs, label, weight = batch
+        bg = G.branch_gradients(self.model, self.loss_fn, inputs, label, weight,
                                 training=True, scale_loss=self.scale_loss)
         pairs = bg.grads_and_vars()
         # Which variable each flag is about (the same at every trace).
@@ -184,16 +187,16 @@ class TrainStep:
         self._apply_when(alive if self.scale_loss is not None else ok, pairs)
         if self.scale_loss is not None:
             bg = G.unscaled(bg, scale)
-        left, right = bg.left, bg.right
+        branches = bg.branches
         if self._jit:  # XLA returns dense tensors only
-            left, right = ([G.dense(g, v) for g, v in zip(grads, bg.encoder_vars)]
-                           for grads in (left, right))
+            branches = [[G.dense(g, v) for g, v in zip(grads, bg.encoder_vars)]
+                        for grads in branches]
         return {"loss": bg.loss, "predictions": bg.predictions, "finite": finite,
-                "ok": ok, "flags": flags, "left": left, "right": right}
+                "ok": ok, "flags": flags, "branches": branches}
 
     def _total(self, batch, state):
-        (left, right), label, weight = batch
-        total = G.total_gradient(self.model, self.loss_fn, left, right, label, weight,
+        inputs, label, weight = batch
+        total = G.total_gradient(self.model, self.loss_fn, inputs, label, weight,
                                  training=True, state=state)
         return [G.dense(g, v) for g, v in zip(total, G.encoder_variables(self.model))]
 

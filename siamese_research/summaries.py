@@ -86,12 +86,17 @@ def samples_per_second(pairs: int, seconds: float) -> Dict[str, float]:
     return {"samples_per_second": pairs / max(seconds, 1e-9)}
 
 
-def branch_scalars(left, right) -> Dict[str, float]:
-    """Left/right norms and their cosine (every logging step)."""
-    left_norm, right_norm, cosine = G.branch_stats(left, right)
-    return {"branch_gradients/left_norm": left_norm,
-            "branch_gradients/right_norm": right_norm,
-            "branch_gradients/cosine": cosine}
+def branch_scalars(branches: Dict[str, list]) -> Dict[str, float]:
+    """Each branch's norm and every two branches' cosine (every logging
+    step): branch_gradients/<branch>_norm, and branch_gradients/cosine for
+    left and right, branch_gradients/cosine/<a>_<b> for named calls
+    (anchor_positive, anchor_negative, positive_negative)."""
+    norms, cosines = G.branch_norms_and_cosines(branches)
+    out = {f"branch_gradients/{name}_norm": norm for name, norm in norms.items()}
+    for (a, b), cosine in cosines.items():
+        tag = "cosine" if (a, b) == ("left", "right") else f"cosine/{a}_{b}"
+        out[f"branch_gradients/{tag}"] = cosine
+    return out
 
 
 def check_scalars(total, error) -> Dict[str, float]:

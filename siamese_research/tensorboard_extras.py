@@ -62,10 +62,12 @@ PROJECTOR_METADATA = "projector_metadata.tsv"
 # The custom scalars layout: (category, [(chart title, tag regex), ...]).
 LAYOUT = (
     ("branch gradients", (
-        ("left, right and total norm",
-         r"^branch_gradients/(left|right|total)_norm$"),
-        ("cosine(left, right) and sum_error",
-         r"^branch_gradients/(cosine|sum_error)$"),
+        # Every branch on one chart: left, right for pairs; anchor,
+        # positive, negative for triplets and in-batch negatives.
+        ("each branch's norm and the total",
+         r"^branch_gradients/(left|right|anchor|positive|negative|total)_norm$"),
+        ("cosines between branches and sum_error",
+         r"^branch_gradients/(cosine(/[a-z]+_[a-z]+)?|sum_error)$"),
     )),
     ("train vs validation", (
         ("loss", r"^loss$"),
@@ -222,8 +224,8 @@ def write_branch_graph(writer: tf.summary.SummaryWriter, model, loss_fn,
     from siamese_research import gradients
 
     def branch_step(batch):
-        (left, right), label, weight = batch
-        bg = gradients.branch_gradients(model, loss_fn, left, right, label, weight,
+        inputs, label, weight = batch
+        bg = gradients.branch_gradients(model, loss_fn, inputs, label, weight,
                                         training=True)
         return bg.loss, bg.combined()
 
@@ -313,7 +315,7 @@ def encode_pairs(model, dataset, max_pairs: Optional[int] = None):
     Returns:
       (encodings_left (n, d), encodings_right (n, d), labels (n,)), numpy.
     """
-    left_tower, right_tower = model.towers
+    left_tower, right_tower = model.towers[:2]
     out_l, out_r, out_y, n = [], [], [], 0
     for (left, right), label, _ in dataset.epoch(0):
         out_l.append(np.asarray(left_tower(left, training=False)))

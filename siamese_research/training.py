@@ -77,10 +77,14 @@ def build(config: Config, data: data_lib.PairData, strategy=None):
         found = vectors.for_vocabulary(config.embeddings, data.vectorizer,
                                        frozen=config.freeze_embeddings)
     with strategy.scope():
+        # (First: it refuses a loss the merge cannot serve, in one line.)
+        loss_fn = losses.build_loss(config.loss, merge=config.merge, margin=config.margin,
+                                    temperature=config.temperature)
         model = model_lib.build_model(
             encoder=config.encoder, units=config.units, features=config.features,
             merge=config.merge, share=config.share, vocab_size=vocab,
-            encoder_args=config.encoder_kwargs, masked=data.padded or vocab > 0)
+            encoder_args=config.encoder_kwargs, masked=data.padded or vocab > 0,
+            objective=losses.OBJECTIVES.get(config.loss, "pair"))
         if config.embedding_init == "idf":
             if not vocab:
                 raise ConfigError("embedding_init", "idf", "needs a text pair file "
@@ -92,7 +96,6 @@ def build(config: Config, data: data_lib.PairData, strategy=None):
             model_lib.set_embedding_rows(model, ids, rows)
         if config.freeze_embeddings:
             model_lib.freeze_embeddings(model)
-        loss_fn = losses.build_loss(config.loss, merge=config.merge, margin=config.margin)
         optimizer = build_optimizer(config.optimizer, config.learning_rate)
     return model, loss_fn, optimizer
 

@@ -43,7 +43,8 @@ class Validator:
             curve go there at `step`.
 
         Returns:
-          (logs {"val_loss", "val_accuracy", "val_auc"[, "val_threshold"]
+          (logs {"val_loss" (not for a triplet or in-batch objective),
+          "val_accuracy", "val_auc"[, "val_threshold"]
           [, "val_map", "val_mrr"][, "val_pearson"]}, scores (n,)).
         """
         data = data_lib.as_pair_dataset(data)
@@ -60,6 +61,10 @@ class Validator:
             scores.append(self.eval_step(batch).numpy()[:len(label)])
             labels.append(label)
         logs = {"val_" + k: float(m.result()) for k, m in self.metrics.items()}
+        if self._pairs_only:
+            # Triplet and in-batch losses are over more than a pair: on pairs
+            # there is no such loss to report (only what the scores give).
+            del logs["val_loss"]
         scores = np.concatenate(scores) if scores else np.zeros(0, np.float32)
         labels = np.concatenate(labels) if labels else np.zeros(0, np.float32)
         if threshold is not None:
@@ -77,10 +82,17 @@ class Validator:
         scores = self.step.strategy.run(self._replica_step, args=(batch,))
         return self.step.strategy.gather(scores, axis=0)
 
+    @property
+    def _pairs_only(self) -> bool:
+        return getattr(self.step.model, "objective", "pair") != "pair"
+
     def _replica_step(self, batch):
         (left, right), label, weight = batch
         pred = self.step.model((left, right), training=False)
-        loss = self.step.loss_fn(label, pred, sample_weight=weight)
+        if self._pairs_only:
+            loss = tf.zeros([])
+        else:
+            loss = self.step.loss_fn(label, pred, sample_weight=weight)
         # Keras 3 losses divide by num_replicas_in_sync: the replica's own mean.
         loss = loss * self.step.strategy.num_replicas_in_sync
         metrics_lib.update(self.metrics, loss, label, pred)

@@ -95,7 +95,7 @@ def test_gate_slices_and_norms_match_the_full_gradient(name):
     rng = np.random.default_rng(1)
     x = tf.constant(rng.standard_normal((4, 5, 8)), tf.float32)
     y = tf.constant([1.0, 0.0, 1.0, 0.0])
-    bg = G.branch_gradients(model, keras.losses.BinaryCrossentropy(), x, x[:, :3], y)
+    bg = G.branch_gradients(model, keras.losses.BinaryCrossentropy(), (x, x[:, :3]), y)
     gates = summaries.gate_slices(model)
     kernels = [v for v in bg.encoder_vars if id(v) in gates]
     assert len(kernels) == (6 if name == "bilstm" else 3)
@@ -125,7 +125,7 @@ def test_gate_norms_of_untied_towers_count_only_the_branch_own_weights():
     model = M.build_model(encoder="lstm", units=4, features=8, share="untied")
     rng = np.random.default_rng(2)
     x = tf.constant(rng.standard_normal((4, 5, 8)), tf.float32)
-    bg = G.branch_gradients(model, keras.losses.BinaryCrossentropy(), x, x[:, :3],
+    bg = G.branch_gradients(model, keras.losses.BinaryCrossentropy(), (x, x[:, :3]),
                             tf.constant([1.0, 0.0, 1.0, 0.0]))
     gates = summaries.gate_slices(model)
     assert any(g is None for g in bg.left)

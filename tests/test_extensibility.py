@@ -38,10 +38,10 @@ def test_every_combination_trains_two_steps(encoder, merge, loss):
     before = [v.numpy().copy() for v in model.trainable_variables]
     for seed in (1, 2):  # two eager steps: the same step code, no tracing cost
         left, right, y, w = _batch(seed)
-        bg = G.branch_gradients(model, loss_fn, left, right, y, w)
-        total = G.total_gradient(model, loss_fn, left, right, y, w)
+        bg = G.branch_gradients(model, loss_fn, (left, right), y, w)
+        total = G.total_gradient(model, loss_fn, (left, right), y, w)
         assert np.isfinite(float(bg.loss))
-        assert float(G.sum_error(total, bg.left, bg.right, bg.encoder_vars)) <= 1e-5
+        assert float(G.sum_error(total, bg.branches, bg.encoder_vars)) <= 1e-5
         trainer.step.math(((left, right), y, w))
     assert int(trainer.global_step.numpy()) == 2
     assert int(trainer.nonfinite_count.numpy()) == 0
@@ -58,7 +58,7 @@ def test_untied_gradients_land_on_their_own_tower():
     keras.utils.set_random_seed(3)
     model = M.build_model(units=4, features=8, share="untied")
     left, right, y, w = _batch(3)
-    bg = G.branch_gradients(model, keras.losses.BinaryCrossentropy(), left, right, y, w)
+    bg = G.branch_gradients(model, keras.losses.BinaryCrossentropy(), (left, right), y, w)
     left_ids = {id(v) for v in model.encoder.trainable_variables}
     right_ids = {id(v) for v in model.right_encoder.trainable_variables}
     assert left_ids.isdisjoint(right_ids)
@@ -67,8 +67,8 @@ def test_untied_gradients_land_on_their_own_tower():
             assert gr is None and float(tf.reduce_max(tf.abs(gl))) > 0
         else:
             assert gl is None and float(tf.reduce_max(tf.abs(gr))) > 0
-    total = G.total_gradient(model, keras.losses.BinaryCrossentropy(), left, right, y, w)
-    assert float(G.sum_error(total, bg.left, bg.right, bg.encoder_vars)) <= 1e-6
+    total = G.total_gradient(model, keras.losses.BinaryCrossentropy(), (left, right), y, w)
+    assert float(G.sum_error(total, bg.branches, bg.encoder_vars)) <= 1e-6
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)

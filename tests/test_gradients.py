@@ -24,9 +24,9 @@ def test_left_plus_right_equals_total(merge, seed):
     model = M.build_model(features=8, units=4, merge=merge)
     loss_fn = keras.losses.BinaryCrossentropy()
     left, right, label = _batch(seed)
-    bg = G.branch_gradients(model, loss_fn, left, right, label)
-    total = G.total_gradient(model, loss_fn, left, right, label)
-    err = float(G.sum_error(total, bg.left, bg.right, bg.encoder_vars))
+    bg = G.branch_gradients(model, loss_fn, (left, right), label)
+    total = G.total_gradient(model, loss_fn, (left, right), label)
+    err = float(G.sum_error(total, bg.branches, bg.encoder_vars))
     assert err <= 1e-6
     # Both branches contribute: neither is zero, and they differ.
     for a, b in zip(bg.left, bg.right):
@@ -40,10 +40,10 @@ def test_sum_error_detects_a_wrong_split():
     model = M.build_model(features=8, units=4)
     loss_fn = keras.losses.BinaryCrossentropy()
     left, right, label = _batch(3)
-    bg = G.branch_gradients(model, loss_fn, left, right, label)
-    total = G.total_gradient(model, loss_fn, left, right, label)
+    bg = G.branch_gradients(model, loss_fn, (left, right), label)
+    total = G.total_gradient(model, loss_fn, (left, right), label)
     zeros = [tf.zeros_like(g) for g in bg.right]
-    assert float(G.sum_error(total, bg.left, zeros, bg.encoder_vars)) > 1e-2
+    assert float(G.sum_error(total, [bg.left, zeros], bg.encoder_vars)) > 1e-2
 
 
 def test_left_gradient_equals_stop_gradient_derivation():
@@ -53,7 +53,7 @@ def test_left_gradient_equals_stop_gradient_derivation():
     model = M.build_model(features=8, units=4)
     loss_fn = keras.losses.BinaryCrossentropy()
     left, right, label = _batch(4)
-    bg = G.branch_gradients(model, loss_fn, left, right, label)
+    bg = G.branch_gradients(model, loss_fn, (left, right), label)
     enc = M.encoder_variables(model)
 
     def grad_with(stop_left: bool):
@@ -83,7 +83,7 @@ def test_sgd_step_moves_weights_by_minus_lr_times_sum():
     trainer = Trainer(model, loss_fn=loss_fn, optimizer=keras.optimizers.SGD(lr),
                       writers=None, verbose=0)
     left, right, label = _batch(5, tl=5, tr=5)
-    bg = G.branch_gradients(model, loss_fn, left, right, label,
+    bg = G.branch_gradients(model, loss_fn, (left, right), label,
                             tf.ones_like(label))
     before = [v.numpy().copy() for v in bg.encoder_vars]
     trainer.step.math(((left, right), label, tf.ones_like(label)))  # eager

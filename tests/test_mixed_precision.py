@@ -41,9 +41,9 @@ def test_mixed_float16_step_trains_with_loss_scaling(mixed_float16):
     pred = model((left, right))
     assert pred.dtype == tf.float32  # the head's output stays float32
     scale = float(optimizer.dynamic_scale.numpy())
-    bg = G.branch_gradients(model, loss_fn, left, right, y, w,
+    bg = G.branch_gradients(model, loss_fn, (left, right), y, w,
                             scale_loss=optimizer.scale_loss)
-    plain = G.branch_gradients(model, loss_fn, left, right, y, w)
+    plain = G.branch_gradients(model, loss_fn, (left, right), y, w)
     # Scaled gradients, divided by the scale, are the plain ones (fp16 noise);
     # the trainer's own unscaling (what the branch logs show) does exactly that.
     unscaled = G.unscaled(bg, optimizer.dynamic_scale)
@@ -74,7 +74,7 @@ def test_the_views_are_unscaled_at_the_scale_the_step_used(mixed_float16):
     left = tf.constant(rng.standard_normal((4, 5, 8)), tf.float32)
     right = tf.constant(rng.standard_normal((4, 6, 8)), tf.float32)
     y, w = tf.constant([1.0, 0.0, 1.0, 0.0]), tf.ones(4)
-    plain = G.branch_gradients(model, loss_fn, left, right, y, w)
+    plain = G.branch_gradients(model, loss_fn, (left, right), y, w)
     scale = float(optimizer.dynamic_scale.numpy())
     trainer.step.with_views = trainer.step.with_check = True  # (no writers here)
     trainer.step.math(((left, right), y, w), view=True, check=True)
@@ -82,4 +82,4 @@ def test_the_views_are_unscaled_at_the_scale_the_step_used(mixed_float16):
     for view, ref in zip(trainer.step.views["left"], plain.left):
         np.testing.assert_allclose(view.numpy(), ref.numpy(), rtol=2e-2, atol=1e-4)
     views = [[v.numpy() for v in trainer.step.views[b]] for b in ("total", "left", "right")]
-    assert G.sum_error(*views) < 1e-2  # fp16 noise, not the 0.5 of a wrong scale
+    assert G.sum_error(views[0], views[1:]) < 1e-2  # fp16 noise, not the 0.5 of a wrong scale

@@ -287,7 +287,7 @@ def test_the_views_written_at_step_s_are_step_s_s(tmp_path):
     for batch in batches[:2]:
         reference.step.math(batch)
     (left, right), label, weight = batches[2]
-    bg = G.branch_gradients(reference.model, reference.step.loss_fn, left, right, label,
+    bg = G.branch_gradients(reference.model, reference.step.loss_fn, (left, right), label,
                             weight)
     left_norm, right_norm, _ = G.branch_stats(bg.left, bg.right, bg.encoder_vars)
     assert logged("loss")[3] == pytest.approx(float(bg.loss), rel=1e-4)
