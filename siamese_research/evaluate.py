@@ -50,7 +50,7 @@ BASELINES = ("none", "overlap")
 _PUNCTUATION = re.compile(r'[!"#$%&()\*\+,\-\./:;<=>?@\[\\\]^_`{|}~\']')
 METRIC_ORDER = ("pairs", "positives", "accuracy", "threshold", "accuracy_best_threshold",
                 "f1", "roc_auc", "average_precision", "map", "mrr", "groups_scored",
-                "pearson", "spearman")
+                "pearson", "spearman", "triplets", "triplet_accuracy")
 
 
 # -- metrics: plain numpy, each checkable by hand --------------------------------
@@ -194,7 +194,7 @@ def spearman(x, y) -> float:
 
 def compute_metrics(labels, scores, *, groups: Optional[Sequence] = None,
                     threshold: Optional[float] = None,
-                    graded: bool = False) -> Dict[str, float]:
+                    graded: bool = False, triplets=None) -> Dict[str, float]:
     """All the metrics that apply, as a flat dict.
 
     Args:
@@ -204,6 +204,9 @@ def compute_metrics(labels, scores, *, groups: Optional[Sequence] = None,
       threshold: the threshold chosen on validation data, or None.
       graded: labels are graded scores: Pearson/Spearman instead of the
         classification metrics.
+      triplets: (n, 2) rows [positive pair, negative pair] of a triplet file
+        (`Pairs.triplets`): adds `triplet_accuracy`, the fraction with
+        d(a, p) < d(a, n), i.e. the positive scored above the negative.
     """
     labels = np.asarray(labels, np.float64)
     scores = np.asarray(scores, np.float64)
@@ -223,7 +226,19 @@ def compute_metrics(labels, scores, *, groups: Optional[Sequence] = None,
     out["average_precision"] = average_precision(labels, scores)
     if groups is not None:
         out.update(ranking_metrics(groups, labels, scores))
+    if triplets is not None and len(triplets):
+        out.update(triplet_metrics(scores, triplets))
     return out
+
+
+def triplet_metrics(scores, triplets) -> Dict[str, float]:
+    """`triplets`: the fraction of (anchor, positive, negative) whose positive
+    pair scores above its negative pair (for a distance merge's similarity:
+    d(a, p) < d(a, n); a tie counts half)."""
+    t = np.asarray(triplets, np.int64)
+    pos, neg = np.asarray(scores)[t[:, 0]], np.asarray(scores)[t[:, 1]]
+    return {"triplets": int(len(t)),
+            "triplet_accuracy": float(np.mean((pos > neg) + 0.5 * (pos == neg)))}
 
 
 # -- the overlap baseline ----------------------------------------------------------
@@ -414,6 +429,7 @@ def evaluate_run(run_dir: str, data_path: str, *, baseline: str = "none",
     model = load_run_model(run_dir, which)
     graded = config.label_bounds is not None
     groups = [t.strip() for t in pairs.left_text] if pairs.is_text else None
+    triplets = getattr(pairs, "triplets", None)
 
     validation = None
     if have_validation and not graded:
@@ -424,7 +440,8 @@ def evaluate_run(run_dir: str, data_path: str, *, baseline: str = "none",
                                                              batch_size))
     scores = predict(model, pairs, batch_size)
     results = {"model": compute_metrics(pairs.label, scores, groups=groups,
-                                        threshold=threshold, graded=graded),
+                                        threshold=threshold, graded=graded,
+                                        triplets=triplets),
                "info": {"skipped": skipped, "scores": scores,
                         "labels": pairs.label}}
     if baseline == "overlap":
@@ -435,7 +452,8 @@ def evaluate_run(run_dir: str, data_path: str, *, baseline: str = "none",
                                                  validation.right_text))
         base = overlap_scores(pairs.left_text, pairs.right_text)
         results["overlap"] = compute_metrics(pairs.label, base, groups=groups,
-                                             threshold=base_threshold, graded=graded)
+                                             threshold=base_threshold, graded=graded,
+                                             triplets=triplets)
         results["info"]["overlap_scores"] = base
     return results
 
