@@ -296,13 +296,13 @@ def test_custom_scalars_layout(server):
     layout = server.json("/data/plugin/custom_scalars/layout")
     charts = {c["title"]: c["multiline"]["tag"]
               for cat in layout["category"] for c in cat["chart"]}
-    assert charts["left, right and total norm"] == [
-        r"^branch_gradients/(left|right|total)_norm$"]
-    assert charts["cosine(left, right) and sum_error"] == [
-        r"^branch_gradients/(cosine|sum_error)$"]
+    norms = r"^branch_gradients/(left|right|anchor|positive|negative|total)_norm$"
+    assert charts["each branch's norm and the total"] == [norms]
+    assert charts["cosines between branches and sum_error"] == [
+        r"^branch_gradients/(cosine(/[a-z]+_[a-z]+)?|sum_error)$"]
     # The dashboard's data request for that chart returns this run's norms.
     data = server.json("/data/plugin/custom_scalars/scalars", run=server.run + "/train",
-                       tag=r"^branch_gradients/(left|right|total)_norm$")
+                       tag=norms)
     assert set(data["tag_to_events"]) == {"branch_gradients/left_norm",
                                           "branch_gradients/right_norm",
                                           "branch_gradients/total_norm"}
