@@ -318,8 +318,9 @@ def save_threshold(run_dir: str, trainer) -> None:
 
 def final_words(config: Config, result: dict, model, trainer) -> list:
     final = result.get("final", {})
-    branches = "2 branches (tied: one encoder)" if model.tied else \
-        "2 branches (untied: one encoder each)"
+    k = len(model.branches)
+    branches = (f"{k} branches (tied: one encoder)" if model.tied else
+                f"{k} branches (untied: one encoder each)")
     lines = [
         "",
         f"Parameters: {result['total_parameters']:,} total; encoder "
@@ -329,7 +330,8 @@ def final_words(config: Config, result: dict, model, trainer) -> list:
     ]
     err = trainer.last_sum_error
     if err is not None:
-        lines.append(f"Branch check: left + right = total, max relative error "
+        lines.append(f"Branch check: {' + '.join(model.branches)} = total, max relative "
+                     f"error "
                      f"{result['max_sum_error']:.1e} (last {err:.1e})")
     if "best_epoch" in result:
         lines.append(f"Best epoch: {result['best_epoch']} ({config.monitor} "
