@@ -1,0 +1,141 @@
+"""Pointwise bce vs triplets from pairs vs in-batch negatives on one
+encoder: dev MAP/MRR over seeds, and what each call's gradient did.
+
+    python scripts/branch_objectives.py --seeds=42,1,2 --out=runs/objectives \
+        -- <train.py flags shared by every objective>
+
+Each (objective, seed) is one `python train.py` process into
+<out>/<objective>_<seed> (an existing finished run is reused, not
+retrained), then `evaluate` on the --validation_data file. The branch view
+comes from the run's own event files: each branch's gradient norm and the
+cosines between branches, averaged over the first and the last fifth of the
+logged steps, and each branch's share of the summed norms. Prints Markdown
+tables (the README's research note) and writes <out>/summary.json.
+
+The objectives (flags added to the shared ones):
+  bce:     --loss=bce
+  triplet: --loss=triplet --triplets=from_pairs --margin=<--margin>
+  mnrl:    --loss=mnrl --temperature=<--temperature>
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def objectives(margin: float, temperature: float) -> dict:
+    return {"bce": ["--loss=bce"],
+            "triplet": ["--loss=triplet", "--triplets=from_pairs", f"--margin={margin}"],
+            "mnrl": ["--loss=mnrl", f"--temperature={temperature}"]}
+
+
+def train(run_dir: str, flags: list) -> None:
+    if os.path.exists(os.path.join(run_dir, "model.keras")):
+        return
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), f"--run_dir={run_dir}",
+           "--verbose=0", *flags]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def dev_metrics(run_dir: str, dev: str) -> dict:
+    from siamese_research import evaluate
+
+    return evaluate.evaluate_run(run_dir, dev)["model"]
+
+
+def branch_view(run_dir: str) -> dict:
+    """{tag suffix: (early mean, late mean)} of the branch scalars."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+    import tensorflow as tf
+
+    acc = ea.EventAccumulator(os.path.join(run_dir, "train"),
+                              size_guidance={ea.TENSORS: 0})
+    acc.Reload()
+    out = {}
+    for tag in acc.Tags()["tensors"]:
+        if not tag.startswith("branch_gradients/") or tag.count("/") > 2:
+            continue
+        if "/" in tag[len("branch_gradients/"):] and not tag.startswith(
+                "branch_gradients/cosine/"):
+            continue  # per-gate norms
+        values = np.array([float(tf.make_ndarray(e.tensor_proto))
+                           for e in acc.Tensors(tag)])
+        fifth = max(1, len(values) // 5)
+        out[tag[len("branch_gradients/"):]] = (float(values[:fifth].mean()),
+                                               float(values[-fifth:].mean()),
+                                               int(len(values)))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="42,1,2")
+    parser.add_argument("--out", default="runs/objectives")
+    parser.add_argument("--margin", type=float, default=0.2)
+    parser.add_argument("--temperature", type=float, default=0.05)
+    parser.add_argument("--only", default="", help="comma-separated objectives")
+    parser.add_argument("flags", nargs="*", help="train.py flags for every run")
+    args = parser.parse_args()
+    dev = next((f.split("=", 1)[1] for f in args.flags
+                if f.startswith("--validation_data=")), None)
+    if dev is None:
+        parser.error("pass --validation_data=<dev file> among the train.py flags")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    chosen = objectives(args.margin, args.temperature)
+    if args.only:
+        chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
+    summary = {}
+    for name, extra in chosen.items():
+        for seed in seeds:
+            run_dir = os.path.join(args.out, f"{name}_{seed}")
+            train(run_dir, [*args.flags, *extra, f"--seed={seed}"])
+            summary[f"{name}_{seed}"] = {"dev": dev_metrics(run_dir, dev),
+                                         "branches": branch_view(run_dir)}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    print(tables(summary, chosen, seeds))
+    return 0
+
+
+def tables(summary: dict, chosen: dict, seeds: list) -> str:
+    lines = ["| objective | dev MAP | dev MRR | MAP per seed |", "| --- | ---: | ---: | --- |"]
+    for name in chosen:
+        runs = [summary[f"{name}_{s}"]["dev"] for s in seeds]
+        m = np.array([r["map"] for r in runs])
+        r = np.array([x["mrr"] for x in runs])
+        lines.append(f"| {name} | {m.mean():.3f} ({m.min():.3f}-{m.max():.3f}) | "
+                     f"{r.mean():.3f} ({r.min():.3f}-{r.max():.3f}) | "
+                     + ", ".join(f"{s}: {v:.3f}" for s, v in zip(seeds, m)) + " |")
+    lines += ["", "| objective | branch | norm, first fifth | norm, last fifth | "
+              "share of the branches' norms (last) |", "| --- | --- | ---: | ---: | ---: |"]
+    for name in chosen:
+        views = [summary[f"{name}_{s}"]["branches"] for s in seeds]
+        norms = [k[:-5] for k in views[0] if k.endswith("_norm") and k != "total_norm"]
+        late = {b: np.mean([v[b + "_norm"][1] for v in views]) for b in norms}
+        for b in norms:
+            early = np.mean([v[b + "_norm"][0] for v in views])
+            lines.append(f"| {name} | {b} | {early:.4g} | {late[b]:.4g} | "
+                         f"{late[b] / max(sum(late.values()), 1e-30):.0%} |")
+    lines += ["", "| objective | cosine | first fifth | last fifth |",
+              "| --- | --- | ---: | ---: |"]
+    for name in chosen:
+        views = [summary[f"{name}_{s}"]["branches"] for s in seeds]
+        for k in views[0]:
+            if k.startswith("cosine"):
+                early = np.mean([v[k][0] for v in views])
+                late = np.mean([v[k][1] for v in views])
+                lines.append(f"| {name} | {k} | {early:+.3f} | {late:+.3f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
