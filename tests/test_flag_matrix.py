@@ -15,11 +15,13 @@ import concurrent.futures
 import gzip
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from siamese_research import tensorboard_extras
 from siamese_research.config import Config
 from conftest import read_tags, run_main, run_train
 
@@ -64,9 +66,18 @@ MATRIX = {
                             "encoder": "transformer", "encoder_args": '{"heads": 1}',
                             "merge": "dot", "validation_split": "0.25",
                             "monitor": "val_pearson"}, "ok"),
-    "mirrored_one_device": ({"strategy": "mirrored", "encoder": "conv1d",
-                             "merge": "manhattan", "optimizer": "nadam",
-                             "validation_split": "0", "num_samples": "60"}, "ok"),
+    # Three branches under a Mirrored strategy: triplets drawn from the
+    # synthetic pairs' prototype groups.
+    "mirrored_one_device_triplets": ({"strategy": "mirrored", "encoder": "conv1d",
+                                      "merge": "manhattan", "optimizer": "nadam",
+                                      "loss": "triplet", "triplets": "from_pairs",
+                                      "validation_split": "0", "num_samples": "96"},
+                                     "ok"),
+    "text_triplet_file_mnrl": ({"data": "{triplets}", "anchor_column": "anc",
+                                "positive_column": "pos", "negative_column": "neg",
+                                "loss": "mnrl", "temperature": "0.1",
+                                "merge": "euclidean", "validation_split": "0.25",
+                                "monitor": "val_mrr"}, "ok"),
     "mixed_precision_cpu": ({"mixed_precision": "mixed_float16"}, "needs a GPU"),
     "jit_mirrored": ({"jit_compile": "true", "strategy": "mirrored"},
                      "not --strategy=mirrored"),
@@ -109,7 +120,13 @@ def files(tmp_path_factory):
         f.write(f"{len(words)} 128\n")
         for w in words[::2]:
             f.write(w + " " + " ".join(f"{x:.3f}" for x in rng.standard_normal(128)) + "\n")
+    with open(base / "triplets.csv", "w") as f:
+        f.write("anc,pos,neg\n")
+        for i in range(48):
+            q = sentence()
+            f.write(f"{q},{q} w{i % 30},{sentence()}\n")
     return {"data": str(base / "train.csv"), "dev": str(base / "dev.csv"),
+            "triplets": str(base / "triplets.csv"),
             "tsv": str(base / "graded.tsv"), "vectors": str(base / "vectors.vec.gz")}
 
 
@@ -143,9 +160,19 @@ def results(files, tmp_path_factory):
 
 
 CONTRACT = ["loss", "accuracy", "learning_rate", "samples_per_second",
-            "branch_gradients/left_norm", "branch_gradients/right_norm",
-            "branch_gradients/cosine", "branch_gradients/total_norm",
-            "branch_gradients/sum_error", "config", "model_summary"]
+            "branch_gradients/total_norm", "branch_gradients/sum_error", "config",
+            "model_summary"]
+# Each loss's branches and the cosine tags between them.
+BRANCHES = {"triplet": ("anchor", "positive", "negative"), "mnrl": ("anchor", "positive")}
+
+
+def branch_tags(loss: str) -> list:
+    names = BRANCHES.get(loss, ("left", "right"))
+    tags = [f"branch_gradients/{b}_norm" for b in names]
+    if names == ("left", "right"):
+        return tags + ["branch_gradients/cosine"]
+    return tags + [f"branch_gradients/cosine/{a}_{b}"
+                   for i, a in enumerate(names) for b in names[i + 1:]]
 
 
 @pytest.mark.parametrize("row", list(MATRIX))
@@ -168,15 +195,21 @@ def test_row(row, results):
     tags, acc = read_tags(os.path.join(run_dir, "train"))
     latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     steps = int(latest.rsplit("-", 1)[1])  # the last checkpoint: the run's end
-    for tag in CONTRACT:
+    loss = config["loss"]
+    for tag in CONTRACT + branch_tags(loss):
         assert tag in tags, tag
     assert tags["loss"][0] == 1 and tags["loss"][-1] == steps
     assert any(t.startswith("weights/") for t in tags)
-    for branch in ("left", "right", "total"):
+    for branch in BRANCHES.get(loss, ("left", "right")) + ("total",):
         assert any(t.startswith(f"gradients/{branch}/") for t in tags), branch
     errors = [float(tf.make_ndarray(e.tensor_proto))
               for e in acc.Tensors("branch_gradients/sum_error")]
     assert max(errors) <= 1e-5
+    # The custom-scalars charts take every branch's tags, k branches too.
+    charts = [re.compile(regex) for _, items in tensorboard_extras.LAYOUT
+              for _, regex in items]
+    for tag in branch_tags(loss) + ["branch_gradients/total_norm"]:
+        assert any(c.search(tag) for c in charts), tag
     losses = [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors("loss")]
     assert np.all(np.isfinite(losses))
     assert os.path.exists(os.path.join(run_dir, "checkpoints", "checkpoint"))
