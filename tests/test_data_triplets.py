@@ -6,7 +6,7 @@ import csv
 import numpy as np
 import pytest
 
-from conftest import tiny
+from conftest import tiny, write_pairs
 from siamese_research import data as D
 from siamese_research.config import ConfigError, DataError
 from siamese_research.data import builtin, files
@@ -182,6 +182,21 @@ def test_triplet_file_split_keeps_triplets_whole(tmp_path):
         assert (part.label[a] == 1).all() and (part.label[n] == 0).all()
     assert not set(train.left_text) & set(val.left_text)
     assert "3 triplets of 3 anchors held out" in data.description
+
+
+def test_pair_file_groups_and_a_triplet_file_as_validation_data(tmp_path):
+    path = write_pairs(tmp_path / "pairs.csv", questions=4)
+    val = _write_triplets(tmp_path / "val.csv", n=3)
+    config = tiny(data=path, validation_data=val, max_tokens=60, max_length=8,
+                  loss="triplet", triplets="from_pairs")
+    data = D.load(config)
+    assert list(data.train.groups) == [t.strip() for t in data.train.left_text]
+    assert data.train.triplets is None
+    assert len(data.validation) == 6
+    np.testing.assert_array_equal(data.validation.triplets, [[0, 3], [1, 4], [2, 5]])
+    assert "4 triplets from 4 positives of 4 groups" in data.description
+    t = D.train_dataset(data.train, config).epoch_items(0)
+    assert all(data.train.left_text[p] == data.train.left_text[n] for p, n in t)
 
 
 def test_triplet_file_columns_by_flag_and_errors(tmp_path):

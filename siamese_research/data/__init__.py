@@ -239,7 +239,8 @@ class PairDataset:
         batches are then int64 (batch, 2) `[positive_row, negative_row]`.
       positives_only: the rows with label >= 0.5 only (in-batch negatives);
         with `pairs.groups`, a batch holds at most one row of a group
-        wherever the group sizes allow it (`spread_order`).
+        wherever the group sizes allow it (`spread_order`; `bucket_by_length`
+        then does not apply).
     """
 
     def __init__(self, pairs: Pairs, batch_size: int, *, seed: int = 0,
