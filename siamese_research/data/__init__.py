@@ -5,6 +5,18 @@ dataset yields `((left, right), label, weight)` batches, each side trimmed to
 its own longest sequence in the batch, so a batch of short pairs costs short
 recurrences. The shuffle order of epoch `e` depends only on `(seed, e)`, which
 lets a resumed run skip to the exact batch it stopped at.
+
+Two losses train on more than pairs (`config.BRANCH_LOSSES`):
+
+- `--loss=triplet` on `((anchor, positive, negative), label, weight)`
+  batches. Its index batches are int64 (batch, 2) rows `[positive_row,
+  negative_row]` into the pair pool: anchor = left[positive_row], positive =
+  right[positive_row], negative = right[negative_row]. The triplets are a
+  triplet file's (`Pairs.triplets`) or, with `--triplets=from_pairs`, each
+  positive pair with a negative of its own group drawn anew every epoch.
+- `--loss=mnrl` on the positive pairs only, `((anchor, positive), label,
+  weight)`, a batch's other positives being each anchor's negatives; a batch
+  holds at most one row of a group (an anchor) where the data allow it.
 """
 
 from __future__ import annotations
@@ -15,7 +27,7 @@ from typing import Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from siamese_research.config import Config, DataError
+from siamese_research.config import Config, ConfigError, DataError
 
 
 @dataclasses.dataclass
@@ -31,6 +43,13 @@ class Pairs:
     left_text: Optional[list] = None  # the raw texts, for text data
     right_text: Optional[list] = None
     weight: Optional[np.ndarray] = None  # per-pair loss weight
+    # One hashable key per row: the rows sharing an anchor (text files: the
+    # stripped left text; synthetic data: the left item's prototype). None
+    # when rows have no such relation (random data, .npz files).
+    groups: Optional[np.ndarray] = None
+    # A triplet file's fixed triplets: int64 (t, 2) rows [positive_row,
+    # negative_row] of this pool (same anchor, labels 1 and 0), or None.
+    triplets: Optional[np.ndarray] = None
 
     def __post_init__(self):
         n = len(self.label)
@@ -40,6 +59,15 @@ class Pairs:
             if len(getattr(self, name)) != n:
                 raise DataError(f"{name} has {len(getattr(self, name))} rows, "
                                 f"label has {n}")
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups)
+            if len(self.groups) != n:
+                raise DataError(f"groups has {len(self.groups)} rows, label has {n}")
+        if self.triplets is not None:
+            self.triplets = np.asarray(self.triplets, np.int64).reshape(-1, 2)
+            if len(self.triplets) and (self.triplets.min() < 0 or
+                                       self.triplets.max() >= n):
+                raise DataError(f"triplets index rows outside 0..{n - 1}")
 
     def __len__(self) -> int:
         return len(self.label)
@@ -58,9 +86,22 @@ class Pairs:
         def pick(x):
             return None if x is None else [x[i] for i in index]
 
+        index = np.asarray(index, np.int64)
         return Pairs(self.left[index], self.right[index], self.left_length[index],
                      self.right_length[index], self.label[index],
-                     pick(self.left_text), pick(self.right_text), self.weight[index])
+                     pick(self.left_text), pick(self.right_text), self.weight[index],
+                     None if self.groups is None else self.groups[index],
+                     None if self.triplets is None else
+                     remap_triplets(self.triplets, index, len(self)))
+
+
+def remap_triplets(triplets: np.ndarray, index: np.ndarray, num_rows: int) -> np.ndarray:
+    """`triplets` (t, 2) rows of a pool of `num_rows`, as rows of the pool's
+    `take(index)`: the triplets both of whose rows were taken, renumbered."""
+    new = np.full(num_rows, -1, np.int64)
+    new[np.asarray(index, np.int64)] = np.arange(len(index))
+    out = new[np.asarray(triplets, np.int64).reshape(-1, 2)]
+    return out[(out >= 0).all(axis=1)]
 
 
 @dataclasses.dataclass
@@ -106,10 +147,18 @@ def load(config: Config) -> PairData:
     else:
         from siamese_research.data import files
 
-        return files.load(config)
+        return _describe(files.load(config), config)
     train, validation = split_last(pairs, config.validation_split)
     _apply_class_weight(train, config.class_weight)
-    return PairData(train, validation, None, desc)
+    return _describe(PairData(train, validation, None, desc), config)
+
+
+def _describe(data: PairData, config: Config) -> PairData:
+    """Adds what a triplet or mnrl run trains on to the description."""
+    extra = train_description(data.train, config)
+    if extra:
+        data.description = f"{data.description}; {extra}" if data.description else extra
+    return data
 
 
 def split_last(pairs: Pairs, fraction: float):
@@ -166,28 +215,74 @@ def epoch_order(num_pairs: int, seed: int, epoch: int, shuffle: bool = True,
     return np.concatenate([batches[i] for i in head] + [batches[-1]])
 
 
+TRIPLET_MODES = ("none", "fixed", "from_pairs")
+
+
 class PairDataset:
     """Turns `Pairs` into per-epoch `tf.data` pipelines.
 
     The arrays are held once as tensors; an epoch is a dataset of index
     batches that gathers and trims its rows, so reshuffling costs nothing and
     resuming at batch k is `skip(k)` on integers.
+
+    Args:
+      pairs: the pair pool.
+      batch_size: rows (pairs or triplets) per batch; the last may be short.
+      seed: with the epoch number, the only source of an epoch's order.
+      shuffle: False keeps file order (validation).
+      bucket_by_length: batches of similar lengths (`epoch_order`).
+      groups: one key per row: every batch holds rows of ONE group (a
+        ranking loss's batches: one question's candidates).
+      triplets: "none" (pairs), "fixed" (`pairs.triplets`, a triplet file's)
+        or "from_pairs" (each positive row of a group that has a negative,
+        with one of its group's negatives drawn per (seed, epoch)). Index
+        batches are then int64 (batch, 2) `[positive_row, negative_row]`.
+      positives_only: the rows with label >= 0.5 only (in-batch negatives);
+        with `pairs.groups`, a batch holds at most one row of a group
+        wherever the group sizes allow it (`spread_order`; `bucket_by_length`
+        then does not apply).
     """
 
     def __init__(self, pairs: Pairs, batch_size: int, *, seed: int = 0,
                  shuffle: bool = True, bucket_by_length: bool = False,
-                 groups: Optional[np.ndarray] = None):
+                 groups: Optional[np.ndarray] = None, triplets: str = "none",
+                 positives_only: bool = False):
+        if triplets not in TRIPLET_MODES:
+            raise ValueError(f"triplets={triplets!r}: expected one of "
+                             f"{', '.join(TRIPLET_MODES)}")
+        if groups is not None and (triplets != "none" or positives_only):
+            raise ValueError("group batches are pair batches: no triplets or "
+                             "positives_only with groups")
+        if triplets != "none" and positives_only:
+            raise ValueError("positives_only is for pair batches, not triplets")
         self.pairs = pairs
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
         self.bucket_by_length = bucket_by_length
+        self.triplets = triplets
+        self.positives_only = positives_only
         # Group batches (a ranking loss): every batch holds rows of one group
         # only (one question's candidates), a group longer than batch_size
         # split into several; `group_batches` gives each epoch's.
         self.groups = None if groups is None else np.asarray(groups)
         self._group_steps = (len(group_batches(self.groups, batch_size, seed, 0))
                              if self.groups is not None else 0)
+        self._rows = None  # positives_only: the rows an epoch orders
+        self._plan = None  # from_pairs: the rows triplets are drawn from
+        if positives_only:
+            self._rows = np.flatnonzero(pairs.label >= 0.5).astype(np.int64)
+            if not len(self._rows):
+                raise DataError(f"no positive pairs (label >= 0.5) among {len(pairs)} "
+                                f"to train on")
+        if triplets == "fixed":
+            if pairs.triplets is None or not len(pairs.triplets):
+                raise DataError("no triplets: the pairs come from no triplet file")
+        elif triplets == "from_pairs":
+            self._plan = TripletPlan(pairs)
+            if not len(self._plan.positives):
+                raise DataError("no triplets: no group has both a positive "
+                                "(label >= 0.5) and a negative pair")
         self._fixed_length = not pairs.is_text and not pairs.padded
         with tf.device("/cpu:0"):
             self._arrays = tuple(tf.constant(a) for a in (
@@ -196,13 +291,25 @@ class PairDataset:
                 pairs.weight.astype(np.float32)))
 
     def __len__(self) -> int:
+        """The rows an epoch trains on: pairs, or triplets."""
+        if self.triplets == "fixed":
+            return len(self.pairs.triplets)
+        if self.triplets == "from_pairs":
+            return len(self._plan.positives)
+        if self._rows is not None:
+            return len(self._rows)
         return len(self.pairs)
+
+    @property
+    def sides(self) -> int:
+        """Encoder inputs per row: 3 for triplets, else 2."""
+        return 3 if self.triplets != "none" else 2
 
     @property
     def steps_per_epoch(self) -> int:
         if self.groups is not None:
             return self._group_steps
-        return steps_per_epoch(len(self.pairs), self.batch_size)
+        return steps_per_epoch(len(self), self.batch_size)
 
     @property
     def ranking_groups(self) -> Optional[list]:
@@ -210,8 +317,9 @@ class PairDataset:
         return self.pairs.left_text
 
     def pairs_in_batches(self, start: int, end: int) -> int:
-        """Rows in batches [start, end) of an epoch (the last may be short;
-        with groups, an estimate: the epoch's mean batch size)."""
+        """Rows (pairs or triplets) in batches [start, end) of an epoch (the
+        last may be short; with groups, an estimate: the epoch's mean batch
+        size)."""
         if self.groups is not None:
             return int(round(max(0, end - start) * len(self) / max(self._group_steps, 1)))
         return max(0, min(end * self.batch_size, len(self)) - start * self.batch_size)
@@ -224,13 +332,14 @@ class PairDataset:
 
     @property
     def element_spec(self):
-        """((left, right), label, weight) with None batch and time dims: the
+        """((left, right), label, weight) -- ((anchor, positive, negative),
+        label, weight) for triplets -- with None batch and time dims: the
         compiled steps' signature, which any length fits. (An epoch's dataset
         of `fixed_length` data has a static time dim, see `epoch`.)"""
         side = tf.TensorSpec([None, None] + list(self.pairs.left.shape[2:]),
                              tf.as_dtype(self.pairs.left.dtype))
         vec = tf.TensorSpec([None], tf.float32)
-        return ((side, side), vec, vec)
+        return ((side,) * self.sides, vec, vec)
 
     @property
     def source(self) -> Tuple[tuple, bool]:
@@ -247,10 +356,36 @@ class PairDataset:
                               lambda idx: gather_batch(arrays, idx, trim))
 
     def index_epoch(self, epoch: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
-        """The same batches as `epoch`, as row indices (int64, (batch,)): the
-        trainer gathers the rows inside its compiled step (`source`), which
-        on a CPU was faster than a tf.data map handing over whole batches."""
+        """The same batches as `epoch`, as row indices (int64, (batch,); for
+        triplets (batch, 2) `[positive_row, negative_row]`): the trainer
+        gathers the rows inside its compiled step (`source`), which on a CPU
+        was faster than a tf.data map handing over whole batches."""
         return self._pipeline(epoch, skip_batches, None)
+
+    def epoch_items(self, epoch: int = 0) -> np.ndarray:
+        """Epoch `epoch`'s rows in batch order (cut every `batch_size`):
+        int64 (n,) pair rows, or (t, 2) triplets. A function of (seed,
+        epoch) only. (Not for group batches, see `group_batches`.)"""
+        lengths = None
+        if self.triplets != "none":
+            items = (self.pairs.triplets if self.triplets == "fixed"
+                     else self._plan.draw(self.seed, epoch))
+            if self.bucket_by_length:
+                p = self.pairs
+                lengths = np.maximum.reduce([p.left_length[items[:, 0]],
+                                             p.right_length[items[:, 0]],
+                                             p.right_length[items[:, 1]]])
+        else:
+            items = self._rows if self._rows is not None else np.arange(len(self.pairs))
+            if self._rows is not None and self.pairs.groups is not None:
+                order = spread_order(self.pairs.groups[items], self.batch_size,
+                                     self.seed, epoch, self.shuffle)
+                return items[order].astype(np.int64)
+            if self.bucket_by_length:
+                lengths = np.maximum(self.pairs.left_length, self.pairs.right_length)[items]
+        order = epoch_order(len(items), self.seed, epoch, self.shuffle, lengths,
+                            self.batch_size)
+        return np.asarray(items, np.int64)[order]
 
     def _pipeline(self, epoch, skip_batches, gather) -> tf.data.Dataset:
         if self.groups is not None:
@@ -261,12 +396,7 @@ class PairDataset:
             ds = tf.data.Dataset.from_tensor_slices(ragged).skip(skip_batches)
             ds = ds.map(lambda idx: idx)  # ragged rows -> dense (batch,) index vectors
             return self._finish(ds, gather)
-        lengths = None
-        if self.bucket_by_length:
-            lengths = np.maximum(self.pairs.left_length, self.pairs.right_length)
-        order = epoch_order(len(self.pairs), self.seed, epoch, self.shuffle,
-                            lengths, self.batch_size)
-        ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
+        ds = tf.data.Dataset.from_tensor_slices(self.epoch_items(epoch))
         ds = ds.batch(self.batch_size).skip(skip_batches)
         return self._finish(ds, gather)
 
@@ -282,6 +412,96 @@ class PairDataset:
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA)
         return ds.with_options(options).prefetch(2)
+
+
+def group_index(groups: np.ndarray) -> np.ndarray:
+    """int64 (n,) group numbers 0..g-1 of `groups` keys (sorted keys' order,
+    or first appearance when the keys do not sort)."""
+    try:
+        _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        return inverse.reshape(-1).astype(np.int64)
+    except TypeError:
+        seen = {}
+        return np.array([seen.setdefault(k, len(seen)) for k in groups], np.int64)
+
+
+class TripletPlan:
+    """What `--triplets=from_pairs` draws from: every positive row (label >=
+    0.5) of a group with at least one negative (label < 0.5), and each one's
+    group negatives.
+
+    Attributes:
+      positives: int64 (t,) the positive rows kept, ascending.
+      dropped: positives of groups without a negative (the same every epoch).
+      num_groups: groups that give triplets.
+    """
+
+    def __init__(self, pairs: Pairs):
+        if pairs.groups is None:
+            raise DataError("triplets from pairs need grouped pairs (Pairs.groups)")
+        group = group_index(pairs.groups)
+        positive = pairs.label >= 0.5
+        negatives = np.flatnonzero(~positive)
+        self._negatives = negatives[np.argsort(group[negatives], kind="stable")]
+        counts = np.bincount(group[negatives], minlength=int(group.max()) + 1 if len(group) else 0)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        rows = np.flatnonzero(positive)
+        has = counts[group[rows]] > 0
+        self.positives = rows[has].astype(np.int64)
+        self.dropped = int((~has).sum())
+        self.num_groups = len(np.unique(group[self.positives]))
+        self._start = starts[group[self.positives]]
+        self._count = counts[group[self.positives]]
+
+    def draw(self, seed: int, epoch: int) -> np.ndarray:
+        """int64 (t, 2) `[positive_row, negative_row]`, the negative uniform
+        among the positive's group's, by `np.random.default_rng([seed,
+        epoch, 2])`: in `positives` order."""
+        rng = np.random.default_rng([seed, epoch, 2])
+        pick = rng.integers(0, self._count) if len(self.positives) else \
+            np.zeros(0, np.int64)
+        return np.stack([self.positives, self._negatives[self._start + pick]],
+                        axis=1).astype(np.int64)
+
+
+def spread_order(groups: np.ndarray, batch_size: int, seed: int, epoch: int,
+                 shuffle: bool = True) -> np.ndarray:
+    """An order of rows 0..n-1 whose consecutive `batch_size` cuts hold at
+    most one row of a group wherever the group sizes allow it (as
+    sentence-transformers' NoDuplicatesDataLoader: a second row of the same
+    anchor in a batch would be a false in-batch negative).
+
+    The groups are laid out in a (seed, epoch) random order, each group's
+    rows shuffled, and dealt column-wise into the epoch's batches (all full
+    but the last): the first slot of every batch, then the second, ... so a
+    group's rows land in different batches unless it has more rows than
+    there are batches (B - 1 when the last batch is short). The batches then
+    come in a random order, the short last one last. A function of (seed,
+    epoch) only.
+    """
+    n = len(groups)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    group = group_index(groups)
+    rng = np.random.default_rng([seed, epoch, 3])
+    rows = rng.permutation(n) if shuffle else np.arange(n)
+    layout = rng.permutation(int(group.max()) + 1) if shuffle else \
+        np.arange(int(group.max()) + 1)
+    rank = np.empty_like(layout)
+    rank[layout] = np.arange(len(layout))
+    seq = rows[np.argsort(rank[group[rows]], kind="stable")]
+    num_batches = steps_per_epoch(n, batch_size)
+    last = n - (num_batches - 1) * batch_size  # rows of the last batch
+    slot = np.repeat(np.arange(batch_size), num_batches)  # column-wise slots
+    batch = np.tile(np.arange(num_batches), batch_size)
+    valid = (batch < num_batches - 1) | (slot < last)
+    out = np.empty(n, np.int64)
+    out[batch[valid] * batch_size + slot[valid]] = seq
+    if shuffle and num_batches > 2:
+        head = rng.permutation(num_batches - 1)
+        out = np.concatenate([out[b * batch_size:(b + 1) * batch_size] for b in head] +
+                             [out[(num_batches - 1) * batch_size:]])
+    return out
 
 
 class BatchDataset:
@@ -353,31 +573,120 @@ def group_batches(groups: np.ndarray, batch_size: int, seed: int, epoch: int,
 
 
 def train_dataset(pairs: Pairs, config: Config) -> "PairDataset":
-    """The training split's `PairDataset` for a run: batches of one left text
-    each (its candidates) for a ranking loss (`losses.GROUPED`), else the
-    usual shuffled batches."""
+    """The training split's `PairDataset` for a run:
+
+    - `--loss=triplet`: triplets, a triplet file's (`Pairs.triplets`) or,
+      with `--triplets=from_pairs`, drawn from each group's pairs;
+    - `--loss=mnrl`: the positive pairs, at most one per group in a batch
+      where possible;
+    - a ranking loss (`losses.GROUPED`): batches of one left text each (its
+      candidates);
+    - else the usual shuffled pair batches.
+
+    Raises:
+      ConfigError: the data cannot give the loss its batches (naming the flag).
+    """
     from siamese_research import losses
 
+    kwargs = dict(seed=config.seed, bucket_by_length=config.bucket_by_length)
+    if config.loss == "triplet":
+        mode = _triplet_mode(pairs, config)
+        if mode == "from_pairs" and not len(TripletPlan(pairs).positives):
+            raise ConfigError("triplets", "from_pairs", "no group has both a positive "
+                              "(label >= 0.5) and a negative pair to form a triplet")
+        return PairDataset(pairs, config.batch_size, triplets=mode, **kwargs)
+    if config.loss == "mnrl":
+        if not np.any(pairs.label >= 0.5):
+            raise ConfigError("loss", "mnrl", f"trains on positive pairs (label >= 0.5); "
+                              f"the {len(pairs)} training pairs have none")
+        return PairDataset(pairs, config.batch_size, positives_only=True, **kwargs)
     groups = None
     if config.loss in losses.GROUPED:
         if pairs.left_text is None:
-            from siamese_research.config import ConfigError
             raise ConfigError("loss", config.loss, "ranks the candidates of each left "
                               "text: needs a text pair file")
-        groups = np.array([t.strip() for t in pairs.left_text], dtype=object)
-    return PairDataset(pairs, config.batch_size, seed=config.seed,
-                       bucket_by_length=config.bucket_by_length, groups=groups)
+        groups = (pairs.groups if pairs.groups is not None else
+                  np.array([t.strip() for t in pairs.left_text], dtype=object))
+    return PairDataset(pairs, config.batch_size, groups=groups, **kwargs)
+
+
+def _triplet_mode(pairs: Pairs, config: Config) -> str:
+    """"from_pairs" or "fixed" for a `--loss=triplet` run on `pairs`."""
+    if config.triplets == "from_pairs":
+        if pairs.groups is None:
+            raise ConfigError("triplets", "from_pairs", "needs grouped pairs: a text pair "
+                              "file (each left text's candidates) or --data=synthetic")
+        return "from_pairs"
+    if pairs.triplets is not None:
+        return "fixed"
+    raise ConfigError("loss", "triplet", "trains on (anchor, positive, negative) "
+                      "triplets: give a triplet file (.csv/.tsv/.jsonl with anchor, "
+                      "positive and negative columns) or pass --triplets=from_pairs "
+                      "to form them from grouped pairs")
+
+
+def train_description(pairs: Pairs, config: Config) -> str:
+    """What a triplet or mnrl run trains on, e.g. "1,229 triplets from 1,229
+    positives of 94 groups; 12 positives without a negative dropped"; "" for
+    other losses (or data that cannot give the loss its batches)."""
+    if config.loss == "triplet":
+        try:
+            mode = _triplet_mode(pairs, config)
+        except ConfigError:
+            return ""
+        if mode == "fixed":
+            text = f"{len(pairs.triplets):,} triplets from the file"
+            if pairs.groups is not None and len(pairs.triplets):
+                anchors = len(np.unique(group_index(pairs.groups)[pairs.triplets[:, 0]]))
+                text += f" ({anchors:,} anchors)"
+            return text
+        plan = TripletPlan(pairs)
+        text = (f"{len(plan.positives):,} triplets from {len(plan.positives):,} "
+                f"positives of {plan.num_groups:,} groups, each negative drawn from "
+                f"its group every epoch")
+        if plan.dropped:
+            text += f"; {plan.dropped:,} positives without a negative dropped"
+        return text
+    if config.loss == "mnrl":
+        positive = pairs.label >= 0.5
+        n_pos = int(positive.sum())
+        text = f"{n_pos:,} positive pairs"
+        if pairs.groups is not None and n_pos:
+            groups = len(np.unique(group_index(pairs.groups)[positive]))
+            text += (f" of {groups:,} groups (at most one per group in a batch "
+                     f"where possible)")
+        text += f", in-batch negatives; {len(pairs) - n_pos:,} other pairs unused"
+        return text
+    return ""
 
 
 def gather_batch(arrays: tuple, idx, trim: bool):
-    """((left, right), label, weight) of rows `idx` of `PairDataset` arrays;
-    with `trim`, each side cut to the batch's longest sequence."""
+    """The batch of index batch `idx` from `PairDataset` arrays, by the
+    STATIC rank of `idx`:
+
+    - (batch,) rows: ((left, right), label, weight);
+    - (batch, 2) `[positive_row, negative_row]` triplets: ((anchor,
+      positive, negative), label, weight) with anchor = left[positive_row],
+      positive = right[positive_row], negative = right[negative_row], label
+      and weight of positive_row.
+
+    With `trim`, each side is cut to the batch's longest sequence on it.
+    """
     left, right, llen, rlen, label, weight = arrays
-    lx, rx = tf.gather(left, idx), tf.gather(right, idx)
-    if trim:
-        # At least 1: with several replicas a short last batch can leave one
-        # replica no rows, and the max over none is INT_MIN (a zero-length
-        # time axis, which the RNN loop cannot take).
-        lx = lx[:, :tf.maximum(tf.reduce_max(tf.gather(llen, idx)), 1)]
-        rx = rx[:, :tf.maximum(tf.reduce_max(tf.gather(rlen, idx)), 1)]
-    return (lx, rx), tf.gather(label, idx), tf.gather(weight, idx)
+    idx = tf.convert_to_tensor(idx)
+    if idx.shape.rank == 2:
+        rows = idx[:, 0]
+        sides = ((left, llen, rows), (right, rlen, rows), (right, rlen, idx[:, 1]))
+    else:
+        rows = idx
+        sides = ((left, llen, idx), (right, rlen, idx))
+    out = []
+    for x, length, which in sides:
+        x = tf.gather(x, which)
+        if trim:
+            # At least 1: with several replicas a short last batch can leave one
+            # replica no rows, and the max over none is INT_MIN (a zero-length
+            # time axis, which the RNN loop cannot take).
+            x = x[:, :tf.maximum(tf.reduce_max(tf.gather(length, which)), 1)]
+        out.append(x)
+    return tuple(out), tf.gather(label, rows), tf.gather(weight, rows)

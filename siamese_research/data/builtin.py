@@ -18,6 +18,9 @@ def synthetic(*, num_samples: int, timesteps: int, features: int,
     steps long, plus N(0, noise^2) noise; the two sides of a pair have their own
     lengths. Half the pairs share a prototype. Padding is zeros, which the
     encoder's Masking layer skips (a real step is never exactly all-zero).
+
+    `groups` is the left item's prototype: a label-0 row of a group has a
+    right side of another prototype, a negative for any anchor of the group.
     """
     rng = np.random.default_rng(seed)
     protos = rng.standard_normal((prototypes, timesteps, features)).astype(np.float32)
@@ -33,12 +36,14 @@ def synthetic(*, num_samples: int, timesteps: int, features: int,
             (num_samples, timesteps, features)).astype(np.float32)
         x[np.arange(timesteps)[None, :] >= length[:, None]] = 0.0
         sides.append(x)
-    return Pairs(sides[0], sides[1], lengths[0], lengths[1], label)
+    return Pairs(sides[0], sides[1], lengths[0], lengths[1], label,
+                 groups=a.astype(np.int64))
 
 
 def random_pairs(*, num_samples: int, timesteps: int, features: int,
                  seed: int = 42) -> Pairs:
-    """The notebook's data: uniform [0, 1) features and random 0/1 labels."""
+    """The notebook's data: uniform [0, 1) features and random 0/1 labels
+    (no groups: no row is related to another)."""
     rng = np.random.default_rng(seed)
     left = rng.random((num_samples, timesteps, features), dtype=np.float32)
     right = rng.random((num_samples, timesteps, features), dtype=np.float32)

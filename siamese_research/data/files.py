@@ -16,6 +16,14 @@ the vocabulary hash (an unsalted FarmHash fingerprint of the word) into
 of a pair and in every run that loads the vectoriser; with N = 1 they all
 share id 1.
 
+A text file whose columns include a negative (by default named `negative`,
+or any of `--anchor_column/--positive_column/--negative_column` given) is a
+triplet file: columns `anchor`, `positive`, `negative` by default. Its n rows
+become a pool of 2n pairs: rows 0..n-1 (anchor, positive, label 1), rows
+n..2n-1 (anchor, negative, label 0), each anchor a group, and `Pairs.triplets`
+[[i, n + i]]. `--loss=triplet` trains on those triplets, any other loss on
+the pairs; a validation split holds out whole anchors (so whole triplets).
+
 `.npz` files hold float arrays `left`, `right` (n, time, features) and `label`
 (n,), with optional `left_length` / `right_length`; steps past a row's length
 are zeroed, which is what the tower's Masking treats as padding.
@@ -38,7 +46,8 @@ from typing import Dict, Hashable, Iterable, List, Sequence, Tuple
 import numpy as np
 
 from siamese_research.config import QUOTINGS, Config, DataError
-from siamese_research.data import PairData, Pairs, _apply_class_weight, split_last
+from siamese_research.data import (PairData, Pairs, _apply_class_weight,
+                                   remap_triplets, split_last)
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl")
 FLOAT_SUFFIXES = (".npz",)
@@ -81,7 +90,8 @@ def load_file(path: str, config: Config, vectorizer=None) -> Tuple[Pairs, int]:
     """Reads one pair file, whole (no split), for evaluation.
 
     Args:
-      path: a `.csv`, `.tsv`, `.jsonl` or `.npz` pair file.
+      path: a `.csv`, `.tsv`, `.jsonl` or `.npz` pair file, or a text
+        triplet file (read as its pool of pairs, `Pairs.triplets` set).
       config: supplies columns, label range, loss, max_length, features, strict.
       vectorizer: the run's TextVectorization (required for text files).
 
@@ -219,20 +229,39 @@ def load_vectorizer(run_dir: str):
 
 # -- text files ---------------------------------------------------------------
 class TextRows:
-    """The left/right texts, labels and file line numbers of one text file."""
+    """The left/right texts, labels and file line numbers of one text file.
 
-    def __init__(self, path, left, right, label, lines, columns):
+    `columns` is (left, right, label) for a pair file and (anchor, positive,
+    negative) for a triplet file, whose rows are the pair pool (see the
+    module's doc) and whose `triplets` are int64 (t, 2) [positive_row,
+    negative_row] of it (None for a pair file).
+    """
+
+    def __init__(self, path, left, right, label, lines, columns, triplets=None):
         self.path, self.left, self.right = path, left, right
         self.label, self.lines, self.columns = label, lines, columns
+        self.triplets = None if triplets is None else np.asarray(triplets, np.int64)
 
     def __len__(self):
         return len(self.label)
 
+    @property
+    def is_triplet_file(self) -> bool:
+        return self.triplets is not None
+
+    def right_column(self, i: int) -> str:
+        """The column row `i`'s right text came from."""
+        if self.triplets is not None and self.label[i] < 0.5:
+            return self.columns[2]
+        return self.columns[1]
+
     def take(self, index) -> "TextRows":
         index = np.asarray(index, dtype=np.int64)
+        triplets = (None if self.triplets is None else
+                    remap_triplets(self.triplets, index, len(self)))
         return TextRows(self.path, [self.left[i] for i in index],
                         [self.right[i] for i in index], self.label[index],
-                        self.lines[index], self.columns)
+                        self.lines[index], self.columns, triplets)
 
 
 def read_table(path: str, quoting: str = "auto"
@@ -478,6 +507,8 @@ def read_text_rows(path: str, config: Config) -> TextRows:
       DataError: see `read_table`, `resolve_columns`, `parse_labels`.
     """
     columns, rows, lines = read_table(path, config.quoting)
+    if is_triplet_table(columns, config):
+        return _triplet_rows(path, columns, rows, lines, config)
     left_col, right_col, label_col = resolve_columns(path, columns, rows, config)
     for row, line in zip(rows, lines):
         for col in (left_col, right_col, label_col):
@@ -495,6 +526,65 @@ def read_text_rows(path: str, config: Config) -> TextRows:
                     (left_col, right_col, label_col))
 
 
+TRIPLET_COLUMNS = (("anchor", "anchor_column"), ("positive", "positive_column"),
+                   ("negative", "negative_column"))
+
+
+def is_triplet_table(columns: Sequence[str], config: Config) -> bool:
+    """Whether a table is a triplet file: a triplet column flag is given, or
+    it has the negative column (`--negative_column`, default `negative`)."""
+    flags = [getattr(config, flag, None) for _, flag in TRIPLET_COLUMNS]
+    return any(flags) or (flags[2] or "negative") in columns
+
+
+def resolve_triplet_columns(path: str, columns: Sequence[str],
+                            config: Config) -> Tuple[str, str, str]:
+    """The (anchor, positive, negative) columns: the flags, else by name.
+
+    Raises:
+      DataError: a column is missing, or a pair column flag is given.
+    """
+    for flag in ("left_column", "right_column", "label_column"):
+        if getattr(config, flag, None):
+            raise DataError(f"{path}: a triplet file (anchor, positive, negative "
+                            f"columns; no labels) takes no --{flag}; use "
+                            f"--anchor_column/--positive_column/--negative_column")
+    out = []
+    for default, flag in TRIPLET_COLUMNS:
+        name = getattr(config, flag, None) or default
+        if name not in columns:
+            raise DataError(f"{path}: no column '{name}' (--{flag}) for a triplet file "
+                            f"(anchor, positive, negative); the columns are "
+                            f"{', '.join(columns)}")
+        out.append(name)
+    if len(set(out)) < 3:
+        raise DataError(f"{path}: anchor, positive and negative columns must differ "
+                        f"(got {', '.join(out)})")
+    return tuple(out)
+
+
+def _triplet_rows(path, columns, rows, lines, config) -> TextRows:
+    """A triplet file's n rows as a pool of 2n pairs: (anchor, positive, 1)
+    rows 0..n-1, (anchor, negative, 0) rows n..2n-1, triplets [[i, n + i]]."""
+    anchor_col, pos_col, neg_col = resolve_triplet_columns(path, columns, config)
+    for row, line in zip(rows, lines):
+        for col in (anchor_col, pos_col, neg_col):
+            if col not in row:  # only .jsonl rows can lack a key
+                raise DataError(f"{path} line {line}: no key '{col}'")
+
+    def text(v):
+        return "" if v is None else v if isinstance(v, str) else str(v)
+
+    anchor = [text(r[anchor_col]) for r in rows]
+    n = len(rows)
+    label = np.concatenate([np.ones(n, np.float32), np.zeros(n, np.float32)])
+    line_numbers = np.asarray(list(lines) * 2, np.int64)
+    triplets = np.stack([np.arange(n), n + np.arange(n)], axis=1)
+    return TextRows(path, anchor + anchor,
+                    [text(r[pos_col]) for r in rows] + [text(r[neg_col]) for r in rows],
+                    label, line_numbers, (anchor_col, pos_col, neg_col), triplets)
+
+
 def _vectorize(rows: TextRows, vectorizer, config: Config) -> Tuple[Pairs, int]:
     """Token ids for both sides; drops (or, strict, refuses) empty texts."""
     left = text_ids(vectorizer, rows.left, config)
@@ -507,13 +597,19 @@ def _vectorize(rows: TextRows, vectorizer, config: Config) -> Tuple[Pairs, int]:
     if empty.any():
         i = int(np.argmax(empty))
         if config.strict:
-            col = rows.columns[0] if left_len[i] == 0 else rows.columns[1]
+            col = rows.columns[0] if left_len[i] == 0 else rows.right_column(i)
             raise DataError(f"{rows.path} line {rows.lines[i]}: empty text in column "
                             f"'{col}' (--strict; without it such pairs are skipped)")
     keep = np.flatnonzero(~empty)
+    triplets = None
+    if rows.triplets is not None:  # an empty text drops its triplet
+        triplets = remap_triplets(rows.triplets, keep, len(rows))
+    # Each left text's candidates are one group (the rows sharing an anchor).
+    groups = np.empty(len(keep), dtype=object)
+    groups[:] = [rows.left[i].strip() for i in keep]
     pairs = Pairs(left[keep], right[keep], left_len[keep], right_len[keep],
                   rows.label[keep], [rows.left[i] for i in keep],
-                  [rows.right[i] for i in keep])
+                  [rows.right[i] for i in keep], groups=groups, triplets=triplets)
     return pairs, int(empty.sum())
 
 
@@ -653,7 +749,15 @@ def _load_text_data(config: Config, vectorizer=None) -> PairData:
         split_note = f"validation: {config.validation_data}"
     elif config.validation_split > 0:
         keys = [t.strip() for t in rows.left]
-        if len(set(keys)) < len(keys):
+        if rows.is_triplet_file:
+            # By anchor: a triplet's two rows share it, so triplets stay whole.
+            train_idx, val_idx = split_by_group(keys, config.validation_split,
+                                                config.seed)
+            n_groups = len({keys[i] for i in val_idx})
+            held = len(remap_triplets(rows.triplets, val_idx, len(rows)))
+            split_note = (f"{held} triplets of {n_groups} anchors held out "
+                          f"(split by anchor, seed {config.seed})")
+        elif len(set(keys)) < len(keys):
             train_idx, val_idx = split_by_group(keys, config.validation_split,
                                                 config.seed)
             n_groups = len({keys[i] for i in val_idx})
@@ -685,10 +789,16 @@ def _load_text_data(config: Config, vectorizer=None) -> PairData:
         raise DataError(f"{config.data}: no training pairs left after skipping "
                         f"{skipped} with an empty text")
     _apply_class_weight(train, config.class_weight)
-    left_col, right_col, label_col = rows.columns
-    desc = (f"{config.data}: text pairs {left_col!r} / {right_col!r}, label "
-            f"{label_col!r}; vocabulary {vectorizer.vocabulary_size():,} from the "
-            f"training split; {split_note or 'no validation'}")
+    if rows.is_triplet_file:
+        anchor_col, pos_col, neg_col = rows.columns
+        what = (f"text triplets {anchor_col!r} / {pos_col!r} / {neg_col!r}, "
+                f"{len(rows.triplets):,} triplets as {len(rows):,} pairs (positive 1, "
+                f"negative 0)")
+    else:
+        left_col, right_col, label_col = rows.columns
+        what = f"text pairs {left_col!r} / {right_col!r}, label {label_col!r}"
+    desc = (f"{config.data}: {what}; vocabulary {vectorizer.vocabulary_size():,} from "
+            f"the training split; {split_note or 'no validation'}")
     if skipped:
         desc += f"; skipped {skipped} pairs with an empty text"
     positives = float(np.mean(train.label >= 0.5))
@@ -802,4 +912,5 @@ def _load_npz_data(config: Config) -> PairData:
 __all__ = ["load", "load_file", "save_vectorizer", "load_vectorizer", "read_table",
            "resolve_quoting",
            "read_text_rows", "resolve_columns", "parse_labels", "split_by_group",
+           "is_triplet_table", "resolve_triplet_columns",
            "make_vectorizer", "file_kind", "text_ids", "char_ngram_ids", "id_count"]
