@@ -207,15 +207,23 @@ def arrays(grads, variables=None) -> list:
     return [np.asarray(dense(g, v), np.float64) for g, v in zip(grads, variables)]
 
 
+# Below this a gradient is zero for `sum_error`: a batch the loss ignores
+# (e.g. every pair beyond the margin) has a gradient of float32 rounding
+# noise (1e-14 was seen), where two equal computations differ by 100%.
+# (numpy's allclose uses the same absolute tolerance.)
+ZERO_GRADIENT = 1e-8
+
+
 def sum_error(total, branches: Sequence[list], variables=None) -> float:
     """max |g_total - (g_1 + ... + g_k)| / max |g_total| over all variables,
-    for the k branches' gradients (`[left, right]`, or one list per call)."""
+    for the k branches' gradients (`[left, right]`, or one list per call);
+    the denominator is at least `ZERO_GRADIENT`."""
     total = arrays(total, variables)
     parts = [arrays(g, variables) for g in branches]
     num = max((np.max(np.abs(t - sum(g))) for t, *g in zip(total, *parts) if t.size),
               default=0.0)
     den = max((np.max(np.abs(t)) for t in total if t.size), default=0.0)
-    return float(num / max(den, 1e-30))
+    return float(num / max(den, ZERO_GRADIENT))
 
 
 def global_norm(grads, variables=None) -> float:

@@ -35,6 +35,17 @@ def test_left_plus_right_equals_total(merge, seed):
         assert not np.allclose(a.numpy(), b.numpy())
 
 
+def test_sum_error_of_a_zero_gradient_is_not_its_rounding_noise():
+    """A batch the loss ignores has a gradient of rounding noise: two equal
+    computations then differ by 100% of it, which is no split error; a real
+    gradient's error is still relative to it."""
+    noise = [np.full((2, 2), 1e-14)]
+    assert G.sum_error(noise, [[np.zeros((2, 2))], [np.zeros((2, 2))]]) <= 1e-5
+    total = [np.full((2, 2), 1e-3)]
+    assert G.sum_error(total, [[np.full((2, 2), 5e-4)], [np.zeros((2, 2))]]) == \
+        pytest.approx(0.5)
+
+
 def test_sum_error_detects_a_wrong_split():
     """The check can fail: dropping the right branch is caught."""
     model = M.build_model(features=8, units=4)
