@@ -6,7 +6,9 @@ encoder: dev MAP/MRR over seeds, and what each call's gradient did.
 
 Each (objective, seed) is one `python train.py` process into
 <out>/<objective>_<seed> (an existing finished run is reused, not
-retrained), then `evaluate` on the --validation_data file. The branch view
+retrained), then `evaluate` on the --validation_data file with the LAST
+epoch's model (a fixed budget; no dev-picked epoch). Step 0 is the same
+initialisation every objective starts from, scored the same way. The branch view
 comes from the run's own event files: each branch's gradient norm and the
 cosines between branches, averaged over the first and the last fifth of the
 logged steps, and each branch's share of the summed norms. Prints Markdown
@@ -48,7 +50,27 @@ def train(run_dir: str, flags: list) -> None:
 def dev_metrics(run_dir: str, dev: str) -> dict:
     from siamese_research import evaluate
 
-    return evaluate.evaluate_run(run_dir, dev)["model"]
+    return evaluate.evaluate_run(run_dir, dev, which="last")["model"]
+
+
+def step_zero(flags: list, seed: int) -> dict:
+    """Dev metrics of the untrained model a run with `flags` starts from (the
+    same seeding and build order as `training.run`)."""
+    import keras
+
+    from siamese_research import data as data_lib
+    from siamese_research import evaluate, train_main, training
+    from siamese_research.config import Config
+
+    fv = train_main.define_flags()
+    fv(["train.py", *flags, f"--seed={seed}", "--loss=bce"])
+    config = Config(**{n: fv[n].value for n in Config.field_names()})
+    keras.utils.set_random_seed(seed)
+    data = data_lib.load(config)
+    model, _, _ = training.build(config, data)
+    val = data.validation
+    return evaluate.compute_metrics(val.label, evaluate.predict(model, val),
+                                    groups=[t.strip() for t in val.left_text])
 
 
 def branch_view(run_dir: str) -> dict:
@@ -92,7 +114,7 @@ def main() -> int:
     chosen = objectives(args.margin, args.temperature)
     if args.only:
         chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
-    summary = {}
+    summary = {f"step0_{seed}": {"dev": step_zero(args.flags, seed)} for seed in seeds}
     for name, extra in chosen.items():
         for seed in seeds:
             run_dir = os.path.join(args.out, f"{name}_{seed}")
@@ -108,7 +130,7 @@ def main() -> int:
 
 def tables(summary: dict, chosen: dict, seeds: list) -> str:
     lines = ["| objective | dev MAP | dev MRR | MAP per seed |", "| --- | ---: | ---: | --- |"]
-    for name in chosen:
+    for name in ["step0", *chosen]:
         runs = [summary[f"{name}_{s}"]["dev"] for s in seeds]
         m = np.array([r["map"] for r in runs])
         r = np.array([x["mrr"] for x in runs])
