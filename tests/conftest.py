@@ -36,20 +36,22 @@ def run_train(*args, cwd=None, timeout=300, env=None):
                           timeout=timeout, env=full_env)
 
 
-def run_main(*args):
-    """train.py's main() in this process: the same code path as the command
-    line, without a process start (and TensorFlow's import) per case.
-    Returns a CompletedProcess-like object (returncode, stdout, stderr)."""
+def run_main(*args, main=None):
+    """train.py's main() (or another tool's `main`) in this process: the
+    same code path as the command line, without a process start (and
+    TensorFlow's import) per case. Returns a CompletedProcess-like object
+    (returncode, stdout, stderr)."""
     import contextlib
     import io
     import types
 
-    from siamese_research.train_main import main
+    if main is None:
+        from siamese_research.train_main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
-            code = main(["train.py", *args])
+            code = main(["tool", *args])
         except SystemExit as e:
             code = e.code
     return types.SimpleNamespace(returncode=code, stdout=out.getvalue(),

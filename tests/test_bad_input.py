@@ -91,7 +91,7 @@ def test_bad_flag(tmp_path, args, needle):
 
 # A few of them again as real processes: exit status, stderr, no traceback
 # and no TensorFlow log lines are properties of the process.
-@pytest.mark.parametrize("args,needle", [FLAG_CASES[0], FLAG_CASES[14], FLAG_CASES[21],
+@pytest.mark.parametrize("args,needle", [FLAG_CASES[0], FLAG_CASES[14],
                                          FLAG_CASES[26]])
 def test_bad_flag_in_a_real_process(tmp_path, args, needle):
     run_dir = tmp_path / "run"

@@ -10,7 +10,7 @@ from siamese_research import encoders as E
 from siamese_research import model as M
 from siamese_research import summaries
 from siamese_research import gradients as G
-from conftest import ROOT, run_train
+from conftest import ROOT, run_main, run_train
 
 BUILTIN = ["lstm", "gru", "bilstm", "conv1d", "transformer", "bag"]
 
@@ -53,8 +53,8 @@ def test_bad_encoder_names(name, needle):
 
 
 def test_bad_encoder_from_cli_is_one_line(tmp_path):
-    proc = run_train("--encoder=os:path", f"--run_dir={tmp_path / 'r'}",
-                     "--num_samples=16", timeout=120)
+    proc = run_main("--encoder=os:path", f"--run_dir={tmp_path / 'r'}",
+                    "--num_samples=16")
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "--encoder=os:path" in proc.stderr and "Traceback" not in proc.stderr

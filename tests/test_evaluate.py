@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, SHARED_DATA, read_tags, run_train, tiny
+from conftest import ROOT, SHARED_DATA, read_tags, run_main, run_train, tiny
 from siamese_research import evaluate as ev
 
 
@@ -198,7 +198,9 @@ def test_cli_bad_input_is_one_line_exit_2(trained_run, tmp_path, case):
             "wrong_kind": ([f"--run_dir={run_dir}", f"--data={npz}"], "text pairs"),
             "bad_column": ([f"--run_dir={run_dir}", f"--data={dev}",
                             "--left_column=zzz"], "no column 'zzz'")}[case]
-    proc = evaluate_cli(*args[0])
+    # One case as a real process (its stderr is the process's), the others
+    # through the same main() in this process.
+    proc = evaluate_cli(*args[0]) if case == "no_run" else run_main(*args[0], main=ev.main)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and args[1] in lines[0], proc.stderr

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, run_train, tiny
+from conftest import SHARED_DATA, run_main, run_train, tiny
 from siamese_research.config import DataError
 from siamese_research.data import files
 
@@ -349,12 +349,15 @@ BAD = ["missing_column", "empty_file", "header_only", "bad_label", "empty_text_s
        "nonfinite_npz", "feature_sizes_differ", "features_flag", "short_tsv_row"]
 
 
-@pytest.mark.parametrize("case", BAD)
-def test_bad_file_is_one_line_exit_2_nothing_written(tmp_path, case):
+# Through train.py's main in this process; one case again as a real process
+# (exit status, stderr and no TensorFlow log lines are the process's).
+@pytest.mark.parametrize("case,process", [(case, case == "bad_label") for case in BAD])
+def test_bad_file_is_one_line_exit_2_nothing_written(tmp_path, case, process):
     args, needle = _bad_text_files(tmp_path)[case]
     run_dir = tmp_path / "run"
-    proc = run_train(*args, f"--run_dir={run_dir}", "--features=8", "--units=4",
-                     "--epochs=1", "--batch_size=4", timeout=120)
+    args = [*args, f"--run_dir={run_dir}", "--features=8", "--units=4", "--epochs=1",
+            "--batch_size=4"]
+    proc = run_train(*args, timeout=120) if process else run_main(*args)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

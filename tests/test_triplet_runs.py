@@ -88,3 +88,41 @@ def test_evaluate_on_pairs_gives_the_pair_metrics(triplet_run, tmp_path):
     got = ev.evaluate_run(run_dir, str(pairs))["model"]
     assert got["pairs"] == 12 and "triplet_accuracy" not in got
     assert 0.0 <= got["roc_auc"] <= 1.0 and got["groups_scored"] == 6
+
+
+def test_triplets_from_pairs_resume_at_the_same_batches():
+    """An interrupted triplet run, resumed mid-epoch, ends on the weights of
+    the uninterrupted one: the negatives are drawn from (seed, epoch), and
+    the resumed epoch skips to the same batch (trained through the compiled
+    step's own gather of (batch, 2) triplet indices)."""
+    import keras
+
+    from siamese_research import data as D
+    from siamese_research import losses as L
+    from siamese_research import model as M
+    from siamese_research.config import Config
+    from siamese_research.trainer import Trainer
+
+    config = Config(loss="triplet", triplets="from_pairs", merge="euclidean",
+                    num_samples=96, timesteps=5, features=8, prototypes=4,
+                    batch_size=8, run_dir="unused")
+    data = D.train_dataset(D.load(config).train, config)
+    assert data.sides == 3 and data.steps_per_epoch >= 3
+
+    def trainer():
+        keras.utils.set_random_seed(0)
+        model = M.build_model(encoder="conv1d", features=8, units=4, merge="euclidean",
+                              objective="triplet")
+        return Trainer(model, loss_fn=L.TripletLoss(0.5), optimizer=keras.optimizers.SGD(0.1),
+                       steps_per_execution=2, writers=None, verbose=0)
+
+    straight = trainer()
+    straight.fit(data, epochs=2)
+    resumed = trainer()
+    calls = iter(range(100))
+    history = resumed.fit(data, epochs=2, should_stop=lambda: next(calls) == 0)
+    assert history["interrupted"] and int(resumed.global_step.numpy()) == 2
+    resumed.fit(data, epochs=2)
+    assert int(resumed.global_step.numpy()) == 2 * data.steps_per_epoch
+    for a, b in zip(straight.model.trainable_variables, resumed.model.trainable_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

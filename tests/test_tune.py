@@ -5,7 +5,7 @@ batches of one left text."""
 import numpy as np
 import pytest
 
-from conftest import run_train, tiny, write_pairs
+from conftest import run_main, run_train, tiny, write_pairs
 from siamese_research import data as data_lib
 from siamese_research import encoders as E
 from siamese_research import losses as L
@@ -109,8 +109,8 @@ def test_bad_char_ngrams_is_a_config_error(tmp_path, value, why):
 
 
 def test_bad_char_ngrams_exits_2_in_one_line(tmp_path):
-    out = run_train(f"--data={write_pairs(tmp_path / 't.csv')}", "--char_ngrams=4,2",
-                    f"--run_dir={tmp_path / 'run'}")
+    out = run_main(f"--data={write_pairs(tmp_path / 't.csv')}", "--char_ngrams=4,2",
+                   f"--run_dir={tmp_path / 'run'}")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "error: --char_ngrams=4,2: needs 1 <= lo <= hi <= 10"]
