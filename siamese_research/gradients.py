@@ -227,14 +227,21 @@ def sum_error(total, branches: Sequence[list], variables=None) -> float:
 
 
 def global_norm(grads, variables=None) -> float:
-    return float(np.sqrt(sum(np.vdot(g, g) for g in arrays(grads, variables))))
+    return float(np.sqrt(sum(_dot(g, g) for g in arrays(grads, variables))))
+
+
+def _dot(a, b) -> float:
+    """sum(a * b) by numpy's own loops, not BLAS: np.vdot on these arrays
+    (> 10,000 elements) wakes OpenBLAS's threads, which then spin for
+    ~0.1 s on the cores the next compiled train call needs."""
+    return float(np.sum(np.multiply(a, b)))
 
 
 def cosine(a, b) -> float:
     """The cosine of two branches' gradients (lists of arrays) as if each
     were one flattened vector; 0 when one is zero."""
     na, nb = global_norm(a), global_norm(b)
-    dot = float(sum(np.vdot(x, y) for x, y in zip(a, b)))
+    dot = float(sum(_dot(x, y) for x, y in zip(a, b)))
     return dot / (na * nb) if na * nb > 0 else 0.0
 
 

@@ -66,6 +66,20 @@ FLAG_CASES = [
     (["--quoting=excel"], "--quoting=excel: expected one of auto, csv, none"),
     (["--embeddings=README.md"], "--embeddings=README.md: needs a text pair file"),
     (["--freeze_embeddings"], "--freeze_embeddings=True: needs a text pair file"),
+    # k branches.
+    (["--loss=triplet", "--triplets=from_pairs"], "--loss=triplet: needs a distance merge"),
+    (["--loss=mnrl", "--merge=dot"], "--loss=mnrl: needs a distance merge"),
+    (["--loss=triplet", "--merge=cosine"], "--loss=triplet: trains on (anchor, positive, "
+                                           "negative) triplets"),
+    (["--triplets=from_pairs"], "--triplets=from_pairs: forms triplets for --loss=triplet"),
+    (["--triplets=all", "--loss=triplet"], "--triplets=all: expected one of none, from_pairs"),
+    (["--data=random", "--loss=triplet", "--triplets=from_pairs", "--merge=euclidean"],
+     "--triplets=from_pairs: needs grouped pairs"),
+    (["--loss=mnrl", "--merge=cosine", "--monitor=val_loss"],
+     "--monitor=val_loss: --loss=mnrl validates on pairs"),
+    (["--loss=mnrl", "--merge=cosine", "--temperature=0"], "--temperature=0.0: must be > 0"),
+    (["--loss=mnrl", "--merge=cosine", "--class_weight=balanced"],
+     "--class_weight=balanced: weighs pairs by label"),
 ]
 
 

@@ -130,3 +130,23 @@ def test_branch_stats_are_the_norms_and_cosine_of_the_flattened_gradients():
                                rtol=1e-6)
     np.testing.assert_allclose(cos, flat[0] @ flat[1] / (ln * rn), rtol=1e-5)
     assert float(G.branch_stats([], [], [])[2]) == 0.0  # a weightless encoder
+
+
+def test_the_views_arithmetic_stays_out_of_blas(monkeypatch):
+    """np.vdot on a 16,384-float gradient woke OpenBLAS's threads, which
+    spun for ~0.1 s on the core the next compiled train call needed (B
+    trained at 0.7x its rate; docs/benchmarks.md). The norms and cosines a
+    view step writes must not call BLAS (and must still be right)."""
+    def no_blas(*args, **kwargs):
+        raise AssertionError("a BLAS call in the views' arithmetic")
+
+    rng = np.random.default_rng(0)
+    a, b = [rng.standard_normal((128, 128))], [rng.standard_normal((128, 128))]
+    want_norm = float(np.linalg.norm(a[0]))
+    want_cos = float(np.sum(a[0] * b[0]) / (np.linalg.norm(a[0]) * np.linalg.norm(b[0])))
+    for name in ("vdot", "dot", "inner", "matmul", "tensordot", "einsum"):
+        monkeypatch.setattr(np, name, no_blas)
+    norms, cosines = G.branch_norms_and_cosines({"left": a, "right": b})
+    assert norms["left"] == pytest.approx(want_norm, rel=1e-12)
+    assert cosines[("left", "right")] == pytest.approx(want_cos, rel=1e-9)
+    assert G.sum_error(a, [a, [np.zeros_like(a[0])]]) == 0.0
