@@ -1,6 +1,6 @@
 """train.py as a user runs it (bad input: tests/test_bad_input.py)."""
 
-from conftest import run_train
+from conftest import run_main, run_train
 
 def test_tiny_run_prints_last_words_and_no_log_spam(tmp_path):
     run_dir = tmp_path / "run"
@@ -21,7 +21,7 @@ def test_tiny_run_prints_last_words_and_no_log_spam(tmp_path):
 
 
 def test_help_lists_flags():
-    proc = run_train("--helpfull", timeout=120)
+    proc = run_main("--helpfull")
     assert proc.returncode == 0
     for flag in ("--data", "--merge", "--steps_per_execution", "--grad_check_every"):
         assert flag in proc.stdout

@@ -179,9 +179,8 @@ def test_oov_buckets_run_reloads_and_scores_unseen_words(tmp_path):
 def test_resuming_with_another_feature_size_is_refused(trained_run, tmp_path):
     run_dir, dev = trained_run
     before = sorted(os.listdir(run_dir / "checkpoints"))
-    proc = run_train(f"--data={dev}", "--features=6", "--units=4", "--epochs=2",
-                     "--max_tokens=50", "--max_length=8", f"--run_dir={run_dir}",
-                     timeout=120)
+    proc = run_main(f"--data={dev}", "--features=6", "--units=4", "--epochs=2",
+                    "--max_tokens=50", "--max_length=8", f"--run_dir={run_dir}")
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "features=8 in the checkpoint, 6 now" in lines[0], lines
@@ -198,9 +197,9 @@ def test_cli_bad_input_is_one_line_exit_2(trained_run, tmp_path, case):
             "wrong_kind": ([f"--run_dir={run_dir}", f"--data={npz}"], "text pairs"),
             "bad_column": ([f"--run_dir={run_dir}", f"--data={dev}",
                             "--left_column=zzz"], "no column 'zzz'")}[case]
-    # One case as a real process (its stderr is the process's), the others
-    # through the same main() in this process.
-    proc = evaluate_cli(*args[0]) if case == "no_run" else run_main(*args[0], main=ev.main)
+    # Through evaluate's main() in this process (the CLI's real process, its
+    # stderr free of TensorFlow lines, is test_cli_writes_json_...).
+    proc = run_main(*args[0], main=ev.main)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and args[1] in lines[0], proc.stderr

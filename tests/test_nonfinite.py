@@ -9,7 +9,7 @@ import tensorflow as tf
 from siamese_research import data as D
 from siamese_research import model as M
 from siamese_research.trainer import NonFiniteError, Trainer
-from conftest import run_train
+from conftest import run_main
 
 
 def _planted(n=16, bad_row=9, f=8):
@@ -81,9 +81,10 @@ def test_nonfinite_gradient_names_the_variable():
 
 def test_huge_learning_rate_exits_3_and_keeps_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_train("--num_samples=200", "--timesteps=6", "--features=8", "--units=4",
-                     "--batch_size=8", "--epochs=1", "--optimizer=sgd",
-                     "--learning_rate=1e38", f"--run_dir={run_dir}", "--verbose=0")
+    # train.py's main in this process: its return value is the exit status.
+    proc = run_main("--num_samples=200", "--timesteps=6", "--features=8", "--units=4",
+                    "--batch_size=8", "--epochs=1", "--optimizer=sgd",
+                    "--learning_rate=1e38", f"--run_dir={run_dir}", "--verbose=0")
     assert proc.returncode == 3, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr
