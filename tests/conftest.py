@@ -124,20 +124,3 @@ def run_tool(tool, *args, timeout=120, console_script=None):
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
-
-# The files whose tests take longest (module fixtures of several processes:
-# the flag matrix, the SIGINT resume, the multi-worker and logical-device
-# runs, the notebook's kernel, the TensorBoard server). xdist hands files
-# out in collection order: these go first, so the two workers end together
-# instead of one of them finishing a long file alone.
-HEAVY_FIRST = ("test_flag_matrix.py", "test_checkpoints.py", "test_distribute.py",
-               "test_notebook.py", "test_tensorboard_server.py", "test_evaluate.py",
-               "test_export.py", "test_cli.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    def rank(item):
-        name = os.path.basename(str(item.fspath))
-        return HEAVY_FIRST.index(name) if name in HEAVY_FIRST else len(HEAVY_FIRST)
-
-    items.sort(key=rank)  # stable: each file's own order is kept
