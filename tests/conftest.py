@@ -9,7 +9,17 @@ import pytest
 # This test process's own TensorFlow logs stay off the console; subprocess
 # tests run as a user would (run_train drops the setting).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Two test workers (and the processes some tests start) share the two cores:
+# one thread per op and one op at a time in each worker, and OpenBLAS on one
+# thread (its idle workers spin; docs/benchmarks.md), instead of every
+# process's thread pools spinning against each other. Not a behaviour any
+# test reads: the thread defaults a user gets are tested in fresh processes.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import siamese_research  # noqa: E402,F401
+import tensorflow as tf  # noqa: E402
+
+tf.config.threading.set_intra_op_parallelism_threads(1)
+tf.config.threading.set_inter_op_parallelism_threads(1)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
