@@ -23,6 +23,7 @@ The objectives (flags added to the shared ones):
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -74,20 +75,23 @@ def step_zero(flags: list, seed: int) -> dict:
 
 
 def branch_view(run_dir: str) -> dict:
-    """{tag suffix: (early mean, late mean)} of the branch scalars."""
+    """{tag suffix: (early mean, late mean, points)} of the branch scalars."""
     from tensorboard.backend.event_processing import event_accumulator as ea
     import tensorflow as tf
+
+    from siamese_research import tensorboard_extras
 
     acc = ea.EventAccumulator(os.path.join(run_dir, "train"),
                               size_guidance={ea.TENSORS: 0})
     acc.Reload()
+    # The branch-gradient charts of the custom-scalars layout: each branch's
+    # norm, the total, the cosines and sum_error (not the per-gate norms).
+    charts = [re.compile(regex) for category, items in tensorboard_extras.LAYOUT
+              if category == "branch gradients" for _, regex in items]
     out = {}
     for tag in acc.Tags()["tensors"]:
-        if not tag.startswith("branch_gradients/") or tag.count("/") > 2:
+        if not any(c.search(tag) for c in charts):
             continue
-        if "/" in tag[len("branch_gradients/"):] and not tag.startswith(
-                "branch_gradients/cosine/"):
-            continue  # per-gate norms
         values = np.array([float(tf.make_ndarray(e.tensor_proto))
                            for e in acc.Tensors(tag)])
         fifth = max(1, len(values) // 5)

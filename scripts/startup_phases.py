@@ -42,6 +42,24 @@ def wrap(owner, name, label=None, sync=False):
     setattr(owner, name, timed)
 
 
+def time_compiled_calls(cls, attr: str) -> None:
+    """Times each call of the compiled function every `cls` instance keeps
+    as `attr` (waiting for its result), keeping its tracing count readable."""
+    init = cls.__init__
+
+    def patched(self, *a, **k):
+        init(self, *a, **k)
+        fn = getattr(self, attr)
+        holder = type("H", (), {})()
+        setattr(holder, attr, fn)  # on the instance: no descriptor binding
+        wrap(holder, attr, "compiled calls", sync=True)
+        timed = getattr(holder, attr)
+        timed.experimental_get_tracing_count = fn.experimental_get_tracing_count
+        setattr(self, attr, timed)
+
+    cls.__init__ = patched
+
+
 def main(argv):
     from siamese_research import data, tensorboard_extras, trainer, training
 
@@ -57,32 +75,9 @@ def main(argv):
         from siamese_research import diagnostics, step
 
         wrap(diagnostics.Diagnostics, "write", "diagnostics writes")
-        init = step.TrainStep.__init__
-
-        def patched(self, *a, **k):
-            init(self, *a, **k)
-            holder = type("H", (), {})()
-            holder.run = self.run
-            wrap(holder, "run", "compiled calls", sync=True)
-            timed = holder.run
-            timed.experimental_get_tracing_count = self.run.experimental_get_tracing_count
-            self.run = timed
-
-        step.TrainStep.__init__ = patched
+        time_compiled_calls(step.TrainStep, "run")
     except ImportError:  # the code of 868989f and before: one Trainer class
-        init = trainer.Trainer.__init__
-
-        def patched(self, *a, **k):
-            init(self, *a, **k)
-            holder = type("H", (), {})()
-            holder.train_steps = self.train_steps
-            wrap(holder, "train_steps", "compiled calls", sync=True)
-            timed = holder.train_steps
-            timed.experimental_get_tracing_count = \
-                self.train_steps.experimental_get_tracing_count
-            self.train_steps = timed
-
-        trainer.Trainer.__init__ = patched
+        time_compiled_calls(trainer.Trainer, "train_steps")
     try:
         from siamese_research.train_main import main as train_main
     except ImportError:

@@ -429,7 +429,7 @@ def evaluate_run(run_dir: str, data_path: str, *, baseline: str = "none",
     model = load_run_model(run_dir, which)
     graded = config.label_bounds is not None
     groups = [t.strip() for t in pairs.left_text] if pairs.is_text else None
-    triplets = getattr(pairs, "triplets", None)
+    triplets = pairs.triplets
 
     validation = None
     if have_validation and not graded:

@@ -61,7 +61,7 @@ class Validator:
             scores.append(self.eval_step(batch).numpy()[:len(label)])
             labels.append(label)
         logs = {"val_" + k: float(m.result()) for k, m in self.metrics.items()}
-        if self._pairs_only:
+        if not self._pair_loss:
             # Triplet and in-batch losses are over more than a pair: on pairs
             # there is no such loss to report (only what the scores give).
             del logs["val_loss"]
@@ -83,13 +83,14 @@ class Validator:
         return self.step.strategy.gather(scores, axis=0)
 
     @property
-    def _pairs_only(self) -> bool:
-        return getattr(self.step.model, "objective", "pair") != "pair"
+    def _pair_loss(self) -> bool:
+        """Whether the run's loss is over pairs (what validation scores)."""
+        return getattr(self.step.model, "objective", "pair") == "pair"
 
     def _replica_step(self, batch):
         (left, right), label, weight = batch
         pred = self.step.model((left, right), training=False)
-        if self._pairs_only:
+        if not self._pair_loss:
             loss = tf.zeros([])
         else:
             loss = self.step.loss_fn(label, pred, sample_weight=weight)

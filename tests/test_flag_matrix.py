@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from siamese_research import tensorboard_extras
+from siamese_research import losses, tensorboard_extras
+from siamese_research import model as model_lib
 from siamese_research.config import Config
 from conftest import read_tags, run_main, run_train
 
@@ -162,12 +163,14 @@ def results(files, tmp_path_factory):
 CONTRACT = ["loss", "accuracy", "learning_rate", "samples_per_second",
             "branch_gradients/total_norm", "branch_gradients/sum_error", "config",
             "model_summary"]
-# Each loss's branches and the cosine tags between them.
-BRANCHES = {"triplet": ("anchor", "positive", "negative"), "mnrl": ("anchor", "positive")}
+def branches(loss: str) -> tuple:
+    """The encoder calls a run with `loss` makes, by name."""
+    return model_lib.BRANCHES[losses.OBJECTIVES.get(loss, "pair")]
 
 
 def branch_tags(loss: str) -> list:
-    names = BRANCHES.get(loss, ("left", "right"))
+    """Each branch's norm tag and the cosine tags between them."""
+    names = branches(loss)
     tags = [f"branch_gradients/{b}_norm" for b in names]
     if names == ("left", "right"):
         return tags + ["branch_gradients/cosine"]
@@ -200,7 +203,7 @@ def test_row(row, results):
         assert tag in tags, tag
     assert tags["loss"][0] == 1 and tags["loss"][-1] == steps
     assert any(t.startswith("weights/") for t in tags)
-    for branch in BRANCHES.get(loss, ("left", "right")) + ("total",):
+    for branch in branches(loss) + ("total",):
         assert any(t.startswith(f"gradients/{branch}/") for t in tags), branch
     errors = [float(tf.make_ndarray(e.tensor_proto))
               for e in acc.Tensors("branch_gradients/sum_error")]

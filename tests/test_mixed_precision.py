@@ -25,19 +25,26 @@ def mixed_float16():
         keras.mixed_precision.set_global_policy("float32")
 
 
-def test_mixed_float16_step_trains_with_loss_scaling(mixed_float16):
+def _scaled_trainer(seed, optimizer):
+    """A float16 model, its Trainer with `optimizer` (a LossScaleOptimizer)
+    scaling the loss, and one batch."""
     keras.utils.set_random_seed(0)
     model = M.build_model(features=8, units=4)
-    assert model.encoder.core.compute_dtype == "float16"
-    assert model.encoder.core.variable_dtype == "float32"
-    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
     loss_fn = keras.losses.BinaryCrossentropy()
     trainer = Trainer(model, loss_fn=loss_fn, optimizer=optimizer, writers=None,
                       verbose=0, scale_loss=optimizer.scale_loss)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     left = tf.constant(rng.standard_normal((4, 5, 8)), tf.float32)
     right = tf.constant(rng.standard_normal((4, 6, 8)), tf.float32)
     y, w = tf.constant([1.0, 0.0, 1.0, 0.0]), tf.ones(4)
+    return model, loss_fn, trainer, (left, right, y, w)
+
+
+def test_mixed_float16_step_trains_with_loss_scaling(mixed_float16):
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
+    model, loss_fn, trainer, (left, right, y, w) = _scaled_trainer(0, optimizer)
+    assert model.encoder.core.compute_dtype == "float16"
+    assert model.encoder.core.variable_dtype == "float32"
     pred = model((left, right))
     assert pred.dtype == tf.float32  # the head's output stays float32
     scale = float(optimizer.dynamic_scale.numpy())
@@ -63,17 +70,9 @@ def test_mixed_float16_step_trains_with_loss_scaling(mixed_float16):
 def test_the_views_are_unscaled_at_the_scale_the_step_used(mixed_float16):
     """A loss-scale growth step doubles the scale in its update: the stored
     views must be divided by the scale before it (else they read half)."""
-    keras.utils.set_random_seed(0)
-    model = M.build_model(features=8, units=4)
     optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.0),
                                                     dynamic_growth_steps=1)
-    loss_fn = keras.losses.BinaryCrossentropy()
-    trainer = Trainer(model, loss_fn=loss_fn, optimizer=optimizer, writers=None,
-                      verbose=0, scale_loss=optimizer.scale_loss)
-    rng = np.random.default_rng(1)
-    left = tf.constant(rng.standard_normal((4, 5, 8)), tf.float32)
-    right = tf.constant(rng.standard_normal((4, 6, 8)), tf.float32)
-    y, w = tf.constant([1.0, 0.0, 1.0, 0.0]), tf.ones(4)
+    model, loss_fn, trainer, (left, right, y, w) = _scaled_trainer(1, optimizer)
     plain = G.branch_gradients(model, loss_fn, (left, right), y, w)
     scale = float(optimizer.dynamic_scale.numpy())
     trainer.step.with_views = trainer.step.with_check = True  # (no writers here)

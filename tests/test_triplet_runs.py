@@ -75,7 +75,12 @@ def test_evaluate_on_triplets_is_the_fraction_with_d_ap_below_d_an(triplet_run):
 
 
 def test_evaluate_on_pairs_gives_the_pair_metrics(triplet_run, tmp_path):
+    """A pair file scored by a triplet run: each pair's score is the merge's
+    similarity of the run's own distance (cosine: 1 - d / 2), and the usual
+    metrics are those scores'."""
     from siamese_research import evaluate as ev
+    from siamese_research import runs
+    from siamese_research.data import files
 
     data, run_dir = triplet_run
     pairs = tmp_path / "pairs.csv"
@@ -85,9 +90,22 @@ def test_evaluate_on_pairs_gives_the_pair_metrics(triplet_run, tmp_path):
         for row in list(csv.DictReader(f))[:6]:
             w.writerow([row["anchor"], row["positive"], 1])
             w.writerow([row["anchor"], row["negative"], 0])
-    got = ev.evaluate_run(run_dir, str(pairs))["model"]
+    result = ev.evaluate_run(run_dir, str(pairs))
+    got = result["model"]
     assert got["pairs"] == 12 and "triplet_accuracy" not in got
-    assert 0.0 <= got["roc_auc"] <= 1.0 and got["groups_scored"] == 6
+    assert got["groups_scored"] == 6
+    # Independently: the distances of the same six triplets, by the model.
+    config = ev.read_run_config(run_dir)
+    pool, _ = files.load_file(data, config, files.load_vectorizer(run_dir))
+    t = pool.triplets[:6]
+    d = np.asarray(runs.load_run(run_dir).model(
+        (pool.left[t[:, 0]], pool.right[t[:, 0]], pool.right[t[:, 1]]), training=False))
+    want = np.stack([1.0 - d[:, 0] / 2.0, 1.0 - d[:, 1] / 2.0], axis=1).reshape(-1)
+    np.testing.assert_allclose(result["info"]["scores"], want, rtol=1e-5, atol=1e-6)
+    labels = np.tile([1.0, 0.0], 6)
+    assert got["roc_auc"] == pytest.approx(ev.roc_auc(labels, want))
+    # Each anchor's positive ranked first (d(a, p) < d(a, n)) or second.
+    assert got["mrr"] == pytest.approx(np.mean(np.where(d[:, 0] < d[:, 1], 1.0, 0.5)))
 
 
 def test_triplets_from_pairs_resume_at_the_same_batches():

@@ -510,18 +510,9 @@ def read_text_rows(path: str, config: Config) -> TextRows:
     if is_triplet_table(columns, config):
         return _triplet_rows(path, columns, rows, lines, config)
     left_col, right_col, label_col = resolve_columns(path, columns, rows, config)
-    for row, line in zip(rows, lines):
-        for col in (left_col, right_col, label_col):
-            if col not in row:  # only .jsonl rows can lack a key
-                raise DataError(f"{path} line {line}: no key '{col}'")
-
-    def text(v):
-        return "" if v is None else v if isinstance(v, str) else str(v)
-
-    left = [text(r[left_col]) for r in rows]
-    right = [text(r[right_col]) for r in rows]
-    label = parse_labels(path, [r[label_col] for r in rows],
-                         [f"line {n}" for n in lines], config)
+    left, right, raw_labels = _columns(path, rows, lines, (left_col, right_col, label_col))
+    left, right = [_text(v) for v in left], [_text(v) for v in right]
+    label = parse_labels(path, raw_labels, [f"line {n}" for n in lines], config)
     return TextRows(path, left, right, label, np.asarray(lines, np.int64),
                     (left_col, right_col, label_col))
 
@@ -566,23 +557,29 @@ def resolve_triplet_columns(path: str, columns: Sequence[str],
 def _triplet_rows(path, columns, rows, lines, config) -> TextRows:
     """A triplet file's n rows as a pool of 2n pairs: (anchor, positive, 1)
     rows 0..n-1, (anchor, negative, 0) rows n..2n-1, triplets [[i, n + i]]."""
-    anchor_col, pos_col, neg_col = resolve_triplet_columns(path, columns, config)
-    for row, line in zip(rows, lines):
-        for col in (anchor_col, pos_col, neg_col):
-            if col not in row:  # only .jsonl rows can lack a key
-                raise DataError(f"{path} line {line}: no key '{col}'")
-
-    def text(v):
-        return "" if v is None else v if isinstance(v, str) else str(v)
-
-    anchor = [text(r[anchor_col]) for r in rows]
+    cols = resolve_triplet_columns(path, columns, config)
+    anchor, positive, negative = (
+        [_text(v) for v in values] for values in _columns(path, rows, lines, cols))
     n = len(rows)
     label = np.concatenate([np.ones(n, np.float32), np.zeros(n, np.float32)])
     line_numbers = np.asarray(list(lines) * 2, np.int64)
     triplets = np.stack([np.arange(n), n + np.arange(n)], axis=1)
-    return TextRows(path, anchor + anchor,
-                    [text(r[pos_col]) for r in rows] + [text(r[neg_col]) for r in rows],
-                    label, line_numbers, (anchor_col, pos_col, neg_col), triplets)
+    return TextRows(path, anchor + anchor, positive + negative, label, line_numbers,
+                    cols, triplets)
+
+
+def _columns(path, rows, lines, cols) -> list:
+    """Each of `cols` as a list over `rows` (raw values); DataError naming
+    the line of a row without one (only .jsonl rows can lack a key)."""
+    for row, line in zip(rows, lines):
+        for col in cols:
+            if col not in row:
+                raise DataError(f"{path} line {line}: no key '{col}'")
+    return [[r[col] for r in rows] for col in cols]
+
+
+def _text(v) -> str:
+    return "" if v is None else v if isinstance(v, str) else str(v)
 
 
 def _vectorize(rows: TextRows, vectorizer, config: Config) -> Tuple[Pairs, int]:
