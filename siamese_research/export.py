@@ -115,8 +115,9 @@ def build_module(run):
 
         spec = tf.TensorSpec([None, None, model.encoder.features], tf.float32)
     module.inputs = inputs
-    module.score = tf.function(module._score, input_signature=[spec, spec])
-    module.encode = tf.function(module._encode, input_signature=[spec])
+    module.score = tf.function(module._score, input_signature=[spec, spec],
+                               autograph=False)
+    module.encode = tf.function(module._encode, input_signature=[spec], autograph=False)
     return module
 
 

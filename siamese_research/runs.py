@@ -14,6 +14,7 @@ it sees one).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -111,15 +112,16 @@ class Run:
             side = tf.TensorSpec([None, None, tower.features], tf.float32)
         encoding = tf.TensorSpec([None, None], tf.float32)
         # Compiled once each; the time axis is None, so lengths do not retrace.
-        self._encode_left = tf.function(lambda x: left(x, training=False),
-                                        input_signature=[side])
-        self._encode_right = tf.function(lambda x: right(x, training=False),
-                                         input_signature=[side])
-        self._score = tf.function(
+        # (No AutoGraph, as in the train step: the Keras calls need none.)
+        compiled = functools.partial(tf.function, autograph=False)
+        self._encode_left = compiled(lambda x: left(x, training=False),
+                                     input_signature=[side])
+        self._encode_right = compiled(lambda x: right(x, training=False),
+                                      input_signature=[side])
+        self._score = compiled(
             lambda u, v: tf.reshape(model.score(u, v, training=False), [-1]),
             input_signature=[encoding, encoding])
-        self._score_one = tf.function(self._score_query,
-                                      input_signature=[encoding, encoding])
+        self._score_one = compiled(self._score_query, input_signature=[encoding, encoding])
 
     @property
     def is_text(self) -> bool:

@@ -111,7 +111,7 @@ class ScalarWriter:
     costs about 0.1 ms each."""
 
     def __init__(self):
-        self._write = tf.function(self._write_all)
+        self._write = tf.function(self._write_all, autograph=False)
 
     def __call__(self, step: int, values: Dict[str, float]) -> None:
         self._write(tf.constant(step, tf.int64),

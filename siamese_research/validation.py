@@ -49,7 +49,7 @@ class Validator:
         """
         data = data_lib.as_pair_dataset(data)
         if self.eval_step is None:
-            self.eval_step = tf.function(self._distributed_step,
+            self.eval_step = tf.function(self._distributed_step, autograph=False,
                                          input_signature=[data.element_spec])
         for m in self.metrics.values():
             m.reset_state()
