@@ -62,7 +62,7 @@ class Diagnostics:
         self.max_sum_error = 0.0
         self.replica_sum_errors: list = []
         self.clock = (time.perf_counter(), 0)
-        self._scalars = summaries.ScalarWriter()
+        self._writer = summaries.ViewWriter()
 
     # -- when -------------------------------------------------------------------------
     def due(self, step: int, first: int, last: int) -> Optional[Due]:
@@ -109,7 +109,7 @@ class Diagnostics:
         log, check, hist = due
         views = self.step.views
         metrics = self.step.metrics
-        scalars = {}
+        scalars, histograms = {}, {}
         if log:
             now = time.perf_counter()
             scalars.update(summaries.samples_per_second(pairs, now - self.clock[0]))
@@ -136,9 +136,9 @@ class Diagnostics:
             if check:
                 scalars.update(self._check(grads, views))
             if hist:
-                summaries.histograms(step, self.step.model, grads, self.variables,
-                                     self._gates, self._absent)
-        self._scalars(step, scalars)
+                histograms = summaries.histograms(self.step.model, grads, self.variables,
+                                                  self._gates, self._absent)
+        self._writer(step, scalars, histograms)
 
     def _check(self, grads, views) -> dict:
         """The sum check's scalars; every local replica checks its own

@@ -17,10 +17,12 @@ function returning one; it is called as `Name(units=units, **encoder_args)`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import inspect
 import math
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import keras
 from keras import ops
@@ -311,15 +313,43 @@ def masked_max(x, mask):
 # static, short time axis (fixed-length data), Keras's own `unroll=True` lays
 # the steps out in the graph instead, which drops the loop's per-step overhead:
 # on the notebook's shape (10 steps) the step ran about 1.3x faster here
-# (docs/benchmarks.md). On a GPU the cuDNN kernel is faster still and needs
+# (docs/benchmarks.md). But the graph holds one copy of the cell per step, so
+# its trace and first run cost more: on the notebook's step 5.2 s against
+# 3.4 s, for 4.9 against 6.2 ms a step after (2-core CPU, 2026-12-02), which
+# pays off after about 1,400 steps. So only the train step unrolls, and only
+# in a run of at least `UNROLL_MIN_RUN_STEPS` steps (`Trainer(unroll=...)`
+# decides, inside `unrolling`); validation, the projector, the graph and
+# exports keep the loop. On a GPU the cuDNN kernel is faster still and needs
 # unroll=False, so there nothing changes.
 UNROLL_MAX_STEPS = 32
+UNROLL_MIN_RUN_STEPS = 1500
+_UNROLL = contextvars.ContextVar("siamese_research_unroll", default=False)
 
 
-def should_unroll(timesteps, gpu_visible: bool, max_steps: int = UNROLL_MAX_STEPS) -> bool:
+@contextlib.contextmanager
+def unrolling(enabled: bool):
+    """Within: RNN cores may unroll (`should_unroll`), read at trace time."""
+    token = _UNROLL.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _UNROLL.reset(token)
+
+
+def should_unroll(timesteps, gpu_visible: bool, max_steps: int = UNROLL_MAX_STEPS,
+                  allowed: Optional[bool] = None) -> bool:
     """Whether a Keras RNN core is unrolled for a call with this static time
-    size (None when the time axis is dynamic)."""
-    return timesteps is not None and 0 < timesteps <= max_steps and not gpu_visible
+    size (None when the time axis is dynamic); `allowed` defaults to
+    whether the call is traced inside `unrolling(True)`."""
+    if allowed is None:
+        allowed = _UNROLL.get()
+    return (allowed and timesteps is not None and 0 < timesteps <= max_steps
+            and not gpu_visible)
+
+
+def unroll_pays(run_steps: int) -> bool:
+    """Whether a run of `run_steps` train steps is long enough to unroll."""
+    return run_steps >= UNROLL_MIN_RUN_STEPS
 
 
 def _loop_rnns(core) -> list:

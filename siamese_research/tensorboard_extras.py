@@ -316,10 +316,17 @@ def encode_pairs(model, dataset, max_pairs: Optional[int] = None):
       (encodings_left (n, d), encodings_right (n, d), labels (n,)), numpy.
     """
     left_tower, right_tower = model.towers[:2]
+    # Compiled (an RNN called eagerly runs its time loop op by op: ~2 s
+    # for the default run's 500 pairs on a 2-core CPU, against ~0.5 s
+    # with the trace).
+    encode = tf.function(lambda left, right: (left_tower(left, training=False),
+                                              right_tower(right, training=False)),
+                         autograph=False, reduce_retracing=True)
     out_l, out_r, out_y, n = [], [], [], 0
     for (left, right), label, _ in dataset.epoch(0):
-        out_l.append(np.asarray(left_tower(left, training=False)))
-        out_r.append(np.asarray(right_tower(right, training=False)))
+        h_l, h_r = encode(left, right)
+        out_l.append(h_l.numpy())
+        out_r.append(h_r.numpy())
         out_y.append(label.numpy())
         n += len(out_y[-1])
         if max_pairs is not None and n >= max_pairs:

@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from siamese_research import data as data_lib
+from siamese_research import encoders
 from siamese_research import metrics as metrics_lib
 from siamese_research import summaries
 from siamese_research.callbacks import CallbackDriver
@@ -58,6 +59,10 @@ class Trainer:
         training data.
       loss_name: the loss's registered name, for `fixed_threshold`.
       verbose: 1 shows a `keras.utils.Progbar`, 0 is silent.
+      unroll: unroll the encoder's RNN over a static time axis in the
+        train step (`encoders.should_unroll`): faster steps, a slower
+        trace; None unrolls in runs of `encoders.UNROLL_MIN_RUN_STEPS`
+        steps or more. Read when the step is traced (the first call).
     """
 
     def __init__(self, model, *, loss_fn, optimizer, strategy=None, writers=None,
@@ -67,7 +72,7 @@ class Trainer:
                  on_nonfinite: str = "stop", jit_compile: bool = False,
                  scale_loss: Optional[Callable] = None,
                  fixed_threshold: Optional[bool] = None, loss_name: str = "bce",
-                 verbose: int = 1):
+                 verbose: int = 1, unroll: Optional[bool] = None):
         strategy = strategy or tf.distribute.get_strategy()
         self.step = TrainStep(model, loss_fn=loss_fn, optimizer=optimizer,
                               strategy=strategy, on_nonfinite=on_nonfinite,
@@ -83,6 +88,7 @@ class Trainer:
         self.writers = writers
         self.steps_per_execution = steps_per_execution
         self.verbose = verbose
+        self.unroll = unroll
         self.validator = Validator(self.step)
         self.threshold = 0.5  # the validation threshold (fitted: from training)
 
@@ -175,6 +181,9 @@ class Trainer:
         start = int(self.global_step.numpy())
         first, last = start + 1, epochs * spe
         multi_worker = self.multi_worker
+        # (From the run's length, not what is left of it: a resumed run
+        # traces the step its first part did.)
+        unroll = encoders.unroll_pays(last) if self.unroll is None else self.unroll
         for epoch in range(start // spe, epochs):
             step = int(self.global_step.numpy())
             skip = step - epoch * spe
@@ -201,9 +210,10 @@ class Trainer:
                     if cbs.callbacks:
                         cbs.on_train_batch_begin(step - epoch * spe)
                     check = due is not None and (due[1] or due[2])  # histograms: total
-                    state = self.step.run(iterator, tf.constant(end - step, tf.int32),
-                                          tf.constant(due is not None), tf.constant(check),
-                                          train.source)
+                    with encoders.unrolling(unroll):
+                        state = self.step.run(iterator, tf.constant(end - step, tf.int32),
+                                              tf.constant(due is not None),
+                                              tf.constant(check), train.source)
                     # One read per call (a variable's .numpy() costs ~0.1 ms).
                     step, bad = (int(x) for x in state.numpy())
                     self._check_nonfinite(bad)

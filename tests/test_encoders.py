@@ -140,11 +140,47 @@ def test_gate_norms_of_untied_towers_count_only_the_branch_own_weights():
 
 
 def test_unroll_decision():
-    assert E.should_unroll(10, gpu_visible=False)
-    assert E.should_unroll(E.UNROLL_MAX_STEPS, gpu_visible=False)
-    assert not E.should_unroll(E.UNROLL_MAX_STEPS + 1, gpu_visible=False)
-    assert not E.should_unroll(None, gpu_visible=False)  # dynamic time: a loop
-    assert not E.should_unroll(10, gpu_visible=True)  # cuDNN needs unroll=False
+    with E.unrolling(True):
+        assert E.should_unroll(10, gpu_visible=False)
+        assert E.should_unroll(E.UNROLL_MAX_STEPS, gpu_visible=False)
+        assert not E.should_unroll(E.UNROLL_MAX_STEPS + 1, gpu_visible=False)
+        assert not E.should_unroll(None, gpu_visible=False)  # dynamic time: a loop
+        assert not E.should_unroll(10, gpu_visible=True)  # cuDNN needs unroll=False
+    assert not E.should_unroll(10, gpu_visible=False)  # outside a long run's step
+    assert E.should_unroll(10, gpu_visible=False, allowed=True)
+    assert E.unroll_pays(E.UNROLL_MIN_RUN_STEPS)
+    assert not E.unroll_pays(E.UNROLL_MIN_RUN_STEPS - 1)
+
+
+@pytest.mark.parametrize("unroll, run_steps, unrolled", [
+    (None, 4, False), (None, E.UNROLL_MIN_RUN_STEPS, True), (True, 4, True),
+    (False, 10**6, False)])
+def test_the_train_step_unrolls_in_long_runs_only(unroll, run_steps, unrolled,
+                                                  monkeypatch):
+    """The trace of the train step calls the cell once per time step of
+    each branch when unrolled (6 steps here), fewer times in a loop;
+    `Trainer(unroll=None)` unrolls when the run is long enough to pay for
+    the longer trace."""
+    from siamese_research.trainer import Trainer
+
+    monkeypatch.setattr(E.gpu, "gpu_visible", lambda: False)
+    keras.utils.set_random_seed(0)
+    model = M.build_model(encoder="lstm", units=4, features=8, masked=False)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 6, 8)).astype(np.float32)
+    ds = tf.data.Dataset.from_tensors(((x, x), np.ones(8, np.float32),
+                                       np.ones(8, np.float32)))
+    trainer = Trainer(model, loss_fn=keras.losses.BinaryCrossentropy(),
+                      optimizer=keras.optimizers.SGD(0.1), verbose=0, unroll=unroll,
+                      diagnostics=False)
+    calls = []
+    cell_call = type(model.encoder.core.cell).call
+    monkeypatch.setattr(type(model.encoder.core.cell), "call",
+                        lambda self, *a, **k: calls.append(1) or cell_call(self, *a, **k))
+    # Shown a run of `run_steps` steps (epochs of one step); stopped after one.
+    trainer.fit(ds, epochs=run_steps, should_stop=lambda: True)
+    assert trainer.global_step.numpy() == 1
+    assert (len(calls) == 2 * 6) == unrolled  # two branches, one trace
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "bilstm"])
@@ -157,7 +193,8 @@ def test_unrolled_tower_computes_the_looped_function_and_keeps_its_config(name,
     static = tf.function(lambda v: _encode_and_grad(tower, v))
     looped = tf.function(lambda v: _encode_and_grad(tower, v),
                          input_signature=[tf.TensorSpec([None, None, 8])])
-    graph = static.get_concrete_function(x).graph
+    with E.unrolling(True):  # as in a long run's train step
+        graph = static.get_concrete_function(x).graph
     assert not any(op.type == "While" for op in graph.get_operations())
     graph = looped.get_concrete_function().graph
     assert any(op.type == "While" for op in graph.get_operations())
