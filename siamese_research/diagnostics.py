@@ -101,13 +101,20 @@ class Diagnostics:
         """samples_per_second counts from here (the loop: each epoch's start)."""
         self.clock = (time.perf_counter(), step)
 
-    def write(self, step: int, due: Due, pairs: int = 0) -> None:
+    def write(self, step: int, due: Due, pairs: int = 0, readout=None) -> None:
         """Writes view step `step`'s views (the train writer is the default);
         `pairs`: those trained since the clock's last reading, for
         samples_per_second, measured here in Python (no clock op sits in the
-        compiled step, which --deterministic would refuse)."""
+        compiled step, which --deterministic would refuse); `readout`:
+        (nonfinite_count, the values vector of `TrainStep.readout`) as the
+        call returned them, else they are read from the variables."""
         log, check, hist = due
-        views = self.step.views
+        if readout is None:
+            nonfinite = int(self.step.nonfinite_count.numpy())
+            _, values = self.step.readout()
+        else:
+            nonfinite, values = readout
+        views = self.step.unpack(values.numpy())  # one read
         metrics = self.step.metrics
         scalars, histograms = {}, {}
         if log:
@@ -116,34 +123,33 @@ class Diagnostics:
             self.clock = (now, step)
             threshold = None
             if self.fixed_threshold:
-                accuracy = metrics["accuracy"].result()
+                accuracy = views["accuracy"]
             else:
                 threshold, accuracy = metrics_lib.fitted_threshold(metrics["auc"])
-            nonfinite = int(self.step.nonfinite_count.numpy())
             scalars.update(summaries.train_scalars(
-                loss=views["loss"].numpy(), accuracy=accuracy, threshold=threshold,
-                learning_rate=_value(self.step.optimizer.learning_rate),
-                nonfinite=nonfinite))
+                loss=views["loss"], accuracy=accuracy, threshold=threshold,
+                learning_rate=views["learning_rate"], nonfinite=nonfinite))
         if self.branches:
             names = self.step.branches
-            grads = {b: self._numpy(views[b]) for b in names}
+            grads = {b: views[b] for b in names}
             if check or hist:
-                grads["total"] = self._numpy(views["total"])
+                grads["total"] = views["total"]
             if log:
                 scalars.update(summaries.branch_scalars(_pick(grads, names)))
                 scalars.update(summaries.gate_scalars(_pick(grads, names),
                                                       self.variables, self._gates))
             if check:
-                scalars.update(self._check(grads, views))
+                scalars.update(self._check(grads))
             if hist:
                 histograms = summaries.histograms(self.step.model, grads, self.variables,
                                                   self._gates, self._absent)
         self._writer(step, scalars, histograms)
 
-    def _check(self, grads, views) -> dict:
+    def _check(self, grads) -> dict:
         """The sum check's scalars; every local replica checks its own
         split (the views shown are the first replica's)."""
         names = self.step.branches
+        views = self.step.views
         self.replica_sum_errors = [G.sum_error(grads["total"], [grads[b] for b in names])]
         for r in range(1, self._replicas()):
             self.replica_sum_errors.append(G.sum_error(
@@ -161,12 +167,6 @@ class Diagnostics:
 
     def _replicas(self) -> int:
         return len(self.step.strategy.experimental_local_results(self.step.views["loss"]))
-
-
-def _value(x):
-    """A Keras variable's value as a tensor (under a strategy its value is a
-    mirrored variable, which float() refuses); a tensor or number as is."""
-    return tf.convert_to_tensor(getattr(x, "value", x))
 
 
 def _pick(d: Dict[str, list], keys) -> Dict[str, list]:

@@ -215,13 +215,15 @@ class Trainer:
                                               tf.constant(due is not None),
                                               tf.constant(check), train.source)
                     # One read per call (a variable's .numpy() costs ~0.1 ms).
-                    step, bad = (int(x) for x in state.numpy())
+                    state, values = state
+                    step, bad, nonfinite = (int(x) for x in state.numpy())
                     self._check_nonfinite(bad)
                     # (With several workers every one makes the writes' metric
                     # reads, which are collectives; the chief alone has writers.)
                     if due is not None:
                         self.diagnostics.write(step, due, pairs=train.pairs_in_batches(
-                            self.diagnostics.clock[1] - epoch * spe, step - epoch * spe))
+                            self.diagnostics.clock[1] - epoch * spe, step - epoch * spe),
+                            readout=(nonfinite, values))
                     done = step - epoch * spe
                     if self.verbose and (done >= spe or not multi_worker and
                                          time.perf_counter() - shown > 0.1):

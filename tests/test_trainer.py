@@ -293,3 +293,22 @@ def test_the_views_written_at_step_s_are_step_s_s(tmp_path):
     assert logged("loss")[3] == pytest.approx(float(bg.loss), rel=1e-4)
     assert logged("branch_gradients/left_norm")[3] == pytest.approx(left_norm, rel=1e-3)
     assert logged("branch_gradients/right_norm")[3] == pytest.approx(right_norm, rel=1e-3)
+
+
+def test_a_calls_readout_is_the_views_accuracy_and_learning_rate_it_stored(tmp_path):
+    """The loop reads a call's views from the vector the call returns: it
+    unpacks to exactly what the step stored in its variables."""
+    trainer = _trainer(tmp_path)
+    data = D.PairDataset(_pairs(8, 5), 4, shuffle=False)
+    state, values = _steps(trainer, list(data.epoch(0)), view=True, check=True)
+    assert list(state.numpy()) == [2, -1, 0]  # global step, no non-finite step
+    views = trainer.step.unpack(values.numpy())
+    step = trainer.step
+    assert views["loss"] == pytest.approx(float(step.views["loss"].numpy()))
+    assert views["accuracy"] == pytest.approx(float(step.metrics["accuracy"].result()))
+    assert views["learning_rate"] == pytest.approx(1e-3)
+    for branch in ("left", "right", "total"):
+        assert len(views[branch]) == len(step.views[branch]) == 3  # LSTM kernels, bias
+        for got, var in zip(views[branch], step.views[branch]):
+            np.testing.assert_array_equal(got, var.numpy())
+    assert np.abs(views["total"][0]).max() > 0  # the check ran: a real gradient
