@@ -51,12 +51,8 @@ def histogram_tensor(data, buckets: int = HISTOGRAM_BUCKETS) -> np.ndarray:
     return np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
 
 
-def histogram(name: str, data, step, buckets: int = HISTOGRAM_BUCKETS):
-    """Writes `histogram_tensor(data)` under the tag `name` exactly."""
-    return _write_histogram(name, histogram_tensor(data, buckets), step)
-
-
 def _write_histogram(name: str, tensor, step):
+    """Writes a `histogram_tensor` under the tag `name` exactly."""
     metadata = histogram_metadata.create_summary_metadata(display_name=None,
                                                           description=None)
     return tf.summary.write(name, tensor, step=step, metadata=metadata)

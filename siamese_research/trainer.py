@@ -211,11 +211,10 @@ class Trainer:
                         cbs.on_train_batch_begin(step - epoch * spe)
                     check = due is not None and (due[1] or due[2])  # histograms: total
                     with encoders.unrolling(unroll):
-                        state = self.step.run(iterator, tf.constant(end - step, tf.int32),
-                                              tf.constant(due is not None),
-                                              tf.constant(check), train.source)
+                        state, values = self.step.run(
+                            iterator, tf.constant(end - step, tf.int32),
+                            tf.constant(due is not None), tf.constant(check), train.source)
                     # One read per call (a variable's .numpy() costs ~0.1 ms).
-                    state, values = state
                     step, bad, nonfinite = (int(x) for x in state.numpy())
                     self._check_nonfinite(bad)
                     # (With several workers every one makes the writes' metric
