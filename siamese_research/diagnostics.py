@@ -101,19 +101,15 @@ class Diagnostics:
         """samples_per_second counts from here (the loop: each epoch's start)."""
         self.clock = (time.perf_counter(), step)
 
-    def write(self, step: int, due: Due, pairs: int = 0, readout=None) -> None:
+    def write(self, step: int, due: Due, readout, pairs: int = 0) -> None:
         """Writes view step `step`'s views (the train writer is the default);
         `pairs`: those trained since the clock's last reading, for
         samples_per_second, measured here in Python (no clock op sits in the
         compiled step, which --deterministic would refuse); `readout`:
         (nonfinite_count, the values vector of `TrainStep.readout`) as the
-        call returned them, else they are read from the variables."""
+        call returned them."""
         log, check, hist = due
-        if readout is None:
-            nonfinite = int(self.step.nonfinite_count.numpy())
-            _, values = self.step.readout()
-        else:
-            nonfinite, values = readout
+        nonfinite, values = readout
         views = self.step.unpack(values.numpy())  # one read
         metrics = self.step.metrics
         scalars, histograms = {}, {}

@@ -22,7 +22,7 @@ import contextvars
 import importlib
 import inspect
 import math
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict
 
 import keras
 from keras import ops
@@ -336,14 +336,11 @@ def unrolling(enabled: bool):
         _UNROLL.reset(token)
 
 
-def should_unroll(timesteps, gpu_visible: bool, max_steps: int = UNROLL_MAX_STEPS,
-                  allowed: Optional[bool] = None) -> bool:
+def should_unroll(timesteps, gpu_visible: bool, max_steps: int = UNROLL_MAX_STEPS) -> bool:
     """Whether a Keras RNN core is unrolled for a call with this static time
-    size (None when the time axis is dynamic); `allowed` defaults to
-    whether the call is traced inside `unrolling(True)`."""
-    if allowed is None:
-        allowed = _UNROLL.get()
-    return (allowed and timesteps is not None and 0 < timesteps <= max_steps
+    size (None when the time axis is dynamic), traced inside
+    `unrolling(True)`."""
+    return (_UNROLL.get() and timesteps is not None and 0 < timesteps <= max_steps
             and not gpu_visible)
 
 

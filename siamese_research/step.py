@@ -27,6 +27,10 @@ from siamese_research import metrics as metrics_lib
 from siamese_research import data as data_lib
 
 
+# The scalars at the head of `TrainStep.readout()`'s vector, in order.
+READOUT_SCALARS = ("loss", "accuracy", "learning_rate")
+
+
 class NonFiniteError(RuntimeError):
     """Raised by `Trainer.fit` when a step produced a non-finite loss or
     gradient under `on_nonfinite="stop"`."""
@@ -138,10 +142,11 @@ class TrainStep:
         (`unpack` splits it). A read costs ~0.1-0.3 ms whatever its size,
         so the loop makes two per call instead of one per variable. Views
         are the first replica's, as a read of them outside would be."""
-        views = [self.views["loss"], self.metrics["accuracy"].result(),
-                 self.optimizer.learning_rate]
-        views = [tf.reshape(tf.cast(tf.convert_to_tensor(v), tf.float32), [1])
-                 for v in views]
+        scalars = {"loss": self.views["loss"],
+                   "accuracy": self.metrics["accuracy"].result(),
+                   "learning_rate": self.optimizer.learning_rate}
+        views = [tf.reshape(tf.cast(tf.convert_to_tensor(scalars[k]), tf.float32), [1])
+                 for k in READOUT_SCALARS]
         for branch in self.branches + ("total",):
             views += [tf.reshape(tf.convert_to_tensor(v), [-1])
                       for v in self.views[branch]]
@@ -150,9 +155,8 @@ class TrainStep:
     def unpack(self, values) -> dict:
         """`readout()`'s vector (numpy) as {"loss", "accuracy",
         "learning_rate": float, branch and "total": [arrays]}."""
-        out = dict(zip(("loss", "accuracy", "learning_rate"),
-                       (float(x) for x in values[:3])))
-        at = 3
+        out = dict(zip(READOUT_SCALARS, (float(x) for x in values)))
+        at = len(READOUT_SCALARS)
         for branch in self.branches + ("total",):
             out[branch] = []
             for v in self.views[branch]:

@@ -147,7 +147,8 @@ def test_unroll_decision():
         assert not E.should_unroll(None, gpu_visible=False)  # dynamic time: a loop
         assert not E.should_unroll(10, gpu_visible=True)  # cuDNN needs unroll=False
     assert not E.should_unroll(10, gpu_visible=False)  # outside a long run's step
-    assert E.should_unroll(10, gpu_visible=False, allowed=True)
+    with E.unrolling(False):
+        assert not E.should_unroll(10, gpu_visible=False)
     assert E.unroll_pays(E.UNROLL_MIN_RUN_STEPS)
     assert not E.unroll_pays(E.UNROLL_MIN_RUN_STEPS - 1)
 
