@@ -20,11 +20,12 @@ COMBOS = [(e, m, loss) for e in ENCODERS for m in Mg.available()
 
 
 def _batch(seed, n=4, f=8):
+    """((left, right), label, weight): 4 pairs, the right side padded."""
     rng = np.random.default_rng(seed)
     left = tf.constant(rng.standard_normal((n, 5, f)), tf.float32)
     right = tf.constant(rng.standard_normal((n, 3, f)), tf.float32)
     right = tf.concat([right, tf.zeros((n, 2, f))], axis=1)  # padded right side
-    return left, right, tf.constant([1.0, 0.0, 1.0, 0.0]), tf.ones(n)
+    return (left, right), tf.constant([1.0, 0.0, 1.0, 0.0]), tf.ones(n)
 
 
 @pytest.mark.parametrize("encoder,merge,loss", COMBOS,
@@ -35,14 +36,18 @@ def test_every_combination_trains_two_steps(encoder, merge, loss):
     loss_fn = L.build_loss(loss, merge=merge)
     trainer = Trainer(model, loss_fn=loss_fn, optimizer=keras.optimizers.Adam(1e-2),
                       writers=None, verbose=0)
+    step = trainer.step
+    step.with_views = step.with_check = True  # what a run with writers has
     before = [v.numpy().copy() for v in model.trainable_variables]
     for seed in (1, 2):  # two eager steps: the same step code, no tracing cost
-        left, right, y, w = _batch(seed)
-        bg = G.branch_gradients(model, loss_fn, (left, right), y, w)
-        total = G.total_gradient(model, loss_fn, (left, right), y, w)
-        assert np.isfinite(float(bg.loss))
-        assert float(G.sum_error(total, bg.branches, bg.encoder_vars)) <= 1e-5
-        trainer.step.math(((left, right), y, w))
+        step.math(_batch(seed), view=True, check=True)
+        # The step's own views: each branch's gradient from the one
+        # backward pass, and the independent total, both before the update.
+        assert np.isfinite(float(step.views["loss"].numpy()))
+        branches = [[v.numpy() for v in step.views[b]] for b in step.branches]
+        total = [v.numpy() for v in step.views["total"]]
+        assert G.sum_error(total, branches) <= 1e-5
+        assert not total or any(np.any(t != 0) for t in total)  # views were stored
     assert int(trainer.global_step.numpy()) == 2
     assert int(trainer.nonfinite_count.numpy()) == 0
     moved = [not np.array_equal(b, v.numpy())
@@ -57,7 +62,7 @@ def test_every_combination_trains_two_steps(encoder, merge, loss):
 def test_untied_gradients_land_on_their_own_tower():
     keras.utils.set_random_seed(3)
     model = M.build_model(units=4, features=8, share="untied")
-    left, right, y, w = _batch(3)
+    (left, right), y, w = _batch(3)
     bg = G.branch_gradients(model, keras.losses.BinaryCrossentropy(), (left, right), y, w)
     left_ids = {id(v) for v in model.encoder.trainable_variables}
     right_ids = {id(v) for v in model.right_encoder.trainable_variables}
@@ -88,7 +93,7 @@ def test_saved_model_and_encoder_reload_identically(tmp_path, encoder, merge, sh
     keras.utils.set_random_seed(4)
     model = M.build_model(encoder=encoder, units=4, features=8, merge=merge, share=share)
     paths = training.save_models(model, str(tmp_path))
-    left, right, _, _ = _batch(5)
+    (left, right), _, _ = _batch(5)
     again = keras.saving.load_model(paths["model_path"])
     encoder_again = keras.saving.load_model(paths["encoder_path"])
     np.testing.assert_array_equal(np.asarray(model((left, right))),

@@ -78,10 +78,11 @@ def test_dot_merge_is_a_scaled_unnormalised_dot_product():
     assert {w.name for w in merge.trainable_weights} == {"log_scale", "bias"}
 
 
-def _separable(n=16, t=3, f=8, seed=0):
+def _separable(n=16, t=3, f=8, seed=0, repeat=1):
     """Positives: right == left; negatives: an unrelated right. Every merge
     but `concat` (whose f(left) + g(right) cannot say "alike") can separate
-    them perfectly."""
+    them perfectly. `repeat` copies of the n pairs make one long epoch (an
+    epoch's set-up costs more than its two steps here)."""
     from siamese_research import data as D
 
     rng = np.random.default_rng(seed)
@@ -89,6 +90,8 @@ def _separable(n=16, t=3, f=8, seed=0):
     label = np.arange(n) % 2 == 0
     right = np.where(label[:, None, None], left,
                      3 * rng.standard_normal((n, t, f)).astype("float32"))
+    left, right, label = (np.concatenate([a] * repeat) for a in (left, right, label))
+    n *= repeat
     return D.PairDataset(D.Pairs(left, right, np.full(n, t), np.full(n, t),
                                  label.astype("float32")), 8, seed=seed)
 
@@ -117,7 +120,7 @@ def test_accuracy_is_one_on_a_perfectly_separable_set(merge, loss):
                       loss_name=loss, writers=None, verbose=0)
     assert trainer.fixed_threshold == (head and loss == "bce")
     data = _separable()
-    trainer.fit(data, epochs=40 if head else 1)
+    trainer.fit(_separable(repeat=40 if head else 1))  # 80 or 2 steps
     logs, _ = trainer.evaluate(data)
     assert logs["val_accuracy"] == 1.0, logs
     if not trainer.fixed_threshold:
