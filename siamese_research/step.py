@@ -105,6 +105,13 @@ class TrainStep:
         # converting every Keras call under it tripled the trace (7.0 s ->
         # 2.8 s for the notebook's step, 2026-12-02).
         self.run = tf.function(self._run, reduce_retracing=True, autograph=False)
+        # The branch pass is a function of its own inside the step (as
+        # Keras's trainer nests its step function), so the step's trace
+        # leaves one step's forward and branch-split backward as a graph of
+        # its own: the run graph TensorBoard shows (`branch_graph`), with no
+        # trace of its own.
+        self._branch_pass = tf.function(self._branch_tensors, autograph=False)
+        self.branch_graph = None
 
     # -- the compiled loop ------------------------------------------------------
     def _run(self, iterator, n, view=False, check=False, source=None):
@@ -205,8 +212,15 @@ class TrainStep:
     def _step_math(self, batch):
         """The part of a step XLA may compile: no summaries, no bookkeeping."""
         inputs, label, weight = batch
-        bg = G.branch_gradients(self.model, self.loss_fn, inputs, label, weight,
-                                training=True, scale_loss=self.scale_loss)
+        # (Eagerly there is no graph to keep: the pass runs as it is.)
+        branch_pass = (self._branch_tensors if tf.executing_eagerly()
+                       else self._branch_pass)
+        loss, predictions, branches, head = branch_pass(inputs, label, weight)
+        bg = G.BranchGradients(
+            loss=loss, predictions=predictions, names=self.branches,
+            encoder_vars=G.encoder_variables(self.model),
+            head_vars=G.head_variables(self.model),
+            branches=[list(b) for b in branches], head=list(head))
         pairs = bg.grads_and_vars()
         # Which variable each flag is about (the same at every trace).
         self._flag_vars = [v for _, v in pairs]
@@ -236,6 +250,15 @@ class TrainStep:
                         for grads in branches]
         return {"loss": bg.loss, "predictions": bg.predictions, "finite": finite,
                 "ok": ok, "flags": flags, "branches": branches}
+
+    def _branch_tensors(self, inputs, label, weight):
+        """`gradients.branch_gradients` as a function's outputs: the loss,
+        the predictions, each branch's encoder gradients and the head's."""
+        if not tf.executing_eagerly():
+            self.branch_graph = tf.compat.v1.get_default_graph()
+        bg = G.branch_gradients(self.model, self.loss_fn, inputs, label, weight,
+                                training=True, scale_loss=self.scale_loss)
+        return bg.loss, bg.predictions, bg.branches, bg.head
 
     def _total(self, batch, state):
         inputs, label, weight = batch

@@ -279,10 +279,12 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
         result.update(save_models(model, config.run_dir))
         if history["epochs"]:  # (a finished run run again trains nothing)
             save_threshold(config.run_dir, trainer)
-        # After training: tracing it first would delay the first step. (A
-        # later process writes it again: one graph, the latest shown.)
+        # As the train step traced it (a run that trained no step here traces
+        # it now). (A later process writes it again: one graph, the latest
+        # shown.)
         tensorboard_extras.write_branch_graph(writers[summaries.TRAIN], model,
-                                              loss_fn, train_ds.element_spec)
+                                              loss_fn, train_ds.element_spec,
+                                              graph=trainer.step.branch_graph)
         if history["epochs"]:
             tensorboard_extras.write_hparams(
                 None, config, dict(final, max_sum_error=result["max_sum_error"]),
