@@ -3,6 +3,7 @@
 import collections
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,9 +113,23 @@ def test_every_tag_step_once_across_event_files(interrupted_and_resumed):
             assert ("branch_gradients/sum_error", resumed_at) in extra
 
 
-def test_incompatible_checkpoint_and_restart(tmp_path):
-    run_dir = str(tmp_path / "run")
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One finished tiny run (checkpoints every 2 steps); a test that
+    changes it works on a copy (`_copy`)."""
+    run_dir = str(tmp_path_factory.mktemp("finished") / "run")
     training.run(tiny(run_dir=run_dir, checkpoint_every=2))
+    return run_dir
+
+
+def _copy(run_dir, tmp_path) -> str:
+    copy = str(tmp_path / "run")
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+def test_incompatible_checkpoint_and_restart(finished_run, tmp_path):
+    run_dir = _copy(finished_run, tmp_path)
     base = ["--num_samples=48", "--timesteps=6", "--features=8", "--batch_size=8",
             "--epochs=2", "--prototypes=4", "--seed=7", f"--run_dir={run_dir}"]
     bad = run_main(*base, "--units=8")
@@ -131,9 +146,8 @@ def test_incompatible_checkpoint_and_restart(tmp_path):
     assert best.encoder.core.units == 8
 
 
-def test_corrupt_checkpoint_names_the_file(tmp_path):
-    run_dir = str(tmp_path / "run")
-    training.run(tiny(run_dir=run_dir))
+def test_corrupt_checkpoint_names_the_file(finished_run, tmp_path):
+    run_dir = _copy(finished_run, tmp_path)
     latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     for path in glob.glob(latest + ".data-*"):
         with open(path, "wb") as f:

@@ -312,3 +312,31 @@ def test_a_calls_readout_is_the_views_accuracy_and_learning_rate_it_stored(tmp_p
         for got, var in zip(views[branch], step.views[branch]):
             np.testing.assert_array_equal(got, var.numpy())
     assert np.abs(views["total"][0]).max() > 0  # the check ran: a real gradient
+
+
+def test_the_run_graph_is_the_branch_pass_the_step_traced(tmp_path):
+    """The graph TensorBoard shows is the train step's own branch pass, as
+    the step traced it: writing it traces nothing more. It holds the two
+    calls of the one encoder and the backward pass."""
+    from siamese_research import tensorboard_extras
+
+    trainer = _trainer(tmp_path)
+    data = D.PairDataset(_pairs(16, 5), 8)
+    trainer.fit(data, epochs=1)
+    graph = trainer.step.branch_graph
+    traced = trainer.step._branch_pass.experimental_get_tracing_count
+    assert graph is not None and traced() == 1
+    tensorboard_extras.write_branch_graph(
+        trainer.writers[summaries.TRAIN], trainer.model, trainer.step.loss_fn,
+        data.element_spec, graph=graph)
+    assert traced() == 1
+    written = [tf.compat.v1.GraphDef.FromString(e.graph_def)
+               for path in tf.io.gfile.glob(str(tmp_path / "train" / "events.*"))
+               for e in tf.compat.v1.train.summary_iterator(path) if e.graph_def]
+    assert len(written) == 1
+    names = {n.name for n in written[0].node}
+    assert names == {op.name for op in graph.get_operations()}
+    scopes = {name.split("/")[0] for name in names}
+    core = trainer.model.encoder.core.name
+    assert len([s for s in scopes if s.startswith(core)]) == 2  # left and right
+    assert "gradient_tape" in scopes  # and the backward pass
