@@ -111,7 +111,7 @@ class TrainStep:
         # its own: the run graph TensorBoard shows (`branch_graph`), with no
         # trace of its own.
         self._branch_pass = tf.function(self._branch_tensors, autograph=False)
-        self.branch_graph = None
+        self._branch_graph = None
 
     # -- the compiled loop ------------------------------------------------------
     def _run(self, iterator, n, view=False, check=False, source=None):
@@ -255,10 +255,18 @@ class TrainStep:
         """`gradients.branch_gradients` as a function's outputs: the loss,
         the predictions, each branch's encoder gradients and the head's."""
         if not tf.executing_eagerly():
-            self.branch_graph = tf.compat.v1.get_default_graph()
+            self._branch_graph = tf.compat.v1.get_default_graph()  # (at trace time)
         bg = G.branch_gradients(self.model, self.loss_fn, inputs, label, weight,
                                 training=True, scale_loss=self.scale_loss)
         return bg.loss, bg.predictions, bg.branches, bg.head
+
+    def branch_graph(self, element_spec):
+        """One step's forward and branch-split backward pass as a graph: as
+        the train step traced it, or (no step traced in this process) the
+        same function traced now, for batches of `element_spec`."""
+        if self._branch_graph is None:
+            self._branch_pass.get_concrete_function(*element_spec)
+        return self._branch_graph
 
     def _total(self, batch, state):
         inputs, label, weight = batch

@@ -203,37 +203,17 @@ def _is_number(value) -> bool:
 
 
 # -- Graph ---------------------------------------------------------------------
-def write_branch_graph(writer: tf.summary.SummaryWriter, model, loss_fn,
-                       element_spec, graph=None) -> None:
-    """Writes the graph of one forward and branch-split backward pass as the
-    run's graph (the Graphs dashboard's default view of `train/`).
+def write_branch_graph(writer: tf.summary.SummaryWriter, graph) -> None:
+    """Writes `graph`, one forward and branch-split backward pass
+    (`TrainStep.branch_graph`), as the run's graph (the Graphs dashboard's
+    default view of `train/`).
 
     The compiled train call runs many steps in a `while` loop; this graph is
     one step's math alone, `gradients.branch_gradients`: each shared weight
     is one resource input read twice, once into the left call's copy and
     once into the right call's (`Identity`, `Identity_3`, ...), feeding two
     calls of the one encoder (`lstm_1`, `lstm_3`).
-
-    Args:
-      writer: the `train/` writer.
-      model: the `SiameseModel`.
-      loss_fn: its loss.
-      element_spec: the batches' spec (`PairDataset.element_spec`).
-      graph: that pass's graph as the train step traced it
-        (`TrainStep.branch_graph`); None traces it here (never run), as for
-        a run that trained no step in this process.
     """
-    from siamese_research import gradients
-
-    if graph is None:
-        def branch_step(batch):
-            inputs, label, weight = batch
-            bg = gradients.branch_gradients(model, loss_fn, inputs, label, weight,
-                                            training=True)
-            return bg.loss, bg.combined()
-
-        fn = tf.function(branch_step, input_signature=[element_spec], autograph=False)
-        graph = fn.get_concrete_function().graph
     with writer.as_default():
         tf.summary.graph(graph)
     writer.flush()

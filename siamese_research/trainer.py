@@ -121,7 +121,8 @@ class Trainer:
     @property
     def tracing_count(self) -> Dict[str, int]:
         """How many times each compiled function was traced."""
-        fns = {"train_steps": self.step.run, "eval_step": self.validator.eval_step}
+        fns = {"train_steps": self.step.run, "eval_step": self.validator.eval_step,
+               "branch_pass": self.step._branch_pass}
         return {name: fn.experimental_get_tracing_count() if fn is not None else 0
                 for name, fn in fns.items()}
 

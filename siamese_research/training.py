@@ -282,9 +282,8 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
         # As the train step traced it (a run that trained no step here traces
         # it now). (A later process writes it again: one graph, the latest
         # shown.)
-        tensorboard_extras.write_branch_graph(writers[summaries.TRAIN], model,
-                                              loss_fn, train_ds.element_spec,
-                                              graph=trainer.step.branch_graph)
+        tensorboard_extras.write_branch_graph(
+            writers[summaries.TRAIN], trainer.step.branch_graph(train_ds.element_spec))
         if history["epochs"]:
             tensorboard_extras.write_hparams(
                 None, config, dict(final, max_sum_error=result["max_sum_error"]),

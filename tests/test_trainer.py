@@ -317,26 +317,32 @@ def test_a_calls_readout_is_the_views_accuracy_and_learning_rate_it_stored(tmp_p
 def test_the_run_graph_is_the_branch_pass_the_step_traced(tmp_path):
     """The graph TensorBoard shows is the train step's own branch pass, as
     the step traced it: writing it traces nothing more. It holds the two
-    calls of the one encoder and the backward pass."""
+    calls of the one encoder and the backward pass. A step that never ran
+    traces that same function for it."""
     from siamese_research import tensorboard_extras
 
     trainer = _trainer(tmp_path)
     data = D.PairDataset(_pairs(16, 5), 8)
     trainer.fit(data, epochs=1)
-    graph = trainer.step.branch_graph
-    traced = trainer.step._branch_pass.experimental_get_tracing_count
-    assert graph is not None and traced() == 1
-    tensorboard_extras.write_branch_graph(
-        trainer.writers[summaries.TRAIN], trainer.model, trainer.step.loss_fn,
-        data.element_spec, graph=graph)
-    assert traced() == 1
+    assert trainer.tracing_count["branch_pass"] == 1
+    graph = trainer.step.branch_graph(data.element_spec)
+    tensorboard_extras.write_branch_graph(trainer.writers[summaries.TRAIN], graph)
+    assert trainer.tracing_count["branch_pass"] == 1
     written = [tf.compat.v1.GraphDef.FromString(e.graph_def)
                for path in tf.io.gfile.glob(str(tmp_path / "train" / "events.*"))
                for e in tf.compat.v1.train.summary_iterator(path) if e.graph_def]
     assert len(written) == 1
     names = {n.name for n in written[0].node}
     assert names == {op.name for op in graph.get_operations()}
-    scopes = {name.split("/")[0] for name in names}
-    core = trainer.model.encoder.core.name
-    assert len([s for s in scopes if s.startswith(core)]) == 2  # left and right
-    assert "gradient_tape" in scopes  # and the backward pass
+
+    def shows_both_calls_and_the_backward(graph, core):
+        scopes = {op.name.split("/")[0] for op in graph.get_operations()}
+        return (len([s for s in scopes if s.startswith(core)]) == 2  # left, right
+                and "gradient_tape" in scopes)
+
+    assert shows_both_calls_and_the_backward(graph, trainer.model.encoder.core.name)
+    fresh = _trainer()  # trained nothing: the same function, traced now
+    assert fresh.tracing_count["branch_pass"] == 0
+    again = fresh.step.branch_graph(data.element_spec)
+    assert fresh.tracing_count["branch_pass"] == 1
+    assert shows_both_calls_and_the_backward(again, fresh.model.encoder.core.name)
