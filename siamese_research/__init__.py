@@ -22,6 +22,7 @@ if _cli.started_as_tool():
     # This process is one of our tools: its console stays free of
     # TensorFlow's start-up lines. It must happen before the imports below.
     _cli.import_tensorflow_quietly()
+    _cli.skip_shutdown_collection()
 
 # Registration: these modules' classes are `register_keras_serializable`d
 # when imported (encoders also imports fused, which registers lstm_fused).

@@ -15,7 +15,10 @@ from siamese_research import cli, runs
 from siamese_research.config import DataError
 
 ENV_DIFF = """
-import json, os, sys
+import atexit, gc, json, os, sys
+sys.argv[0] = {program!r}
+# Registered first, so it runs last at exit: what the package's exit handler left.
+atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count()))
 before = dict(os.environ)
 import {module}
 after = dict(os.environ)
@@ -24,26 +27,38 @@ print(json.dumps(sorted(k for k in set(before) | set(after)
 """
 
 
-def _env_diff(module):
+def _env_diff(module, program="-c"):
+    """(variables the import changed, its stderr, objects frozen at exit) in a
+    fresh process whose program (sys.argv[0]) is `program`."""
     env = dict(os.environ)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    proc = subprocess.run([sys.executable, "-c", ENV_DIFF.format(module=module)],
+    code = ENV_DIFF.format(module=module, program=program)
+    proc = subprocess.run([sys.executable, "-c", code],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+    *_, diff, frozen = proc.stdout.strip().splitlines()
+    return json.loads(diff), proc.stderr, int(frozen.split(":")[1])
 
 
 def test_import_changes_no_process_setting_beyond_tensorflows_own():
     """TensorFlow's import sets a few variables of its own (TF2_BEHAVIOR, ...);
     importing the package adds none, and hides none of TF's start-up lines."""
-    tf_only, tf_stderr = _env_diff("tensorflow, keras")
-    ours, stderr = _env_diff("siamese_research")
+    tf_only, tf_stderr, _ = _env_diff("tensorflow, keras")
+    ours, stderr, frozen = _env_diff("siamese_research")
     assert ours == tf_only and "TF_CPP_MIN_LOG_LEVEL" not in ours
+    assert frozen == 0  # a program's own exit keeps Python's last collection
     # stderr was left open during the import: the lines TensorFlow prints
     # there on this machine (which depend on its CPU: oneDNN, CUDA, ...)
     # come from the same sources with the package's import.
     sources = set(re.findall(r"(\w+\.cc):\d+\]", tf_stderr))
     assert sources and sources <= set(re.findall(r"(\w+\.cc):\d+\]", stderr))
+
+
+def test_a_tool_skips_the_shutdown_collection():
+    """Started as train.py, the package freezes what is left at exit, so
+    the interpreter's last collection does not walk TensorFlow's objects."""
+    _, _, frozen = _env_diff("siamese_research", program=os.path.join(ROOT, "train.py"))
+    assert frozen > 10000
 
 
 def test_started_as_tool_reads_the_command_line():
