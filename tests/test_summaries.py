@@ -1,5 +1,6 @@
-"""The view steps' writer: eager for a set's first writes, one compiled call
-after; both write the same tags, steps and values."""
+"""The view steps' writer: one raw Summary per view step, read back as the
+same tags, steps, values and plugin metadata as one tf.summary write per
+tag (`summaries.scalar`, `summaries._write_histogram`) gives."""
 
 import numpy as np
 import tensorflow as tf
@@ -9,21 +10,40 @@ from conftest import read_tags
 from siamese_research import summaries
 
 
-def test_view_writer_writes_the_same_events_eagerly_and_compiled(tmp_path, monkeypatch):
-    monkeypatch.setattr(summaries.ViewWriter, "COMPILE_AFTER", 2)
-    writer = summaries.ViewWriter()
+def _write(folder, write):
     rng = np.random.default_rng(0)
-    grads = {step: rng.standard_normal(50) for step in range(1, 6)}
-    with tf.summary.create_file_writer(str(tmp_path)).as_default() as w:
-        for step, g in grads.items():  # steps 1-2 eager, 3-5 compiled
-            writer(step, {"loss": step / 10, "branch_gradients/left_norm": np.float64(step)},
-                   {"gradients/left/w": summaries.histogram_tensor(g)})
-        writer(6, {"loss": 0.6})  # another set of tags: eager again
+    grads = {step: rng.standard_normal(50) for step in range(1, 4)}
+    with tf.summary.create_file_writer(str(folder)).as_default() as w:
+        for step, g in grads.items():
+            write(step, {"loss": step / 10, "branch_gradients/left_norm": np.float64(step)},
+                  {"gradients/left/w": summaries.histogram_tensor(g)})
+        write(4, {"loss": 0.4}, {})  # another set of tags
         w.flush()
-    assert len(writer._compiled) == 1  # the compiled path was taken
-    tags, acc = read_tags(str(tmp_path))
-    assert tags["loss"] == [1, 2, 3, 4, 5, 6]
-    assert tags["branch_gradients/left_norm"] == tags["gradients/left/w"] == [1, 2, 3, 4, 5]
+    return grads
+
+
+def _per_tag(step, scalars, histograms):
+    for tag, x in scalars.items():
+        summaries.scalar(tag, x, step)
+    for tag, h in histograms.items():
+        summaries._write_histogram(tag, h, step)
+
+
+def test_view_writer_writes_what_one_write_per_tag_writes(tmp_path):
+    grads = _write(tmp_path / "raw", summaries.ViewWriter())
+    _write(tmp_path / "per_tag", _per_tag)
+    tags, acc = read_tags(str(tmp_path / "raw"))
+    ref_tags, ref = read_tags(str(tmp_path / "per_tag"))
+    assert tags == ref_tags
+    assert tags["loss"] == [1, 2, 3, 4]
+    assert tags["branch_gradients/left_norm"] == tags["gradients/left/w"] == [1, 2, 3]
+    for tag in tags:
+        assert acc.SummaryMetadata(tag) == ref.SummaryMetadata(tag), tag
+        for event, want in zip(acc.Tensors(tag), ref.Tensors(tag)):
+            got = tensor_util.make_ndarray(event.tensor_proto)
+            expected = tensor_util.make_ndarray(want.tensor_proto)
+            assert got.dtype == expected.dtype and got.shape == expected.shape, tag
+            np.testing.assert_array_equal(got, expected)
     for event in acc.Tensors("loss"):
         assert np.isclose(tensor_util.make_ndarray(event.tensor_proto), event.step / 10)
     for event in acc.Tensors("gradients/left/w"):
@@ -32,5 +52,5 @@ def test_view_writer_writes_the_same_events_eagerly_and_compiled(tmp_path, monke
         assert hist[:, 2].sum() == 50  # every value binned
         np.testing.assert_allclose(hist[[0, -1], [0, 1]],
                                    [grads[event.step].min(), grads[event.step].max()])
-    metadata = acc.SummaryMetadata("gradients/left/w")
-    assert metadata.plugin_data.plugin_name == "histograms"
+    assert acc.SummaryMetadata("gradients/left/w").plugin_data.plugin_name == "histograms"
+    assert acc.SummaryMetadata("loss").plugin_data.plugin_name == "scalars"
