@@ -91,6 +91,9 @@ class Trainer:
         self.unroll = unroll
         self.validator = Validator(self.step)
         self.threshold = 0.5  # the validation threshold (fitted: from training)
+        # (global step, scores) of the last validation `fit` made: the run's
+        # final scores when no step came after it.
+        self.validation_scores = (-1, None)
 
     # Shortcuts to the step's state, which checkpoints and callers read.
     model = property(lambda self: self.step.model)
@@ -243,7 +246,9 @@ class Trainer:
                         return
             logs = self._epoch_logs()
             if validation is not None:
-                logs.update(self.evaluate(validation, step=step)[0])
+                val_logs, scores = self.evaluate(validation, step=step)
+                logs.update(val_logs)
+                self.validation_scores = (step, scores)
             if self.verbose:
                 bar.update(spe, values=[(k, v) for k, v in logs.items() if k in SHOWN],
                            finalize=True)

@@ -272,8 +272,13 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
         result.update(best_epoch=best.best_epoch, best_value=best.best,
                       best_path=os.path.join(config.run_dir, "best.keras"))
     if val_ds is not None:
-        # Every worker runs it: the eval step's gather is a collective.
-        _, preds = trainer.evaluate(val_ds)
+        # The last epoch's validation scored these weights already (no
+        # callback here changes them after it); a run that trained nothing
+        # here scores them now (every worker: the eval
+        # step's gather is a collective).
+        scored_at, preds = trainer.validation_scores
+        if scored_at != result["step"]:
+            _, preds = trainer.evaluate(val_ds)
         result.update(validation_predictions=preds)
     if chief:
         result.update(save_models(model, config.run_dir))

@@ -220,12 +220,20 @@ def test_overlap_baseline_on_trecqa_dev():
     assert got["map"] == pytest.approx(0.7170, abs=5e-4)
 
 
-def test_a_builtin_run_is_evaluated_on_its_own_validation_split(tmp_path):
+def test_a_builtin_run_is_evaluated_on_its_own_validation_split(tmp_path, monkeypatch):
     from siamese_research import training
     from conftest import tiny
 
+    from siamese_research import validation
+
     run_dir = str(tmp_path / "run")
+    passes = []
+    evaluate = validation.Validator.evaluate
+    monkeypatch.setattr(validation.Validator, "evaluate",
+                        lambda self, *a, **k: passes.append(1) or evaluate(self, *a, **k))
     result = training.run(tiny(run_dir=run_dir, projector_points=0))
+    # One validation pass per epoch: the run's predictions are the last one's.
+    assert len(passes) == result["history"]["epochs"][-1]["epoch"] == 2
     out = ev.evaluate_run(run_dir, "synthetic", which="last")
     # The same 12 held-out pairs the run validated on, scored again.
     assert out["model"]["pairs"] == 12
