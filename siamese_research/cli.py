@@ -87,9 +87,9 @@ def skip_shutdown_collection() -> None:
     (graphs, ops, traced functions), only for the OS to take the memory
     back: 0.6-0.7 s of a default `python train.py` (2-core CPU, 2026-12-02).
     An exit handler freezes them first (`gc.freeze`), so that collection
-    skips them. Nothing a run writes waits on it: every writer is flushed
-    and every file closed before `main` returns (the tests read them from
-    finished processes).
+    skips them. Nothing a tool writes waits on it: the tools flush or close
+    every summary writer and close every file before `main` returns (the
+    tests read them from finished processes).
     """
     import atexit
     import gc
