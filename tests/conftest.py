@@ -15,7 +15,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # process's thread pools spinning against each other. Not a behaviour any
 # test reads: the thread defaults a user gets are tested in fresh processes.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-import siamese_research  # noqa: E402,F401
+
+
+def _import_quietly():
+    """The package's (and TensorFlow's) import with file descriptor 2 shut,
+    as the tools import it (`cli.import_tensorflow_quietly`): the "All log
+    messages before absl::InitializeLog()" lines ignore the log level. An
+    import error is still raised, with stderr back."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        import siamese_research  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_import_quietly()
 import tensorflow as tf  # noqa: E402
 
 tf.config.threading.set_intra_op_parallelism_threads(1)
