@@ -86,6 +86,30 @@ class CallbackDriver(keras.callbacks.CallbackList):
         return self.model.stop_training
 
 
+class Patience(keras.callbacks.EarlyStopping):
+    """`keras.callbacks.EarlyStopping` (`--patience`) that resumes where
+    the run left it: with `best`'s record (`BestModel`, the run's
+    best.json) and `completed` epochs done, the epochs waited so far are
+    those since the best epoch, not 0 (every worker reads the same record).
+
+    Args:
+      monitor, patience: as EarlyStopping's (its mode from `monitor`).
+      best: the run's `BestModel`.
+      completed: epochs the run completed before this process.
+    """
+
+    def __init__(self, monitor: str, patience: int, best: "BestModel",
+                 completed: int = 0):
+        super().__init__(monitor=monitor, patience=patience, mode=mode(monitor))
+        self._record, self._completed = best, completed
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._record.best_epoch is not None and self._completed:
+            self.best = self._record.best
+            self.wait = max(self._completed - self._record.best_epoch, 0)
+
+
 class BestModel(keras.callbacks.Callback):
     """Saves the model and its encoder when `monitor` improves.
 

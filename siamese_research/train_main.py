@@ -126,7 +126,8 @@ HELP = {
                "(text pairs: each left text's candidates ranked), val_pearson "
                "(graded labels); default val_loss, or val_auc for triplet and mnrl "
                "runs (they validate on pairs)",
-    "patience": "stop after N epochs in which --monitor did not improve (0 = never)",
+    "patience": "stop after N epochs in which --monitor did not improve (0 = never; "
+                "a resumed run counts the epochs it waited before)",
     "verbose": "1 shows a progress bar, 0 is quiet",
 }
 

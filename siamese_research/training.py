@@ -216,9 +216,9 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
                                        resume=restored is not None)
         callbacks.append(best)
         if config.patience:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor=config.monitor, patience=config.patience,
-                mode=callbacks_lib.mode(config.monitor)))
+            callbacks.append(callbacks_lib.Patience(
+                config.monitor, config.patience, best,
+                completed=int(trainer.global_step.numpy()) // train_ds.steps_per_epoch))
     stop = {"signal": None}
     previous = _install_signal_handlers(stop)
     t0 = time.perf_counter()

@@ -141,9 +141,39 @@ def test_the_best_epoch_is_kept_beside_the_last(tmp_path):
     assert model.count_params() == result["total_parameters"]
 
 
-def test_patience_stops_a_run_whose_monitor_does_not_improve(tmp_path):
-    result = training.run(tiny(run_dir=str(tmp_path / "run"), epochs=6, patience=1,
-                               learning_rate=1e-9, monitor="val_auc",
-                               projector_points=0))
+def test_patience_stops_a_run_whose_monitor_does_not_improve_and_resumes_its_wait(
+        tmp_path):
+    config = tiny(run_dir=str(tmp_path / "run"), epochs=8, patience=2,
+                  learning_rate=1e-9, monitor="val_auc", projector_points=0)
+    result = training.run(config)
     assert result["stopped_early"]
-    assert len(result["history"]["epochs"]) < 6
+    done = len(result["history"]["epochs"])
+    best = json.loads((tmp_path / "run" / "best.json").read_text())["epoch"]
+    assert done == best + 2 < 8  # two epochs without a better val_auc
+    # Resumed, the run has waited two epochs already: the next one without
+    # a better val_auc stops it (a fresh EarlyStopping would wait two more).
+    resumed = training.run(config)
+    assert resumed["stopped_early"]
+    assert [e["epoch"] for e in resumed["history"]["epochs"]] == [done + 1]
+
+
+def test_patience_counts_from_the_best_epoch_of_the_record(tmp_path):
+    from siamese_research import callbacks as C
+
+    (tmp_path / "best.json").write_text(json.dumps(
+        {"epoch": 2, "monitor": "val_loss", "value": 0.5}))
+    record = C.BestModel(str(tmp_path), "val_loss", save=False, resume=True)
+    stopper = C.Patience("val_loss", 3, record, completed=4)
+    stopper.set_model(keras.Sequential())
+    stopper.model.stop_training = False
+    stopper.on_train_begin()
+    assert (stopper.best, stopper.wait) == (0.5, 2)
+    stopper.on_epoch_end(4, {"val_loss": 0.6})  # the third epoch since the best
+    assert stopper.model.stop_training
+    fresh = C.Patience("val_loss", 3, C.BestModel(str(tmp_path), "val_loss", save=False),
+                       completed=4)
+    fresh.set_model(keras.Sequential())
+    fresh.model.stop_training = False
+    fresh.on_train_begin()
+    fresh.on_epoch_end(4, {"val_loss": 0.6})
+    assert fresh.wait == 0 and not fresh.model.stop_training  # no record: a first best
