@@ -127,6 +127,9 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
     on_gpu = gpu.gpu_visible()
     # The dtype policy must be set before the model is built.
     policy = gpu.mixed_precision_setup(config.mixed_precision, on_gpu)
+    # A loss the merge cannot serve is refused before any data is read.
+    losses.build_loss(config.loss, merge=config.merge, margin=config.margin,
+                      temperature=config.temperature)
     data = data_lib.load(config)
     model, loss_fn, optimizer = build(config, data, strategy)
     gpu.check_jit(config.jit_compile, on_gpu, model)

@@ -144,3 +144,14 @@ def test_bad_pair_file(tmp_path, case):
                        "--epochs=1", "--batch_size=4"))
     _assert_one_line_exit_2(proc, needle)
     assert not run_dir.exists()
+
+
+def test_a_loss_the_merge_cannot_serve_is_refused_before_the_data_is_read(tmp_path):
+    # A file that fails only when read (no label column): the loss and merge
+    # are checked first, so their error is the one the user sees.
+    data = tmp_path / "pairs.csv"
+    data.write_text("x,y\n1,2\n")
+    proc = _Proc(*_cli(*TINY, f"--data={data}", "--loss=contrastive", "--merge=concat",
+                       f"--run_dir={tmp_path / 'run'}"))
+    _assert_one_line_exit_2(proc, "--loss=contrastive: needs a distance merge")
+    assert not (tmp_path / "run").exists()
