@@ -87,9 +87,11 @@ def skip_shutdown_collection() -> None:
     (graphs, ops, traced functions), only for the OS to take the memory
     back: 0.6-0.7 s of a default `python train.py` (2-core CPU, 2026-12-02).
     An exit handler freezes them first (`gc.freeze`), so that collection
-    skips them. Nothing a tool writes waits on it: the tools flush or close
-    every summary writer and close every file before `main` returns (the
-    tests read them from finished processes).
+    skips them. Nothing a tool writes waits on it, because every summary
+    write sits in a writer's `as_default()` (which flushes on leaving) or is
+    followed by a `flush()` or `close()`, and every file is closed before
+    `main` returns. A writer left unflushed in cyclic garbage would lose its
+    queued events: keep that rule.
     """
     import atexit
     import gc

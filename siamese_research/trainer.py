@@ -92,7 +92,8 @@ class Trainer:
         self.validator = Validator(self.step)
         self.threshold = 0.5  # the validation threshold (fitted: from training)
         # (global step, scores) of the last validation `fit` made: the run's
-        # final scores when no step came after it.
+        # final scores when no step came after it, and no callback changed
+        # the weights after it (as EarlyStopping(restore_best_weights) would).
         self.validation_scores = (-1, None)
 
     # Shortcuts to the step's state, which checkpoints and callers read.
@@ -168,6 +169,7 @@ class Trainer:
         spe = train.steps_per_epoch
         history = {"epochs": [], "interrupted": False, "stopped_early": False}
         self.step.nonfinite_step.assign(-1)  # an earlier fit's stop is over
+        self.validation_scores = (-1, None)
         cbs = CallbackDriver(callbacks, self.model, self.optimizer, epochs=epochs,
                              steps=spe, nonfinite=int(self.nonfinite_count.numpy()))
         cbs.on_train_begin()

@@ -241,3 +241,9 @@ def test_a_builtin_run_is_evaluated_on_its_own_validation_split(tmp_path, monkey
                                atol=1e-6)
     with pytest.raises(ev.DataError):
         ev.evaluate_run(run_dir, "random")
+    # Run again, the finished run trains nothing and scores its split once.
+    passes.clear()
+    again = training.run(tiny(run_dir=run_dir, projector_points=0))
+    assert not again["history"]["epochs"] and len(passes) == 1
+    np.testing.assert_allclose(again["validation_predictions"],
+                               result["validation_predictions"], atol=1e-6)

@@ -54,3 +54,23 @@ def test_view_writer_writes_what_one_write_per_tag_writes(tmp_path):
                                    [grads[event.step].min(), grads[event.step].max()])
     assert acc.SummaryMetadata("gradients/left/w").plugin_data.plugin_name == "histograms"
     assert acc.SummaryMetadata("loss").plugin_data.plugin_name == "scalars"
+
+
+def test_view_writer_flushes_each_step_writes_nan_and_nothing_without_a_writer(tmp_path):
+    import glob
+    import os
+
+    writer = summaries.ViewWriter()
+    writer(1, {"loss": 0.5})  # no default writer: nothing, and no error
+    with tf.summary.create_file_writer(str(tmp_path / "off")).as_default(), \
+            tf.summary.record_if(False):
+        writer(1, {"loss": 0.5})
+    with tf.summary.create_file_writer(str(tmp_path / "on")).as_default():
+        writer(1, {"loss": float("nan")})
+        # On disk already, before the writer is flushed or closed.
+        tags, acc = read_tags(str(tmp_path / "on"))
+        assert tags == {"loss": [1]}
+        assert np.isnan(tensor_util.make_ndarray(acc.Tensors("loss")[0].tensor_proto))
+    for path in glob.glob(str(tmp_path / "off" / "*")):
+        assert os.path.getsize(path) < 100  # the file's header event only
+    assert read_tags(str(tmp_path / "off"))[0] == {}
