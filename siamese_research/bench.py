@@ -455,6 +455,13 @@ def _breakdown_variants():
         ("Bnogates", "B, gate_gradients=False", dict(gate_gradients=False)),
         ("Bscalars", "B, no check, no histograms, no gate scalars",
          dict(grad_check_every=never, histogram_every=never, gate_gradients=False)),
+        # The view step itself: the same scalars every 20 steps (calls of 20,
+        # as C's), and no view step but the run's first and last.
+        ("Bscalars20", "B, scalars only, every 20 steps",
+         dict(log_every=20, grad_check_every=never, histogram_every=never,
+              gate_gradients=False)),
+        ("Bnoview", "B, no view step (writers on, every cadence never)",
+         dict(log_every=never, grad_check_every=never, histogram_every=never)),
     ]
 
 
