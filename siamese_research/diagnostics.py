@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 from typing import Dict, Optional, Tuple
 
-import tensorflow as tf
 
 from siamese_research import gradients as G
 from siamese_research import metrics as metrics_lib
@@ -62,7 +61,6 @@ class Diagnostics:
         self.max_sum_error = 0.0
         self.replica_sum_errors: list = []
         self.clock = (time.perf_counter(), 0)
-        self._writer = summaries.ViewWriter()
 
     # -- when -------------------------------------------------------------------------
     def due(self, step: int, first: int, last: int) -> Optional[Due]:
@@ -139,7 +137,7 @@ class Diagnostics:
             if hist:
                 histograms = summaries.histograms(self.step.model, grads, self.variables,
                                                   self._gates, self._absent)
-        self._writer(step, scalars, histograms)
+        summaries.write_view(step, scalars, histograms)
 
     def _check(self, grads) -> dict:
         """The sum check's scalars; every local replica checks its own

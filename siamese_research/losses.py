@@ -141,25 +141,31 @@ class MultipleNegativesRankingLoss(keras.losses.Loss):
         return {**super().get_config(), "temperature": self.temperature}
 
 
-def build_loss(name: str, *, merge: str, margin: float = 1.0,
-               temperature: float = 0.05) -> keras.losses.Loss:
-    """Builds the loss `name` for a model whose merge is `merge`."""
-    if name == "bce":
-        return keras.losses.BinaryCrossentropy(name="bce")
-    if name == "mse":
-        return keras.losses.MeanSquaredError(name="mse")
+def check_loss(name: str, merge: str) -> None:
+    """Refuses (`ConfigError`) an unknown loss, or one that `merge` cannot
+    serve (a distance loss without a distance merge)."""
+    if name not in LOSSES:
+        raise ConfigError("loss", name, f"unknown loss; available: {', '.join(LOSSES)}")
     if name in ("contrastive", "triplet", "mnrl"):
         if not merges_lib.get_merge_class(merge).has_distance:
             distance = [m for m in merges_lib.available()
                         if merges_lib.get_merge_class(m).has_distance]
             raise ConfigError("loss", name, f"needs a distance merge "
                               f"({', '.join(distance)}), not --merge={merge}")
+
+
+def build_loss(name: str, *, merge: str, margin: float = 1.0,
+               temperature: float = 0.05) -> keras.losses.Loss:
+    """Builds the loss `name` for a model whose merge is `merge`."""
+    check_loss(name, merge)
+    if name == "bce":
+        return keras.losses.BinaryCrossentropy(name="bce")
+    if name == "mse":
+        return keras.losses.MeanSquaredError(name="mse")
     if name == "contrastive":
         return ContrastiveLoss(margin, merge)
     if name == "triplet":
         return TripletLoss(margin)
     if name == "mnrl":
         return MultipleNegativesRankingLoss(temperature)
-    if name == "pairwise":
-        return PairwiseRankingLoss()
-    raise ConfigError("loss", name, f"unknown loss; available: {', '.join(LOSSES)}")
+    return PairwiseRankingLoss()  # (check_loss refused any other name)

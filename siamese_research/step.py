@@ -110,7 +110,7 @@ class TrainStep:
         # leaves one step's forward and branch-split backward as a graph of
         # its own: the run graph TensorBoard shows (`branch_graph`), with no
         # trace of its own.
-        self._branch_pass = tf.function(self._branch_tensors, autograph=False)
+        self.branch_pass = tf.function(self._branch_tensors, autograph=False)
         self._branch_graph = None
 
     # -- the compiled loop ------------------------------------------------------
@@ -214,7 +214,7 @@ class TrainStep:
         inputs, label, weight = batch
         # (Eagerly there is no graph to keep: the pass runs as it is.)
         branch_pass = (self._branch_tensors if tf.executing_eagerly()
-                       else self._branch_pass)
+                       else self.branch_pass)
         loss, predictions, branches, head = branch_pass(inputs, label, weight)
         bg = G.BranchGradients(
             loss=loss, predictions=predictions, names=self.branches,
@@ -265,7 +265,7 @@ class TrainStep:
         the train step traced it, or (no step traced in this process) the
         same function traced now, for batches of `element_spec`."""
         if self._branch_graph is None:
-            self._branch_pass.get_concrete_function(*element_spec)
+            self.branch_pass.get_concrete_function(*element_spec)
         return self._branch_graph
 
     def _total(self, batch, state):

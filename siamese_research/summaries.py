@@ -29,11 +29,17 @@ def create_writers(run_dir: str) -> Dict[str, tf.summary.SummaryWriter]:
             for name in (TRAIN, VALIDATION)}
 
 
+# The plugins' metadata a scalar and a histogram are written with.
+SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None,
+                                                          description=None)
+HISTOGRAM_METADATA = histogram_metadata.create_summary_metadata(display_name=None,
+                                                                description=None)
+
+
 def scalar(name: str, data, step):
     """A scalar summary whose tag is `name` exactly."""
-    metadata = scalar_metadata.create_summary_metadata(display_name=None,
-                                                       description=None)
-    return tf.summary.write(name, tf.cast(data, tf.float32), step=step, metadata=metadata)
+    return tf.summary.write(name, tf.cast(data, tf.float32), step=step,
+                            metadata=SCALAR_METADATA)
 
 
 HISTOGRAM_BUCKETS = 30
@@ -53,9 +59,7 @@ def histogram_tensor(data, buckets: int = HISTOGRAM_BUCKETS) -> np.ndarray:
 
 def _write_histogram(name: str, tensor, step):
     """Writes a `histogram_tensor` under the tag `name` exactly."""
-    metadata = histogram_metadata.create_summary_metadata(display_name=None,
-                                                          description=None)
-    return tf.summary.write(name, tensor, step=step, metadata=metadata)
+    return tf.summary.write(name, tensor, step=step, metadata=HISTOGRAM_METADATA)
 
 
 def gate_slices(model) -> Dict[int, Tuple[str, Sequence[str]]]:
@@ -113,7 +117,8 @@ def check_scalars(total, error) -> Dict[str, float]:
             "branch_gradients/sum_error": error}
 
 
-class ViewWriter:
+def write_view(step: int, scalars: Dict[str, float],
+               histograms: Dict[str, np.ndarray] = None) -> None:
     """Writes a view step's scalars and histograms (a few dozen of each) as
     ONE `Summary` proto, built in Python and written by one op
     (`tf.summary.experimental.write_raw_pb`): the same values, tags and
@@ -127,33 +132,24 @@ class ViewWriter:
     event no longer fills the writer's queue of 10, and a live TensorBoard
     (or a killed run) should not wait for ten view steps or two minutes.
     """
-
-    def __init__(self):
-        self._scalar = scalar_metadata.create_summary_metadata(display_name=None,
-                                                               description=None)
-        self._histogram = histogram_metadata.create_summary_metadata(display_name=None,
-                                                                     description=None)
-
-    def __call__(self, step: int, scalars: Dict[str, float],
-                 histograms: Dict[str, np.ndarray] = None) -> None:
-        if not tf.summary.should_record_summaries():  # no writer (a worker)
-            return
-        out = summary_pb2.Summary()
-        for tag, x in scalars.items():
-            value = out.value.add(tag=tag)
-            value.metadata.CopyFrom(self._scalar)
-            value.tensor.dtype = types_pb2.DT_FLOAT
-            value.tensor.float_val.append(float(x))
-        for tag, hist in (histograms or {}).items():
-            value = out.value.add(tag=tag)
-            value.metadata.CopyFrom(self._histogram)
-            tensor = value.tensor
-            tensor.dtype = types_pb2.DT_DOUBLE
-            for size in hist.shape:
-                tensor.tensor_shape.dim.add(size=size)
-            tensor.tensor_content = np.ascontiguousarray(hist, "<f8").tobytes()
-        tf.summary.experimental.write_raw_pb(out.SerializeToString(), step=step)
-        tf.summary.flush()
+    if not tf.summary.should_record_summaries():  # no writer (a worker)
+        return
+    out = summary_pb2.Summary()
+    for tag, x in scalars.items():
+        value = out.value.add(tag=tag)
+        value.metadata.CopyFrom(SCALAR_METADATA)
+        value.tensor.dtype = types_pb2.DT_FLOAT
+        value.tensor.float_val.append(float(x))
+    for tag, hist in (histograms or {}).items():
+        value = out.value.add(tag=tag)
+        value.metadata.CopyFrom(HISTOGRAM_METADATA)
+        tensor = value.tensor
+        tensor.dtype = types_pb2.DT_DOUBLE
+        for size in hist.shape:
+            tensor.tensor_shape.dim.add(size=size)
+        tensor.tensor_content = np.ascontiguousarray(hist, "<f8").tobytes()
+    tf.summary.experimental.write_raw_pb(out.SerializeToString(), step=step)
+    tf.summary.flush()
 
 
 def gate_norms(grads, variables, gates_of) -> Dict[str, float]:

@@ -126,7 +126,7 @@ class Trainer:
     def tracing_count(self) -> Dict[str, int]:
         """How many times each compiled function was traced."""
         fns = {"train_steps": self.step.run, "eval_step": self.validator.eval_step,
-               "branch_pass": self.step._branch_pass}
+               "branch_pass": self.step.branch_pass}
         return {name: fn.experimental_get_tracing_count() if fn is not None else 0
                 for name, fn in fns.items()}
 

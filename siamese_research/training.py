@@ -128,8 +128,7 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
     # The dtype policy must be set before the model is built.
     policy = gpu.mixed_precision_setup(config.mixed_precision, on_gpu)
     # A loss the merge cannot serve is refused before any data is read.
-    losses.build_loss(config.loss, merge=config.merge, margin=config.margin,
-                      temperature=config.temperature)
+    losses.check_loss(config.loss, config.merge)
     data = data_lib.load(config)
     model, loss_fn, optimizer = build(config, data, strategy)
     gpu.check_jit(config.jit_compile, on_gpu, model)
@@ -277,8 +276,8 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
     if val_ds is not None:
         # The last epoch's validation scored these weights already (no
         # callback here changes them after it); a run that trained nothing
-        # here scores them now (every worker: the eval
-        # step's gather is a collective).
+        # here scores them now (every worker: the eval step's gather is a
+        # collective).
         scored_at, preds = trainer.validation_scores
         if scored_at != result["step"]:
             _, preds = trainer.evaluate(val_ds)

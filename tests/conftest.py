@@ -6,40 +6,37 @@ import sys
 
 import pytest
 
-# This test process's own TensorFlow logs stay off the console; subprocess
-# tests run as a user would (run_train drops the setting).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Two test workers (and the processes some tests start) share the two cores:
 # one thread per op and one op at a time in each worker, and OpenBLAS on one
 # thread (its idle workers spin; docs/benchmarks.md), instead of every
 # process's thread pools spinning against each other. Not a behaviour any
 # test reads: the thread defaults a user gets are tested in fresh processes.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _import_quietly():
-    """The package's (and TensorFlow's) import with file descriptor 2 shut,
-    as the tools import it (`cli.import_tensorflow_quietly`): the "All log
-    messages before absl::InitializeLog()" lines ignore the log level. An
-    import error is still raised, with stderr back."""
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        sys.stderr.flush()
-        os.dup2(devnull, 2)
-        import siamese_research  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+def _load_cli():
+    """The package's `cli` module, read from its file without the package's
+    `__init__` (which imports TensorFlow)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_siamese_research_cli", os.path.join(ROOT, "siamese_research", "cli.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-_import_quietly()
+# This test process's own TensorFlow logs stay off the console, as a tool's
+# do (TF_CPP_MIN_LOG_LEVEL=3 unless set, and the import's absl lines that
+# ignore it); subprocess tests run as a user would (run_train drops it).
+_load_cli().import_tensorflow_quietly()
+import siamese_research  # noqa: E402,F401
 import tensorflow as tf  # noqa: E402
 
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
 
 

@@ -29,8 +29,8 @@ def _per_tag(step, scalars, histograms):
         summaries._write_histogram(tag, h, step)
 
 
-def test_view_writer_writes_what_one_write_per_tag_writes(tmp_path):
-    grads = _write(tmp_path / "raw", summaries.ViewWriter())
+def test_write_view_writes_what_one_write_per_tag_writes(tmp_path):
+    grads = _write(tmp_path / "raw", summaries.write_view)
     _write(tmp_path / "per_tag", _per_tag)
     tags, acc = read_tags(str(tmp_path / "raw"))
     ref_tags, ref = read_tags(str(tmp_path / "per_tag"))
@@ -56,17 +56,16 @@ def test_view_writer_writes_what_one_write_per_tag_writes(tmp_path):
     assert acc.SummaryMetadata("loss").plugin_data.plugin_name == "scalars"
 
 
-def test_view_writer_flushes_each_step_writes_nan_and_nothing_without_a_writer(tmp_path):
+def test_write_view_flushes_each_step_writes_nan_and_nothing_without_a_writer(tmp_path):
     import glob
     import os
 
-    writer = summaries.ViewWriter()
-    writer(1, {"loss": 0.5})  # no default writer: nothing, and no error
+    summaries.write_view(1, {"loss": 0.5})  # no default writer: nothing, and no error
     with tf.summary.create_file_writer(str(tmp_path / "off")).as_default(), \
             tf.summary.record_if(False):
-        writer(1, {"loss": 0.5})
+        summaries.write_view(1, {"loss": 0.5})
     with tf.summary.create_file_writer(str(tmp_path / "on")).as_default():
-        writer(1, {"loss": float("nan")})
+        summaries.write_view(1, {"loss": float("nan")})
         # On disk already, before the writer is flushed or closed.
         tags, acc = read_tags(str(tmp_path / "on"))
         assert tags == {"loss": [1]}
