@@ -6,7 +6,7 @@
         --timesteps=10 --epochs=3 --batch_size=64    # the notebook's run
     tensorboard --logdir runs
 
-A thin wrapper: the flags and `main` live in `siamese_research/train_main.py`
+A thin wrapper: the flags and `main` live in `siamese_research/tools/train.py`
 (also the `siamese-train` console script). Exit status: 0 done, 2 bad input,
 3 non-finite loss or gradient, 130/143 interrupted (resumable).
 """
@@ -14,8 +14,8 @@ A thin wrapper: the flags and `main` live in `siamese_research/train_main.py`
 import sys
 
 # The package sees from the command line that this is its train.py, and
-# imports TensorFlow quietly (siamese_research.cli.started_as_tool).
-from siamese_research.train_main import main
+# imports TensorFlow quietly (siamese_research.tools.cli.started_as_tool).
+from siamese_research.tools.train import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv))

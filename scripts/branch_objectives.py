@@ -49,7 +49,7 @@ def train(run_dir: str, flags: list) -> None:
 
 
 def dev_metrics(run_dir: str, dev: str) -> dict:
-    from siamese_research import evaluate
+    from siamese_research.tools import evaluate
 
     return evaluate.evaluate_run(run_dir, dev, which="last")["model"]
 
@@ -60,7 +60,9 @@ def step_zero(flags: list, seed: int) -> dict:
     import keras
 
     from siamese_research import data as data_lib
-    from siamese_research import evaluate, train_main, training
+    from siamese_research.tools import evaluate
+    from siamese_research.tools import train as train_main
+    from siamese_research import runner as training
     from siamese_research.config import Config
 
     fv = train_main.define_flags()
@@ -79,7 +81,7 @@ def branch_view(run_dir: str) -> dict:
     from tensorboard.backend.event_processing import event_accumulator as ea
     import tensorflow as tf
 
-    from siamese_research import tensorboard_extras
+    from siamese_research.summaries import extras as tensorboard_extras
 
     acc = ea.EventAccumulator(os.path.join(run_dir, "train"),
                               size_guidance={ea.TENSORS: 0})

@@ -34,9 +34,10 @@ def one_seed(config, out_path):
     import keras
 
     from siamese_research import data as data_lib
-    from siamese_research import devices, training
-    from siamese_research import evaluate as ev
-    from siamese_research.trainer import Trainer
+    from siamese_research.runner import devices
+    from siamese_research import runner as training
+    from siamese_research.tools import evaluate as ev
+    from siamese_research.train.trainer import Trainer
 
     devices.configure_threads(config.intra_op_threads)
     keras.utils.set_random_seed(config.seed)
@@ -79,7 +80,8 @@ def one_seed(config, out_path):
 def main(argv):
     from absl import flags
 
-    from siamese_research import cli, train_main
+    from siamese_research.tools import cli
+    from siamese_research.tools import train as train_main
     from siamese_research.config import Config
 
     fv = train_main.define_flags()
@@ -88,7 +90,7 @@ def main(argv):
     cli.parse(fv, argv, __doc__)
     seeds = [int(s) for s in fv["seeds"].value.split(",") if s.strip()]
     base = Config(**{n: fv[n].value for n in Config.field_names()},)
-    from siamese_research import training
+    from siamese_research import runner as training
 
     training.quiet_tensorflow()
     if fv["out"].value:
@@ -114,7 +116,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from siamese_research import cli as _cli
+    from siamese_research import quiet as _cli
 
     _cli.import_tensorflow_quietly()
     main(sys.argv)

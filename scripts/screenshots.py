@@ -102,7 +102,7 @@ def ensure_run(run_dir: str) -> None:
 def ensure_layout(run_dir: str) -> None:
     """Writes the custom scalars layout into `run_dir/train` if it is missing
     (runs trained before `training.run` wrote it)."""
-    from siamese_research import tensorboard_extras as tbx  # imports TF quietly
+    from siamese_research.summaries import extras as tbx  # imports TF quietly
     import tensorflow as tf
     from tensorboard.compat.proto import event_pb2
     from tensorboard.plugins.custom_scalar import metadata

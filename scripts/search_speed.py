@@ -27,8 +27,8 @@ def main():
     args = parser.parse_args()
     import tensorflow as tf
 
-    from siamese_research.model import build_model
-    from siamese_research.runs import Run
+    from siamese_research.core.model import build_model
+    from siamese_research.artifacts import Run
 
     model = build_model(units=args.units, features=128, vocab_size=20000,
                         merge=args.merge)

@@ -61,7 +61,10 @@ def time_compiled_calls(cls, attr: str) -> None:
 
 
 def main(argv):
-    from siamese_research import data, tensorboard_extras, trainer, training
+    from siamese_research import data
+    from siamese_research.summaries import extras as tensorboard_extras
+    from siamese_research.train import trainer
+    from siamese_research import runner as training
 
     wrap(data, "load", "data")
     wrap(training, "build", "model build")
@@ -72,14 +75,15 @@ def main(argv):
     wrap(trainer.Trainer, "evaluate", "validation")
     wrap(trainer.Trainer, "fit", "fit (all epochs)")
     try:
-        from siamese_research import diagnostics, step
+        from siamese_research.train import diagnostics
+        from siamese_research.train import step
 
         wrap(diagnostics.Diagnostics, "write", "diagnostics writes")
         time_compiled_calls(step.TrainStep, "run")
     except ImportError:  # the code of 868989f and before: one Trainer class
         time_compiled_calls(trainer.Trainer, "train_steps")
     try:
-        from siamese_research.train_main import main as train_main
+        from siamese_research.tools.train import main as train_main
     except ImportError:
         import runpy
 

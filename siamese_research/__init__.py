@@ -7,7 +7,7 @@ the left branch's contribution plus the right branch's.
 Importing the package registers every serialisable class with Keras, so
 `keras.saving.load_model("runs/x/model.keras")` works right after it, and
 changes no process-wide setting (environment, stderr, loggers). The
-command-line tools quiet TensorFlow themselves (`cli.started_as_tool`).
+command-line tools quiet TensorFlow themselves (`quiet.started_as_tool`).
 
     import siamese_research as sr
     run = sr.load_run("runs/qa")            # best.keras, else model.keras
@@ -16,27 +16,27 @@ command-line tools quiet TensorFlow themselves (`cli.started_as_tool`).
 
 __version__ = "0.1.0"
 
-from siamese_research import cli as _cli
+from siamese_research import quiet as _quiet
 
-if _cli.started_as_tool():
+if _quiet.started_as_tool():
     # This process is one of our tools: its console stays free of
     # TensorFlow's start-up lines. It must happen before the imports below.
-    _cli.import_tensorflow_quietly()
-    _cli.skip_shutdown_collection()
+    _quiet.import_tensorflow_quietly()
+    _quiet.skip_shutdown_collection()
 
 # Registration: these modules' classes are `register_keras_serializable`d
 # when imported (encoders also imports fused, which registers lstm_fused).
-from siamese_research import encoders, losses, merges  # noqa: E402,F401
+from siamese_research.core import encoders, losses, merges  # noqa: E402,F401
 from siamese_research.config import Config, ConfigError, DataError, UserError  # noqa: E402
-from siamese_research.model import SiameseModel, build_model  # noqa: E402
+from siamese_research.core.model import SiameseModel, build_model  # noqa: E402
 
 # The rest on first use: `import siamese_research` stays as cheap as
 # registration allows (no trainer, TensorBoard plugins or data pipeline).
 _LAZY = {
-    "Trainer": ("siamese_research.trainer", "Trainer"),
-    "load_run": ("siamese_research.runs", "load_run"),
-    "Run": ("siamese_research.runs", "Run"),
-    "run": ("siamese_research.training", "run"),
+    "Trainer": ("siamese_research.train.trainer", "Trainer"),
+    "load_run": ("siamese_research.artifacts", "load_run"),
+    "Run": ("siamese_research.artifacts", "Run"),
+    "run": ("siamese_research.runner", "run"),
     "PairDataset": ("siamese_research.data", "PairDataset"),
     "Pairs": ("siamese_research.data", "Pairs"),
 }

@@ -25,12 +25,12 @@ MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 TRIPLETS = ("none", "from_pairs")
 # Losses over more than one pair of encoder calls: their training batches are
 # (anchor, positive, negative) triplets or (anchor, positive) rows whose
-# negatives are the batch's other positives (siamese_research.losses).
+# negatives are the batch's other positives (siamese_research.core.losses).
 BRANCH_LOSSES = ("triplet", "mnrl")
 
 
 # What --monitor can watch ("min" for the loss, "max" for the rest);
-# siamese_research.callbacks.MONITORS is this list.
+# siamese_research.train.callbacks.MONITORS is this list.
 MONITORS = ("val_loss", "val_accuracy", "val_auc", "val_map", "val_mrr", "val_pearson")
 
 
@@ -146,7 +146,7 @@ class Config:
         replaces --features at its default (Config cannot tell a default from
         the same value typed), and any other --features must equal it; so
         config.json records the size the model really has."""
-        from siamese_research.data import vectors
+        from siamese_research.text import vectors
 
         if not os.path.isfile(self.embeddings):
             raise ConfigError("embeddings", self.embeddings, "no such file")

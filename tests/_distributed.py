@@ -28,9 +28,9 @@ def mirrored():
     import keras
 
     from siamese_research import data as D
-    from siamese_research import model as M
-    from siamese_research import summaries
-    from siamese_research.trainer import Trainer
+    from siamese_research.core import model as M
+    from siamese_research.summaries import views as summaries
+    from siamese_research.train.trainer import Trainer
 
     rng = np.random.default_rng(0)
     n = 8
@@ -82,7 +82,7 @@ def mirrored():
 
 
 def worker():
-    from siamese_research import training
+    from siamese_research import runner as training
     from siamese_research.config import Config
 
     config = Config(strategy="multi_worker", num_samples=64, timesteps=6, features=8,

@@ -16,12 +16,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load_cli():
-    """The package's `cli` module, read from its file without the package's
+    """The package's `quiet` module, read from its file without the package's
     `__init__` (which imports TensorFlow)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "_siamese_research_cli", os.path.join(ROOT, "siamese_research", "cli.py"))
+        "_siamese_research_quiet", os.path.join(ROOT, "siamese_research", "quiet.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -71,7 +71,7 @@ def run_main(*args, main=None):
     import types
 
     if main is None:
-        from siamese_research.train_main import main
+        from siamese_research.tools.train import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
@@ -117,7 +117,7 @@ def write_pairs(path, questions=6):
 def text_run(tmp_path_factory):
     """ONE tiny trained text run (a folder), shared by the tests of the tools
     that use a run (runs, predict, encode, search, export)."""
-    from siamese_research import training
+    from siamese_research import runner as training
 
     tmp = tmp_path_factory.mktemp("text_run")
     config = tiny(data=write_pairs(tmp / "train.csv"), run_dir=str(tmp / "run"),
@@ -128,18 +128,18 @@ def text_run(tmp_path_factory):
 
 
 def run_tool(tool, *args, timeout=120, console_script=None):
-    """Runs `python -m siamese_research.<tool> ARGS` like a user (TensorFlow's
+    """Runs `python -m siamese_research.tools.<tool> ARGS` like a user (TensorFlow's
     log level unset); with `console_script` (a folder), through a wrapper
     named `siamese-<tool>` there, written as pip writes console scripts."""
     env = dict(os.environ)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     if console_script is None:
-        cmd = [sys.executable, "-m", f"siamese_research.{tool}", *args]
+        cmd = [sys.executable, "-m", f"siamese_research.tools.{tool}", *args]
     else:
         script = os.path.join(str(console_script), f"siamese-{tool}")
         with open(script, "w") as f:
             f.write("import re\nimport sys\n"
-                    f"from siamese_research.{tool} import main\n"
+                    f"from siamese_research.tools.{tool} import main\n"
                     "if __name__ == '__main__':\n"
                     "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', "
                     "sys.argv[0])\n"

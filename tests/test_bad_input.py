@@ -94,7 +94,7 @@ def _assert_one_line_exit_2(proc, needle):
 
 @pytest.mark.parametrize("args,needle", FLAG_CASES, ids=[" ".join(a) for a, _ in FLAG_CASES])
 def test_bad_flag(tmp_path, args, needle):
-    from siamese_research import gpu
+    from siamese_research.core import gpu
 
     if "--mixed_precision=mixed_float16" in args and gpu.gpu_visible():
         pytest.skip("with a GPU --mixed_precision=mixed_float16 is valid")

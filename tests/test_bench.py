@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from siamese_research import bench
+from benchmarks import bench
 from siamese_research.data import builtin
 
 
@@ -47,7 +47,7 @@ def test_the_floor_row_trains_every_batch():
 
 
 def test_startup_jobs_are_the_issue_s_jobs_and_the_table_has_the_ratios(monkeypatch):
-    from siamese_research import bench_startup as S
+    from benchmarks import bench_startup as S
 
     jobs = S.jobs(whole_job=True)
     nb = jobs["notebook, 1 epoch: train.py"]
@@ -77,7 +77,7 @@ def test_startup_jobs_are_the_issue_s_jobs_and_the_table_has_the_ratios(monkeypa
 def test_the_fit_job_trains_the_notebook_model(monkeypatch, capsys):
     """The fit job's script, run here (the bench runs it in a fresh process):
     the notebook's model, 20,673 parameters, one step per batch of 64."""
-    from siamese_research import bench_startup as S
+    from benchmarks import bench_startup as S
 
     monkeypatch.setattr(S.sys, "argv", ["-c", "128", "1", "1"])
     scope = {}

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from siamese_research import gradients as G
-from siamese_research import losses as L
-from siamese_research import merges
-from siamese_research import metrics as metrics_lib
-from siamese_research import model as M
-from siamese_research import summaries
+from siamese_research.core import gradients as G
+from siamese_research.core import losses as L
+from siamese_research.core import merges
+from siamese_research.metrics import streaming as metrics_lib
+from siamese_research.core import model as M
+from siamese_research.summaries import views as summaries
 
 # (objective, loss, merge): the k-branch objectives on each distance merge.
 CASES = [("triplet", lambda: L.TripletLoss(0.5), "euclidean"),
@@ -79,7 +79,7 @@ def test_each_branch_is_the_gradient_with_the_others_stopped(objective, make_los
 
 @pytest.mark.parametrize("objective,make_loss,merge", [CASES[0], CASES[3]])
 def test_sgd_step_moves_weights_by_minus_lr_times_the_sum(objective, make_loss, merge):
-    from siamese_research.trainer import Trainer
+    from siamese_research.train.trainer import Trainer
 
     lr = 0.1
     model = _model(objective, merge, 2)

@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 from siamese_research import data as D
-from siamese_research import model as M
-from siamese_research import training
-from siamese_research.trainer import Trainer
+from siamese_research.core import model as M
+from siamese_research import runner as training
+from siamese_research.train.trainer import Trainer
 from conftest import tiny
 
 
@@ -158,7 +158,7 @@ def test_patience_stops_a_run_whose_monitor_does_not_improve_and_resumes_its_wai
 
 
 def test_patience_counts_from_the_best_epoch_of_the_record(tmp_path):
-    from siamese_research import callbacks as C
+    from siamese_research.train import callbacks as C
 
     (tmp_path / "best.json").write_text(json.dumps(
         {"epoch": 2, "monitor": "val_loss", "value": 0.5}))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from siamese_research import training
+from siamese_research import runner as training
 from conftest import ROOT, run_main, run_train, tiny
 
 # 240 train pairs / batch 8 = 30 steps per epoch, 2 epochs = 60 steps.
@@ -169,7 +169,7 @@ def test_deterministic_runs_are_identical(tmp_path):
             "--batch_size=8", "--epochs=2", "--deterministic", "--seed=5",
             "--log_every=2", "--grad_check_every=3", "--histogram_every=4"]
     # Both runs in one process (one TensorFlow start-up), each from scratch.
-    code = ("import sys; from siamese_research.train_main import main; "
+    code = ("import sys; from siamese_research.tools.train import main; "
             "base, flags = sys.argv[1], sys.argv[2:]; "
             "sys.exit(main(['train.py', *flags, f'--run_dir={base}/a']) "
             "or main(['train.py', *flags, f'--run_dir={base}/b']))")

@@ -33,7 +33,12 @@ def test_the_run_tools_share_their_run_flags():
     import pytest
     from absl import flags
 
-    from siamese_research import cli, encode, evaluate, export, predict, search
+    from siamese_research.tools import cli
+    from siamese_research.tools import encode
+    from siamese_research.tools import evaluate
+    from siamese_research.tools import export
+    from siamese_research.tools import predict
+    from siamese_research.tools import search
 
     for module in (encode, evaluate, export, predict, search):
         fv = module.define_flags()

@@ -87,7 +87,7 @@ def test_mirrored_on_one_device_trains_past_log_and_check_steps(tmp_path):
     """MirroredStrategy over ONE device (one GPU, or here the one CPU): its
     apply_gradients makes a merge_call, which once crashed inside the
     tf.cond of the one-replica path at the first step."""
-    from siamese_research import training
+    from siamese_research import runner as training
     from conftest import read_tags, tiny
 
     result = training.run(tiny(strategy="mirrored", run_dir=str(tmp_path), log_every=2,

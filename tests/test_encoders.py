@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from siamese_research import encoders as E
-from siamese_research import model as M
-from siamese_research import summaries
-from siamese_research import gradients as G
+from siamese_research.core import encoders as E
+from siamese_research.core import model as M
+from siamese_research.summaries import views as summaries
+from siamese_research.core import gradients as G
 from conftest import ROOT, run_main, run_train
 
 BUILTIN = ["lstm", "gru", "bilstm", "conv1d", "transformer", "bag"]
@@ -162,7 +162,7 @@ def test_the_train_step_unrolls_in_long_runs_only(unroll, run_steps, unrolled,
     each branch when unrolled (6 steps here), fewer times in a loop;
     `Trainer(unroll=None)` unrolls when the run is long enough to pay for
     the longer trace."""
-    from siamese_research.trainer import Trainer
+    from siamese_research.train.trainer import Trainer
 
     monkeypatch.setattr(E.gpu, "gpu_visible", lambda: False)
     keras.utils.set_random_seed(0)

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT, SHARED_DATA, read_tags, run_main, run_train, tiny
-from siamese_research import evaluate as ev
+from siamese_research.tools import evaluate as ev
 
 
 # -- metrics, by hand ---------------------------------------------------------------
@@ -107,13 +107,13 @@ def write_qa(path, questions=6):
 def evaluate_cli(*args):
     env = dict(os.environ)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    return subprocess.run([sys.executable, "-m", "siamese_research.evaluate", *args],
+    return subprocess.run([sys.executable, "-m", "siamese_research.tools.evaluate", *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from siamese_research import training
+    from siamese_research import runner as training
 
     tmp = tmp_path_factory.mktemp("eval")
     data = write_qa(tmp / "train.csv")
@@ -156,7 +156,7 @@ def test_cli_writes_json_tensorboard_and_matches_the_library(trained_run):
 def test_oov_buckets_run_reloads_and_scores_unseen_words(tmp_path):
     """A run with --oov_buckets: the embedding has a row for every hashed id,
     and evaluate's reloaded vectoriser maps dev-only words as training did."""
-    from siamese_research import training
+    from siamese_research import runner as training
     from siamese_research.data import files
 
     config = tiny(data=write_qa(tmp_path / "train.csv", questions=3),
@@ -221,10 +221,10 @@ def test_overlap_baseline_on_trecqa_dev():
 
 
 def test_a_builtin_run_is_evaluated_on_its_own_validation_split(tmp_path, monkeypatch):
-    from siamese_research import training
+    from siamese_research import runner as training
     from conftest import tiny
 
-    from siamese_research import validation
+    from siamese_research.train import validation
 
     run_dir = str(tmp_path / "run")
     passes = []

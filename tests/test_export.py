@@ -8,7 +8,8 @@ import sys
 import numpy as np
 
 from conftest import ROOT, run_tool
-from siamese_research import export, runs
+from siamese_research.tools import export
+from siamese_research import artifacts as runs
 
 LEFT = ["what is thing1?", "What, is THING2!", "zebra crossing", "thing5 (unseen)",
         "a-b c.d e,f", "Ünïcode  tabs\tand   spaces"]
@@ -61,7 +62,7 @@ def test_graph_tokenises_like_the_training_vectorizer(text_run):
 def test_float_run_exports_float_signatures(tmp_path):
     import tensorflow as tf
 
-    from siamese_research.model import build_model
+    from siamese_research.core.model import build_model
 
     run = runs.Run(build_model(units=3, features=5, merge="concat_absdiff_product"))
     export.export_run(run, str(tmp_path / "m"))

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from siamese_research import gradients as G
-from siamese_research import losses as L
-from siamese_research import merges as Mg
-from siamese_research import model as M
-from siamese_research import training
-from siamese_research.trainer import Trainer
+from siamese_research.core import gradients as G
+from siamese_research.core import losses as L
+from siamese_research.core import merges as Mg
+from siamese_research.core import model as M
+from siamese_research import runner as training
+from siamese_research.train.trainer import Trainer
 
 
 ENCODERS = ["lstm", "gru", "bilstm", "conv1d", "transformer", "bag"]

@@ -379,7 +379,7 @@ def test_trecqa_loads_and_splits_by_question():
 
 
 def test_token_idf_counts_distinct_texts_and_idf_init_sets_row_lengths():
-    from siamese_research import model as M
+    from siamese_research.core import model as M
     from siamese_research.data import Pairs
 
     # Texts as ids: the question [1, 2] repeats (counted once); answers
@@ -404,7 +404,7 @@ def test_token_idf_counts_distinct_texts_and_idf_init_sets_row_lengths():
 
 
 def test_idf_init_needs_text(tmp_path):
-    from siamese_research import training
+    from siamese_research import runner as training
     from siamese_research.config import ConfigError
 
     with pytest.raises(ConfigError, match="--embedding_init=idf: needs a text pair file"):

@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from siamese_research import losses, tensorboard_extras
-from siamese_research import model as model_lib
+from siamese_research.core import losses
+from siamese_research.summaries import extras as tensorboard_extras
+from siamese_research.core import model as model_lib
 from siamese_research.config import Config
 from conftest import read_tags, run_main, run_train
 

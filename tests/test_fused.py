@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from siamese_research import encoders
-from siamese_research import fused
-from siamese_research import model as M
+from siamese_research.core import encoders
+from siamese_research.core import fused
+from siamese_research.core import model as M
 
 B, T, F, U = 5, 7, 6, 4
 

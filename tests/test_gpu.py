@@ -3,8 +3,8 @@
 import keras
 import pytest
 
-from siamese_research import gpu
-from siamese_research import model as M
+from siamese_research.core import gpu
+from siamese_research.core import model as M
 from siamese_research.config import ConfigError
 
 
@@ -121,7 +121,7 @@ def test_threads_auto_is_one_per_op_on_a_cpu_and_a_number_is_taken():
     import subprocess
     import sys
 
-    code = ("from siamese_research import devices; import tensorflow as tf; "
+    code = ("from siamese_research.runner import devices; import tensorflow as tf; "
             "print(devices.configure_threads({}), "
             "tf.config.threading.get_intra_op_parallelism_threads())")
     import tensorflow as tf
@@ -137,7 +137,7 @@ def test_threads_auto_is_one_per_op_on_a_cpu_and_a_number_is_taken():
 def test_threads_cannot_change_once_tensorflow_runs_and_say_so_by_the_result():
     import tensorflow as tf
 
-    from siamese_research import devices
+    from siamese_research.runner import devices
 
     tf.constant(1.0) + 1.0  # the runtime is up in this (test) process
     current = tf.config.threading.get_intra_op_parallelism_threads()

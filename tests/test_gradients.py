@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from siamese_research import gradients as G
-from siamese_research import model as M
+from siamese_research.core import gradients as G
+from siamese_research.core import model as M
 
 
 def _batch(seed=0, n=6, tl=5, tr=7, f=8):
@@ -85,7 +85,7 @@ def test_left_gradient_equals_stop_gradient_derivation():
 
 
 def test_sgd_step_moves_weights_by_minus_lr_times_sum():
-    from siamese_research.trainer import Trainer
+    from siamese_research.train.trainer import Trainer
 
     keras.utils.set_random_seed(5)
     lr = 0.1

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from siamese_research import losses as L
-from siamese_research import merges as Mg
+from siamese_research.core import losses as L
+from siamese_research.core import merges as Mg
 from siamese_research.config import ConfigError
 
 U = np.random.default_rng(0).standard_normal((5, 6)).astype("float32")
@@ -109,8 +109,8 @@ def test_accuracy_is_one_on_a_perfectly_separable_set(merge, loss):
     training scores (a cosine or manhattan similarity of 0.9 can be a
     negative). Trained briefly, then validated on the training pairs."""
     import keras
-    from siamese_research import model as M
-    from siamese_research.trainer import Trainer
+    from siamese_research.core import model as M
+    from siamese_research.train.trainer import Trainer
 
     keras.utils.set_random_seed(0)
     model = M.build_model(features=8, units=16, merge=merge, masked=False)

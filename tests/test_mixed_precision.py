@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from siamese_research import gradients as G
-from siamese_research import model as M
-from siamese_research.trainer import Trainer
+from siamese_research.core import gradients as G
+from siamese_research.core import model as M
+from siamese_research.train.trainer import Trainer
 
 
 @pytest.fixture

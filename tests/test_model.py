@@ -1,6 +1,6 @@
 import numpy as np
 
-from siamese_research import model as M
+from siamese_research.core import model as M
 
 
 def test_notebook_parameter_counts():

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from siamese_research import data as D
-from siamese_research import model as M
-from siamese_research.trainer import NonFiniteError, Trainer
+from siamese_research.core import model as M
+from siamese_research.train.trainer import NonFiniteError, Trainer
 from conftest import run_main
 
 
@@ -100,7 +100,7 @@ def test_huge_learning_rate_exits_3_and_keeps_last_good_checkpoint(tmp_path):
 
 
 def test_stop_writes_no_summary_for_steps_after_the_bad_one(tmp_path):
-    from siamese_research import summaries
+    from siamese_research.summaries import views as summaries
     from conftest import read_tags
 
     keras.utils.set_random_seed(0)

@@ -1,4 +1,4 @@
-"""python -m siamese_research.predict on the shared tiny text run."""
+"""python -m siamese_research.tools.predict on the shared tiny text run."""
 
 import csv
 import json
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import run_tool
-from siamese_research import predict, runs
+from siamese_research.tools import predict
+from siamese_research import artifacts as runs
 from siamese_research.config import DataError
 
 PAIRS = [("what is thing1?", "thing1 is a thing"), ("What, is THING2!", "nothing"),
@@ -70,7 +71,7 @@ def test_library_cases(text_run, tmp_path):
     with pytest.raises(DataError, match="trained on text pairs"):
         predict.predict_file(run, str(npz))
     # A cosine run without threshold.json: scores, no label_pred column.
-    from siamese_research.model import build_model
+    from siamese_research.core.model import build_model
 
     cosine = runs.Run(build_model(units=2, features=8, merge="cosine"))
     columns, rows = predict.predict_file(cosine, str(npz))

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from siamese_research import cli, runs
+from siamese_research import quiet as cli
+from siamese_research import artifacts as runs
 from siamese_research.config import DataError
 
 ENV_DIFF = """
@@ -63,7 +64,7 @@ def test_a_tool_skips_the_shutdown_collection():
 
 def test_started_as_tool_reads_the_command_line():
     py = "/usr/bin/python3"
-    assert cli.started_as_tool(["-m"], [py, "-m", "siamese_research.predict", "--x"])
+    assert cli.started_as_tool(["-m"], [py, "-m", "siamese_research.tools.predict", "--x"])
     assert cli.started_as_tool(["-m"], [py, "-msiamese_research.search"])
     assert not cli.started_as_tool(["-m"], [py, "-m", "pytest", "tests"])
     assert not cli.started_as_tool(["-m"], [py, "-m", "siamese_researcher.x"])
@@ -128,7 +129,7 @@ def test_which_best_threshold_file_and_bad_folders(text_run, tmp_path):
 
 
 def test_distance_merges_have_no_default_threshold():
-    from siamese_research.model import build_model
+    from siamese_research.core.model import build_model
 
     cosine = build_model(units=2, features=3, merge="cosine")
     assert runs.default_threshold(cosine) is None

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import run_tool
-from siamese_research import runs, search
+from siamese_research import artifacts as runs
+from siamese_research.tools import search
 from siamese_research.config import DataError
 
 

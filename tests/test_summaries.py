@@ -7,7 +7,7 @@ import tensorflow as tf
 from tensorboard.util import tensor_util
 
 from conftest import read_tags
-from siamese_research import summaries
+from siamese_research.summaries import views as summaries
 
 
 def _write(folder, write):

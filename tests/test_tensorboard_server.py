@@ -25,8 +25,8 @@ from google.protobuf import text_format
 from tensorboard.compat.proto import graph_pb2
 
 from siamese_research import data as data_lib
-from siamese_research import tensorboard_extras as tbx
-from siamese_research import training
+from siamese_research.summaries import extras as tbx
+from siamese_research import runner as training
 from conftest import tiny
 
 pytestmark = pytest.mark.slow

@@ -4,10 +4,10 @@ import pytest
 import tensorflow as tf
 
 from siamese_research import data as D
-from siamese_research import gradients as G
-from siamese_research import model as M
-from siamese_research import summaries
-from siamese_research.trainer import Trainer
+from siamese_research.core import gradients as G
+from siamese_research.core import model as M
+from siamese_research.summaries import views as summaries
+from siamese_research.train.trainer import Trainer
 from conftest import read_tags
 
 
@@ -105,7 +105,7 @@ def test_samples_per_second_is_the_pairs_over_the_time_since_the_last_log_step(
         tmp_path, monkeypatch):
     """The diagnostics' clock, read at the epoch's start and at each log step:
     a fake one that advances 100 s a reading makes the rate exact."""
-    from siamese_research import diagnostics
+    from siamese_research.train import diagnostics
 
     readings = iter(range(0, 10**6, 100))
     monkeypatch.setattr(diagnostics.time, "perf_counter", lambda: next(readings))
@@ -319,7 +319,7 @@ def test_the_run_graph_is_the_branch_pass_the_step_traced(tmp_path):
     the step traced it: writing it traces nothing more. It holds the two
     calls of the one encoder and the backward pass. A step that never ran
     traces that same function for it."""
-    from siamese_research import tensorboard_extras
+    from siamese_research.summaries import extras as tensorboard_extras
 
     trainer = _trainer(tmp_path)
     data = D.PairDataset(_pairs(16, 5), 8)

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from siamese_research import training
+from siamese_research import runner as training
 from conftest import read_tags, tiny
 
 SCALARS = ["loss", "accuracy", "learning_rate", "samples_per_second",
@@ -43,7 +43,7 @@ def test_every_contract_tag_at_the_expected_steps(tiny_run):
         assert tag in tags, tag
     for tag in SCALARS:
         assert tags[tag] == log_steps, (tag, tags[tag])
-    from siamese_research import model as M
+    from siamese_research.core import model as M
     model = training.build(config, training.data_lib.load(config))[0]
     for v in model.trainable_variables:
         assert tags[f"weights/{v.path}"] == hist_steps, v.path

@@ -56,8 +56,8 @@ def test_the_run_trains_three_calls_of_one_encoder(triplet_run):
 
 
 def test_evaluate_on_triplets_is_the_fraction_with_d_ap_below_d_an(triplet_run):
-    from siamese_research import evaluate as ev
-    from siamese_research import runs
+    from siamese_research.tools import evaluate as ev
+    from siamese_research import artifacts as runs
     from siamese_research.data import files
 
     data, run_dir = triplet_run
@@ -78,8 +78,8 @@ def test_evaluate_on_pairs_gives_the_pair_metrics(triplet_run, tmp_path):
     """A pair file scored by a triplet run: each pair's score is the merge's
     similarity of the run's own distance (cosine: 1 - d / 2), and the usual
     metrics are those scores'."""
-    from siamese_research import evaluate as ev
-    from siamese_research import runs
+    from siamese_research.tools import evaluate as ev
+    from siamese_research import artifacts as runs
     from siamese_research.data import files
 
     data, run_dir = triplet_run
@@ -116,10 +116,10 @@ def test_triplets_from_pairs_resume_at_the_same_batches():
     import keras
 
     from siamese_research import data as D
-    from siamese_research import losses as L
-    from siamese_research import model as M
+    from siamese_research.core import losses as L
+    from siamese_research.core import model as M
     from siamese_research.config import Config
-    from siamese_research.trainer import Trainer
+    from siamese_research.train.trainer import Trainer
 
     config = Config(loss="triplet", triplets="from_pairs", merge="euclidean",
                     num_samples=96, timesteps=5, features=8, prototypes=4,

@@ -7,9 +7,9 @@ import pytest
 
 from conftest import run_main, run_train, tiny, write_pairs
 from siamese_research import data as data_lib
-from siamese_research import encoders as E
-from siamese_research import losses as L
-from siamese_research import merges as Mg
+from siamese_research.core import encoders as E
+from siamese_research.core import losses as L
+from siamese_research.core import merges as Mg
 from siamese_research.config import ConfigError
 
 
@@ -67,7 +67,8 @@ def test_char_ngram_ids_are_fasttext_subwords_hashed_after_the_words():
 
 
 def test_char_ngrams_run_adds_rows_and_ids_and_scores_the_same_reloaded(tmp_path):
-    from siamese_research import runs, training
+    from siamese_research import artifacts as runs
+    from siamese_research import runner as training
     from siamese_research.data import files
 
     config = tiny(data=write_pairs(tmp_path / "train.csv"), run_dir=str(tmp_path / "run"),
@@ -92,7 +93,7 @@ def test_char_ngrams_run_adds_rows_and_ids_and_scores_the_same_reloaded(tmp_path
     np.testing.assert_array_equal(run.token_ids(texts),
                                   files.text_ids(data.vectorizer, texts, config))
     # The exported graph tokenises words only: such a run is refused.
-    from siamese_research import export
+    from siamese_research.tools import export
     from siamese_research.config import DataError
 
     with pytest.raises(DataError, match="--char_ngrams"):
@@ -142,7 +143,7 @@ def test_group_batches_hold_one_group_each_and_cover_every_row_once():
 
 
 def test_pairwise_run_trains_on_batches_of_one_question(tmp_path):
-    from siamese_research import training
+    from siamese_research import runner as training
 
     config = tiny(data=write_pairs(tmp_path / "train.csv"), run_dir=str(tmp_path / "run"),
                   epochs=1, validation_split=0.34, max_tokens=50, max_length=8,

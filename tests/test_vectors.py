@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import tiny
-from siamese_research import model as model_lib
-from siamese_research import training
+from siamese_research.core import model as model_lib
+from siamese_research import runner as training
 from siamese_research.config import ConfigError, DataError
-from siamese_research.data import files, vectors
+from siamese_research.data import files
+from siamese_research.text import vectors
 
 DIM = 8
 # Texts of the pair file: its vocabulary holds these words, lowercased.
@@ -159,7 +160,8 @@ def test_freeze_keeps_the_table_through_training_and_out_of_trainables(tmp_path)
 
 
 def test_a_run_reloads_without_its_vector_file_and_resumes_only_as_frozen(tmp_path):
-    from siamese_research import checkpoints, evaluate
+    from siamese_research.train import checkpoints
+    from siamese_research.tools import evaluate
 
     pairs, path = write_pairs(tmp_path), write_glove(tmp_path / "g.txt")
     config = tiny(data=pairs, embeddings=path, features=128, freeze_embeddings=True,

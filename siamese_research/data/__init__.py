@@ -586,7 +586,7 @@ def train_dataset(pairs: Pairs, config: Config) -> "PairDataset":
     Raises:
       ConfigError: the data cannot give the loss its batches (naming the flag).
     """
-    from siamese_research import losses
+    from siamese_research.core import losses
 
     kwargs = dict(seed=config.seed, bucket_by_length=config.bucket_by_length)
     if config.loss == "triplet":

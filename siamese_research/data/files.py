@@ -624,7 +624,7 @@ def text_ids(vectorizer, texts: Sequence[str], config) -> np.ndarray:
     span = parse_ngram_range(get("char_ngrams", "") or "")
     if span is None or not len(texts):
         return ids
-    from siamese_research.evaluate import words
+    from siamese_research.tools.evaluate import words
 
     offset = vectorizer.vocabulary_size()
     rows = []

@@ -111,7 +111,7 @@ def ranked_and_graded(labels: np.ndarray, scores: np.ndarray,
     `val_map`, `val_mrr` when pairs have groups (each left text's candidates
     ranked by score), `val_pearson` when labels are graded (not all 0 or 1).
     """
-    from siamese_research import evaluate
+    from siamese_research.tools import evaluate
 
     labels, scores = np.asarray(labels), np.asarray(scores)
     n = len(scores)

@@ -24,13 +24,13 @@ import keras
 import tensorflow as tf
 
 from siamese_research import data as data_lib
-from siamese_research import encoders
-from siamese_research import metrics as metrics_lib
-from siamese_research import summaries
-from siamese_research.callbacks import CallbackDriver
-from siamese_research.diagnostics import Diagnostics
-from siamese_research.step import NonFiniteError, TrainStep
-from siamese_research.validation import Validator
+from siamese_research.core import encoders
+from siamese_research.metrics import streaming as metrics_lib
+from siamese_research.summaries import views as summaries
+from siamese_research.train.callbacks import CallbackDriver
+from siamese_research.train.diagnostics import Diagnostics
+from siamese_research.train.step import NonFiniteError, TrainStep
+from siamese_research.train.validation import Validator
 
 SHOWN = ("loss", "accuracy", "val_loss", "val_accuracy")
 

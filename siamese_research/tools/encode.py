@@ -1,7 +1,7 @@
 """Encodes one column of a file with a trained run's encoder:
-`python -m siamese_research.encode`.
+`python -m siamese_research.tools.encode`.
 
-    python -m siamese_research.encode --run_dir=runs/qa --data=answers.csv \
+    python -m siamese_research.tools.encode --run_dir=runs/qa --data=answers.csv \
         --column=a --output=answers.npz --projector_dir=runs/qa/answers
     tensorboard --logdir runs/qa/answers           # the Projector tab
 
@@ -28,7 +28,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from siamese_research import cli
+from siamese_research.tools import cli
 from siamese_research.config import DataError, UserError
 
 
@@ -100,7 +100,7 @@ def write_projector(folder: str, encodings, rows, texts=None) -> str:
     `tensorboard_extras.write_projector`), plus an empty event file."""
     import tensorflow as tf
 
-    from siamese_research import tensorboard_extras
+    from siamese_research.summaries import extras as tensorboard_extras
 
     cells = [(str(r), texts[i] if texts is not None else "")
              for i, r in enumerate(rows)]
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
         cli.fail(f"--output={fv.output}: expected an .npz file")
     cli.require_positive(fv, "batch_size")
     cli.quiet_python_logging()
-    from siamese_research import runs
+    from siamese_research import artifacts as runs
 
     try:
         run = runs.load_run(fv.run_dir, fv.which)

@@ -1,4 +1,4 @@
-"""`python -m siamese_research.bench`: this trainer against `keras.Model.fit`.
+"""`python -m benchmarks.bench`: this trainer against `keras.Model.fit`.
 
 One process, one set of random pairs (the notebook's data: uniform features,
 random labels), the notebook's model (one `LSTM(32)` shared by two
@@ -29,9 +29,9 @@ epoch costs in a real run: a new data iterator and the old one's teardown.
 
 Usage::
 
-    python -m siamese_research.bench [--quick] [--sweep] [--breakdown]
+    python -m benchmarks.bench [--quick] [--sweep] [--breakdown]
         [--markdown=PATH] [--repeats=N] [--intra_op_threads=N]
-    python -m siamese_research.bench --startup [--whole_job] [--rounds=N]
+    python -m benchmarks.bench --startup [--whole_job] [--rounds=N]
         [--markdown=PATH]   # whole processes, start-up included
 """
 
@@ -53,13 +53,13 @@ import keras
 import tensorflow as tf
 
 from siamese_research import data as data_lib
-from siamese_research import devices
-from siamese_research import encoders
-from siamese_research import gradients as G
-from siamese_research import model as model_lib
-from siamese_research import summaries
+from siamese_research.runner import devices
+from siamese_research.core import encoders
+from siamese_research.core import gradients as G
+from siamese_research.core import model as model_lib
+from siamese_research.summaries import views as summaries
 from siamese_research.data import builtin
-from siamese_research.trainer import Trainer
+from siamese_research.train.trainer import Trainer
 
 FEATURES, UNITS, BATCH, TIMESTEPS = 128, 32, 64, 10
 LEARNING_RATE = 1e-3
@@ -579,12 +579,12 @@ def table(result: dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of `python -m siamese_research.bench`.
+    """Entry point of `python -m benchmarks.bench`.
 
     Returns:
       The exit status (0).
     """
-    parser = argparse.ArgumentParser(prog="python -m siamese_research.bench",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="a few seconds: tiny epochs, one repeat (CI smoke test)")
@@ -609,7 +609,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="with --startup: rounds of the interleaved jobs")
     args = parser.parse_args(argv)
     if args.startup:
-        from siamese_research import bench_startup
+        from benchmarks import bench_startup
 
         if args.rounds < 1:
             parser.error("--rounds must be >= 1")
@@ -626,7 +626,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     text = table(result)
     print(text)
     if args.markdown:
-        command = "python -m siamese_research.bench " + " ".join(
+        command = "python -m benchmarks.bench " + " ".join(
             sys.argv[1:] if argv is None else argv)
         write_markdown(args.markdown, f"`{command.strip()}`\n\n{text}")
     return 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from siamese_research import merges as merges_lib
+from siamese_research.core import merges as merges_lib
 from siamese_research.config import ConfigError
 
 PACKAGE = "siamese_research"

@@ -15,8 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from siamese_research import data as data_lib
-from siamese_research import metrics as metrics_lib
-from siamese_research import summaries, tensorboard_extras
+from siamese_research.metrics import streaming as metrics_lib
+from siamese_research.summaries import views as summaries
+from siamese_research.summaries import extras as tensorboard_extras
 
 
 class Validator:

@@ -1,7 +1,7 @@
-"""Scores every pair of a file with a trained run: `python -m siamese_research.predict`.
+"""Scores every pair of a file with a trained run: `python -m siamese_research.tools.predict`.
 
-    python -m siamese_research.predict --run_dir=runs/qa --data=pairs.csv
-    python -m siamese_research.predict --run_dir=runs/qa --data=pairs.jsonl \
+    python -m siamese_research.tools.predict --run_dir=runs/qa --data=pairs.csv
+    python -m siamese_research.tools.predict --run_dir=runs/qa --data=pairs.jsonl \
         --output=scored.jsonl --which=last
 
 No label column is needed. Text runs read `.csv`, `.tsv` or `.jsonl` files
@@ -32,7 +32,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from siamese_research import cli
+from siamese_research.tools import cli
 from siamese_research.config import DataError, UserError
 
 OUTPUT_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     if fv.output and os.path.splitext(fv.output)[1].lower() not in OUTPUT_SUFFIXES:
         cli.fail(f"--output={fv.output}: expected a {', '.join(OUTPUT_SUFFIXES)} file")
     cli.quiet_python_logging()
-    from siamese_research import runs
+    from siamese_research import artifacts as runs
 
     try:
         run = runs.load_run(fv.run_dir, fv.which)

@@ -23,10 +23,10 @@ import time
 from typing import Dict, Optional, Tuple
 
 
-from siamese_research import gradients as G
-from siamese_research import metrics as metrics_lib
-from siamese_research import summaries
-from siamese_research.step import TrainStep
+from siamese_research.core import gradients as G
+from siamese_research.metrics import streaming as metrics_lib
+from siamese_research.summaries import views as summaries
+from siamese_research.train.step import TrainStep
 
 Due = Tuple[bool, bool, bool]  # (log, check, histograms)
 

@@ -1,4 +1,4 @@
-"""`python -m siamese_research.bench --startup`: what a user lives, whole
+"""`python -m benchmarks.bench --startup`: what a user lives, whole
 processes, start-up included.
 
 Every job is a fresh `python` process, timed from its start to its exit
@@ -173,14 +173,14 @@ def table(result: dict, machine: Optional[dict] = None) -> str:
 
 def main(rounds: int, whole_job: bool, markdown: Optional[str],
          argv: Sequence[str]) -> int:
-    from siamese_research import bench
+    from benchmarks import bench
 
     before = bench._loadavg()
     result = run(rounds=rounds, whole_job=whole_job)
     text = table(result, bench.machine(before, bench._loadavg()))
     print(text)
     if markdown:
-        command = "python -m siamese_research.bench " + " ".join(argv)
+        command = "python -m benchmarks.bench " + " ".join(argv)
         bench.write_markdown(markdown, f"`{command.strip()}`\n\n{text}",
                              markers=("<!-- startup:start -->", "<!-- startup:end -->"))
     return 0

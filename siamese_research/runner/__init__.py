@@ -16,13 +16,17 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-from siamese_research import callbacks as callbacks_lib
-from siamese_research import checkpoints as ckpt_lib
+from siamese_research.train import callbacks as callbacks_lib
+from siamese_research.train import checkpoints as ckpt_lib
 from siamese_research import data as data_lib
-from siamese_research import devices, gpu, losses, summaries, tensorboard_extras
-from siamese_research import model as model_lib
+from siamese_research.runner import devices
+from siamese_research.core import gpu
+from siamese_research.core import losses
+from siamese_research.summaries import views as summaries
+from siamese_research.summaries import extras as tensorboard_extras
+from siamese_research.core import model as model_lib
 from siamese_research.config import Config, ConfigError, UserError
-from siamese_research.trainer import NonFiniteError, Trainer
+from siamese_research.train.trainer import NonFiniteError, Trainer
 
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
 EXIT_NONFINITE = 3
@@ -73,7 +77,7 @@ def build(config: Config, data: data_lib.PairData, strategy=None):
             raise ConfigError(flag, getattr(config, flag), "needs a text pair file "
                               "(.csv/.tsv/.jsonl): these sequences have no embedding")
     if config.embeddings:
-        from siamese_research.data import vectors
+        from siamese_research.text import vectors
         found = vectors.for_vocabulary(config.embeddings, data.vectorizer,
                                        frozen=config.freeze_embeddings)
     with strategy.scope():

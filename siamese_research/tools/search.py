@@ -1,9 +1,9 @@
 """Ranks a corpus for a query with a trained run's own scorer:
-`python -m siamese_research.search`.
+`python -m siamese_research.tools.search`.
 
-    python -m siamese_research.search --run_dir=runs/qa --corpus=answers.csv \
+    python -m siamese_research.tools.search --run_dir=runs/qa --corpus=answers.csv \
         --column=a --query="what is a siamese network?" --k=10
-    python -m siamese_research.search --run_dir=runs/qa --corpus=answers.csv \
+    python -m siamese_research.tools.search --run_dir=runs/qa --corpus=answers.csv \
         --column=a --queries=questions.txt          # one query per line
 
 The corpus is encoded once (the right tower) and cached beside the run,
@@ -31,7 +31,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from siamese_research import cli
+from siamese_research.tools import cli
 from siamese_research.config import DataError, UserError
 
 CACHE_FOLDER = "search_cache"
@@ -67,7 +67,7 @@ def corpus_encodings(run, corpus: str, column: str,
     Raises:
       DataError: a bad corpus file or column.
     """
-    from siamese_research import encode
+    from siamese_research.tools import encode
 
     if not run.is_text:
         raise DataError(f"--run_dir={run.run_dir}: search needs a text run (this "
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
         cli.fail("give one of --query=TEXT or --queries=FILE")
     cli.require_positive(fv, "k", "batch_size")
     cli.quiet_python_logging()
-    from siamese_research import runs
+    from siamese_research import artifacts as runs
 
     try:
         queries = read_queries(fv.queries) if fv.queries else [fv.query]

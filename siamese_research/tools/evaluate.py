@@ -1,7 +1,7 @@
-"""Scores a trained run on a pair file: `python -m siamese_research.evaluate`.
+"""Scores a trained run on a pair file: `python -m siamese_research.tools.evaluate`.
 
-    python -m siamese_research.evaluate --run_dir=runs/qa --data=dev.csv
-    python -m siamese_research.evaluate --run_dir=runs/qa --data=dev.csv \
+    python -m siamese_research.tools.evaluate --run_dir=runs/qa --data=dev.csv
+    python -m siamese_research.tools.evaluate --run_dir=runs/qa --data=dev.csv \
         --baseline=overlap
 
 Loads `DIR/model.keras`, the run's vectoriser and `config.json` (whose data
@@ -42,7 +42,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from siamese_research import cli
+from siamese_research.tools import cli
 from siamese_research.config import Config, ConfigError, DataError, UserError
 
 BASELINES = ("none", "overlap")
@@ -315,8 +315,8 @@ def load_run_model(run_dir: str, which: str = "best"):
     """
     import keras
 
-    from siamese_research import encoders, losses, merges, model  # noqa: F401
-    from siamese_research import runs
+    from siamese_research.core import encoders, losses, merges, model  # noqa: F401
+    from siamese_research import artifacts as runs
 
     path = runs.model_path(run_dir, which)
     try:
@@ -493,7 +493,8 @@ def write_outputs(run_dir: str, stem: str, name: str, metrics: dict, labels,
     """
     import tensorflow as tf
 
-    from siamese_research import summaries, tensorboard_extras
+    from siamese_research.summaries import views as summaries
+    from siamese_research.summaries import extras as tensorboard_extras
 
     base = f"eval_{stem}" + ("" if name == "model" else f"_{name}")
     path = os.path.join(run_dir, base + ".json")
@@ -534,7 +535,7 @@ def main(argv=None) -> int:
     cli.parse(fv, argv, __doc__)
     cli.require(fv, "run_dir", "data")
     cli.require_positive(fv, "batch_size")
-    from siamese_research import training
+    from siamese_research import runner as training
 
     training.quiet_tensorflow()
     try:

@@ -8,8 +8,8 @@ from typing import Optional
 import keras
 import numpy as np
 
-from siamese_research import encoders as encoders_lib
-from siamese_research import merges as merges_lib
+from siamese_research.core import encoders as encoders_lib
+from siamese_research.core import merges as merges_lib
 
 PACKAGE = "siamese_research"
 # What a model trains on, and its branches (the encoder calls), by name.

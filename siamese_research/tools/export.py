@@ -1,6 +1,6 @@
-"""Exports a trained run as a TensorFlow SavedModel: `python -m siamese_research.export`.
+"""Exports a trained run as a TensorFlow SavedModel: `python -m siamese_research.tools.export`.
 
-    python -m siamese_research.export --run_dir=runs/qa --output=exported/qa
+    python -m siamese_research.tools.export --run_dir=runs/qa --output=exported/qa
 
 The SavedModel needs TensorFlow only (not this package, not Keras code):
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import sys
 
-from siamese_research import cli
+from siamese_research.tools import cli
 from siamese_research.config import DataError, UserError
 
 # TextVectorization's lower_and_strip_punctuation, character for character
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
                                       or os.listdir(fv.output)):
         cli.fail(f"--output={fv.output}: exists and is not an empty folder")
     cli.quiet_python_logging()
-    from siamese_research import runs
+    from siamese_research import artifacts as runs
 
     try:
         run = runs.load_run(fv.run_dir, fv.which)

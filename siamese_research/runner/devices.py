@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from siamese_research import gpu
+from siamese_research.core import gpu
 from siamese_research.config import ConfigError
 
 

@@ -18,8 +18,8 @@ from tensorboard.compat.proto import summary_pb2, types_pb2
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
-from siamese_research import encoders as encoders_lib
-from siamese_research import gradients as G
+from siamese_research.core import encoders as encoders_lib
+from siamese_research.core import gradients as G
 
 TRAIN, VALIDATION = "train", "validation"
 

@@ -7,7 +7,7 @@
     tensorboard --logdir runs
 
 Flags stop here: this module turns them into a `Config` and calls
-`siamese_research.training.run(config)`. Exit status: 0 done, 2 bad input,
+`siamese_research.runner.run(config)`. Exit status: 0 done, 2 bad input,
 3 non-finite loss or gradient, 130/143 interrupted (resumable).
 """
 
@@ -15,7 +15,7 @@ import sys
 
 from absl import flags
 
-from siamese_research import cli
+from siamese_research.tools import cli
 from siamese_research.config import Config
 
 HELP = {
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
         config = Config(**{name: fv[name].value for name in Config.field_names()})
     except UserError as e:
         cli.fail(str(e))
-    from siamese_research import training
+    from siamese_research import runner as training
 
     training.quiet_tensorflow()
     try:

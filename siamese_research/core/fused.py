@@ -216,7 +216,7 @@ def fused_lstm(units: int, **kwargs) -> FusedLSTM:
 
 
 def _register() -> None:
-    from siamese_research import encoders
+    from siamese_research.core import encoders
 
     encoders.register_encoder("lstm_fused")(fused_lstm)
 

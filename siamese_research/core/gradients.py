@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from siamese_research.model import (SiameseModel, encoder_variables,  # noqa: F401
+from siamese_research.core.model import (SiameseModel, encoder_variables,  # noqa: F401
                                     head_variables)
 
 

@@ -27,7 +27,7 @@ from typing import Callable, Dict
 import keras
 from keras import ops
 
-from siamese_research import gpu
+from siamese_research.core import gpu
 from siamese_research.config import UserError
 
 PACKAGE = "siamese_research"
@@ -432,4 +432,4 @@ class SiameseTower(keras.layers.Layer):
 
 
 # Registers `lstm_fused` (imported last: it registers itself through this module).
-from siamese_research import fused  # noqa: E402,F401
+from siamese_research.core import fused  # noqa: E402,F401

@@ -22,8 +22,8 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from siamese_research import gradients as G
-from siamese_research import metrics as metrics_lib
+from siamese_research.core import gradients as G
+from siamese_research.metrics import streaming as metrics_lib
 from siamese_research import data as data_lib
 
 

@@ -149,7 +149,7 @@ class BestModel(keras.callbacks.Callback):
         self.best, self.best_epoch = float(value), epoch + 1
         if not self.save:
             return
-        from siamese_research import model as model_lib
+        from siamese_research.core import model as model_lib
 
         model = getattr(self.model, "_model", self.model)
         model.save(os.path.join(self.run_dir, "best.keras"))
