@@ -39,10 +39,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import gc
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -60,6 +58,9 @@ from siamese_research.core import model as model_lib
 from siamese_research.summaries import views as summaries
 from siamese_research.data import builtin
 from siamese_research.train.trainer import Trainer
+
+from benchmarks import bench_startup
+from benchmarks.report import END, START, loadavg, machine, write_markdown  # noqa: F401
 
 FEATURES, UNITS, BATCH, TIMESTEPS = 128, 32, 64, 10
 LEARNING_RATE = 1e-3
@@ -322,7 +323,7 @@ def run(*, quick: bool = False, sweep: bool = False, repeats: int = 5,
     if quick:
         repeats, fit_steps, sweep, breakdown = 1, (1,), False, False
     started = time.time()
-    load_before = _loadavg()
+    load_before = loadavg()
     log_root = tempfile.mkdtemp(prefix="siamese_bench_")
     rows: List[Row] = []
     # Rows are measured in groups: the main comparison (A at each
@@ -439,7 +440,7 @@ def run(*, quick: bool = False, sweep: bool = False, repeats: int = 5,
                        "CX/BX": cx.median / bx.median})
     return {"rows": rows, "ratios": ratios, "best_fit": best.key,
             "tracing_count": tracing["B"],
-            "machine": machine(load_before, _loadavg()),
+            "machine": machine(load_before, loadavg()),
             "settings": {"repeats": repeats, "quick": quick, "sweep": sweep,
                          "seconds": time.time() - started, "seed": seed,
                          "intra_op_threads":
@@ -463,38 +464,6 @@ def _breakdown_variants():
         ("Bnoview", "B, no view step (writers on, every cadence never)",
          dict(log_every=never, grad_check_every=never, histogram_every=never)),
     ]
-
-
-# -- reporting ----------------------------------------------------------------------
-def machine(load_before=None, load_after=None) -> dict:
-    """CPU model, cores, versions, date and load average."""
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count()
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable,
-            "gpus": len(tf.config.list_physical_devices("GPU")),
-            "tensorflow": tf.__version__, "keras": keras.__version__,
-            "python": platform.python_version(),
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime(
-                "%Y-%m-%d %H:%M UTC"),
-            "load_before": load_before, "load_after": load_after}
-
-
-def _loadavg():
-    try:
-        return tuple(round(x, 2) for x in os.getloadavg())
-    except OSError:
-        return None
 
 
 def table(result: dict) -> str:
@@ -609,8 +578,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="with --startup: rounds of the interleaved jobs")
     args = parser.parse_args(argv)
     if args.startup:
-        from benchmarks import bench_startup
-
         if args.rounds < 1:
             parser.error("--rounds must be >= 1")
         return bench_startup.main(args.rounds, args.whole_job, args.markdown,
@@ -630,34 +597,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             sys.argv[1:] if argv is None else argv)
         write_markdown(args.markdown, f"`{command.strip()}`\n\n{text}")
     return 0
-
-
-START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-
-
-def write_markdown(path: str, text: str, markers=(START, END)) -> None:
-    """Writes `text` between the markers of `path`, keeping the
-    hand-written notes around them; a new file gets a title and the markers.
-
-    Args:
-      path: the Markdown file.
-      text: the generated table.
-      markers: (start, end) comments that delimit the generated block.
-    """
-    START, END = markers
-    block = f"{START}\n{text}\n{END}"
-    old = ""
-    if os.path.exists(path):
-        with open(path) as f:
-            old = f.read()
-    if START in old and END in old and old.index(START) < old.index(END):
-        new = old[:old.index(START)] + block + old[old.index(END) + len(END):]
-    elif old:
-        new = old.rstrip("\n") + f"\n\n{block}\n"
-    else:
-        new = f"# Benchmarks\n\n{block}\n"
-    with open(path, "w") as f:
-        f.write(new)
 
 
 if __name__ == "__main__":

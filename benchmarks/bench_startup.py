@@ -30,6 +30,8 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
+from benchmarks import report
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_PY = os.path.join(ROOT, "train.py")
 
@@ -173,14 +175,12 @@ def table(result: dict, machine: Optional[dict] = None) -> str:
 
 def main(rounds: int, whole_job: bool, markdown: Optional[str],
          argv: Sequence[str]) -> int:
-    from benchmarks import bench
-
-    before = bench._loadavg()
+    before = report.loadavg()
     result = run(rounds=rounds, whole_job=whole_job)
-    text = table(result, bench.machine(before, bench._loadavg()))
+    text = table(result, report.machine(before, report.loadavg()))
     print(text)
     if markdown:
         command = "python -m benchmarks.bench " + " ".join(argv)
-        bench.write_markdown(markdown, f"`{command.strip()}`\n\n{text}",
+        report.write_markdown(markdown, f"`{command.strip()}`\n\n{text}",
                              markers=("<!-- startup:start -->", "<!-- startup:end -->"))
     return 0

@@ -49,7 +49,7 @@ def train(run_dir: str, flags: list) -> None:
 
 
 def dev_metrics(run_dir: str, dev: str) -> dict:
-    from siamese_research.tools import evaluate
+    from siamese_research.inference import evaluate
 
     return evaluate.evaluate_run(run_dir, dev, which="last")["model"]
 
@@ -60,7 +60,8 @@ def step_zero(flags: list, seed: int) -> dict:
     import keras
 
     from siamese_research import data as data_lib
-    from siamese_research.tools import evaluate
+    from siamese_research.inference import evaluate
+    from siamese_research.metrics.pairs import compute_metrics
     from siamese_research.tools import train as train_main
     from siamese_research import runner as training
     from siamese_research.config import Config
@@ -72,7 +73,7 @@ def step_zero(flags: list, seed: int) -> dict:
     data = data_lib.load(config)
     model, _, _ = training.build(config, data)
     val = data.validation
-    return evaluate.compute_metrics(val.label, evaluate.predict(model, val),
+    return compute_metrics(val.label, evaluate.predict(model, val),
                                     groups=[t.strip() for t in val.left_text])
 
 

@@ -36,7 +36,8 @@ def one_seed(config, out_path):
     from siamese_research import data as data_lib
     from siamese_research.runner import devices
     from siamese_research import runner as training
-    from siamese_research.tools import evaluate as ev
+    from siamese_research.inference import evaluate as ev
+    from siamese_research.metrics.pairs import compute_metrics
     from siamese_research.train.trainer import Trainer
 
     devices.configure_threads(config.intra_op_threads)
@@ -60,7 +61,7 @@ def one_seed(config, out_path):
 
     def score(epoch):
         preds = ev.predict(model, dev)
-        m = ev.compute_metrics(dev.label, preds, groups=groups, graded=graded)
+        m = compute_metrics(dev.label, preds, groups=groups, graded=graded)
         row = {"seed": config.seed, "epoch": epoch,
                "seconds": round(time.perf_counter() - t0, 1),
                **{k: round(m[k], 4) for k in METRICS if k in m}}
@@ -90,9 +91,9 @@ def main(argv):
     cli.parse(fv, argv, __doc__)
     seeds = [int(s) for s in fv["seeds"].value.split(",") if s.strip()]
     base = Config(**{n: fv[n].value for n in Config.field_names()},)
-    from siamese_research import runner as training
+    from siamese_research import quiet
 
-    training.quiet_tensorflow()
+    quiet.quiet_python_logging()
     if fv["out"].value:
         with open(fv["out"].value, "a") as f:
             f.write(json.dumps({"argv": argv[1:]}) + "\n")

@@ -16,6 +16,8 @@ command-line tools quiet TensorFlow themselves (`quiet.started_as_tool`).
 
 __version__ = "0.1.0"
 
+import importlib
+
 from siamese_research import quiet as _quiet
 
 if _quiet.started_as_tool():
@@ -27,7 +29,8 @@ if _quiet.started_as_tool():
 # Registration: these modules' classes are `register_keras_serializable`d
 # when imported (encoders also imports fused, which registers lstm_fused).
 from siamese_research.core import encoders, losses, merges  # noqa: E402,F401
-from siamese_research.config import Config, ConfigError, DataError, UserError  # noqa: E402
+from siamese_research.config import Config  # noqa: E402
+from siamese_research.errors import ConfigError, DataError, UserError  # noqa: E402
 from siamese_research.core.model import SiameseModel, build_model  # noqa: E402
 
 # The rest on first use: `import siamese_research` stays as cheap as
@@ -47,8 +50,6 @@ __all__ = ["Config", "ConfigError", "DataError", "UserError", "SiameseModel",
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
-
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(module), attr)
         globals()[name] = value  # once

@@ -1,4 +1,12 @@
-"""A trained run folder, loaded: `load_run(run_dir)` -> `Run`.
+"""The run folder: its files, written and read in one place, and
+`load_run(run_dir)` -> `Run`, the one loader of a trained run.
+
+    runs/<name>/
+      config.json command.txt     the resolved Config; the command line
+      model.keras encoder.keras   the last epoch's SiameseModel; its tower
+      best.keras best_encoder.keras best.json   the best epoch (--monitor)
+      threshold.json vectorizer.json embeddings.json
+      checkpoints/ train/ validation/   tf.train checkpoints; event files
 
     run = load_run("runs/qa")                      # best.keras, else model.keras
     run.score(["what is x?"], ["x is a thing"])    # (n,) float32
@@ -15,17 +23,32 @@ it sees one).
 from __future__ import annotations
 
 import functools
+import glob
 import json
 import math
 import os
+import shutil
 from typing import Optional, Sequence
 
-import numpy as np
 
-from siamese_research.config import DataError
+import keras
+import numpy as np
+import tensorflow as tf
+
+from siamese_research.config import Config
+from siamese_research.core import model as model_lib
+from siamese_research.data import files
+from siamese_research.errors import DataError
+from siamese_research.metrics.pairs import predicted
 
 MODEL_FILES = {"best": "best.keras", "last": "model.keras"}
+ENCODER_FILES = {"best": "best_encoder.keras", "last": "encoder.keras"}
+CONFIG_FILE = "config.json"
+COMMAND_FILE = "command.txt"
+BEST_FILE = "best.json"
 THRESHOLD_FILE = "threshold.json"
+CHECKPOINTS = "checkpoints"
+TRAIN_EVENTS, VALIDATION_EVENTS = "train", "validation"
 # Merges whose output is a sigmoid (as the Dense head's is): 0.5 is their
 # decision point. cosine and manhattan are similarities with no such point.
 SIGMOID_MERGES = ("dot",)
@@ -98,8 +121,6 @@ class Run:
     def __init__(self, model, *, vectorizer=None, config: Optional[dict] = None,
                  threshold: Optional[float] = None, run_dir: str = "",
                  model_path: str = ""):
-        import tensorflow as tf
-
         self.model, self.vectorizer = model, vectorizer
         self.config = dict(config or {})
         self.threshold = threshold
@@ -138,8 +159,6 @@ class Run:
         return np.zeros((1, 1, self.model.encoder.features), np.float32)
 
     def _score_query(self, query, corpus):
-        import tensorflow as tf
-
         # The query (1, dim) stands on the left of every corpus row.
         left = tf.broadcast_to(query, tf.shape(corpus))
         return tf.reshape(self.model.score(left, corpus, training=False), [-1])
@@ -152,8 +171,6 @@ class Run:
         texts = ["" if t is None else str(t) for t in texts]
         if not texts:
             return np.zeros((0, 1), np.int32)
-        from siamese_research.data import files
-
         return files.text_ids(self.vectorizer, texts, self.config)
 
     def _inputs(self, items) -> np.ndarray:
@@ -219,10 +236,66 @@ class Run:
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def predict_labels(self, scores) -> Optional[np.ndarray]:
-        """int (n,) 1 where score >= threshold, or None without a threshold."""
+        """int (n,) 1 where score > threshold (`metrics.pairs.predicted`), or
+        None without a threshold."""
         if self.threshold is None:
             return None
-        return (np.asarray(scores) >= self.threshold).astype(np.int64)
+        return predicted(scores, self.threshold).astype(np.int64)
+
+
+def load_model(run_dir: str, which: str = "best"):
+    """The run's model (`model_path`), with this package's layers registered
+    (importing the package registers them).
+
+    Raises:
+      DataError: missing or unloadable.
+    """
+    path = model_path(run_dir, which)
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:  # keras raises many types for a bad archive
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: cannot load the model ({first})") from None
+
+
+def read_config(run_dir: str) -> dict:
+    """The run's `config.json` as a dict ({} without one).
+
+    Raises:
+      DataError: the file exists but is unreadable.
+    """
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: unreadable ({e})") from None
+
+
+def read_run_config(run_dir: str, **overrides) -> Config:
+    """The run's `config.json` as a `Config` (its `run_dir` = `run_dir`, where
+    the folder is now), with `overrides` applied.
+
+    Settings this version does not know are dropped; files that moved are
+    the caller's problem (Config checks `data`).
+
+    Raises:
+      DataError: no or unreadable config.json.
+      ConfigError: an override is invalid.
+    """
+    if not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
+        raise DataError(f"--run_dir={run_dir}: no config.json (not a finished run?)")
+    saved = read_config(run_dir)
+    known = set(Config.field_names())
+    values = {k: v for k, v in saved.items() if k in known}
+    # The trained table is in model.keras: a moved vector file must not stop
+    # an evaluation (config.json keeps the size the file gave as `features`).
+    values.pop("embeddings", None)
+    values.update({k: v for k, v in overrides.items() if k in known})
+    values["run_dir"] = run_dir
+    return Config(**values)
 
 
 def load_run(run_dir: str, which: str = "best") -> Run:
@@ -236,24 +309,8 @@ def load_run(run_dir: str, which: str = "best") -> Run:
     Raises:
       DataError: not a run folder, or an unreadable file in it.
     """
-    import keras
-
-    from siamese_research.data import files
-
-    path = model_path(run_dir, which)
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as e:  # keras raises many types for a bad archive
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{path}: cannot load the model ({first})") from None
-    config = {}
-    config_path = os.path.join(run_dir, "config.json")
-    if os.path.isfile(config_path):
-        try:
-            with open(config_path) as f:
-                config = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise DataError(f"{config_path}: unreadable ({e})") from None
+    model = load_model(run_dir, which)
+    config = read_config(run_dir)
     vectorizer = files.load_vectorizer(run_dir)
     if vectorizer is not None and not model.encoder.vocab_size:
         raise DataError(f"{run_dir}: has a vectorizer but its model takes float "
@@ -264,7 +321,53 @@ def load_run(run_dir: str, which: str = "best") -> Run:
     if threshold is None:
         threshold = default_threshold(model)
     return Run(model, vectorizer=vectorizer, config=config, threshold=threshold,
-               run_dir=run_dir, model_path=path)
+               run_dir=run_dir, model_path=model_path(run_dir, which))
 
 
-__all__ = ["Run", "load_run", "model_path", "read_threshold", "default_threshold"]
+# -- writing --------------------------------------------------------------------
+def write_text(run_dir: str, name: str, text: str) -> str:
+    """`run_dir/name` holding `text` (a line end added); returns the path."""
+    path = os.path.join(run_dir, name)
+    with open(path, "w") as f:
+        f.write(text.rstrip("\n") + "\n")
+    return path
+
+
+def write_json(run_dir: str, name: str, value) -> str:
+    return write_text(run_dir, name, json.dumps(value))
+
+
+def save_models(model, run_dir: str, which: str = "last") -> dict:
+    """The whole SiameseModel and its tower alone: model.keras and
+    encoder.keras ("last"), or best.keras and best_encoder.keras ("best")."""
+    model_file = os.path.join(run_dir, MODEL_FILES[which])
+    encoder_file = os.path.join(run_dir, ENCODER_FILES[which])
+    model.save(model_file)
+    model_lib.encoder_model(model).save(encoder_file)
+    return {"model_path": model_file, "encoder_path": encoder_file}
+
+
+def save_threshold(run_dir: str, threshold: float, fitted: bool) -> str:
+    """threshold.json: the score above which a pair is called similar (0.5
+    for a probability, else the one fitted on the training data), for
+    predict and evaluate."""
+    return write_json(run_dir, THRESHOLD_FILE, {"threshold": threshold, "fitted": fitted})
+
+
+def clear_run(run_dir: str) -> None:
+    """--restart: drop the old checkpoints, event files and best epoch, keep
+    the folder."""
+    for name in (CHECKPOINTS, TRAIN_EVENTS, VALIDATION_EVENTS):
+        path = os.path.join(run_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+    for path in glob.glob(os.path.join(run_dir, "events.out.tfevents.*")):
+        os.remove(path)  # the HParams session events
+    for name in (MODEL_FILES["best"], ENCODER_FILES["best"], BEST_FILE):
+        if os.path.exists(os.path.join(run_dir, name)):
+            os.remove(os.path.join(run_dir, name))  # an earlier run's best
+
+
+__all__ = ["Run", "load_run", "load_model", "model_path", "read_threshold",
+           "default_threshold", "read_config", "read_run_config", "save_models",
+           "save_threshold", "clear_run"]

@@ -11,7 +11,10 @@ import dataclasses
 import datetime
 import json
 import os
-from typing import Any, Optional
+from typing import Optional
+
+from siamese_research.errors import ConfigError, DataError, UserError  # noqa: F401 (the public names)
+from siamese_research.text import vectors
 
 BUILTIN_DATA = ("synthetic", "random")
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd", "adagrad", "nadam")
@@ -37,22 +40,6 @@ MONITORS = ("val_loss", "val_accuracy", "val_auc", "val_map", "val_mrr", "val_pe
 def numeric_data(data: str) -> bool:
     """Built-in or .npz data: float sequences, no text, no embedding."""
     return data in BUILTIN_DATA or os.path.splitext(data)[1].lower() == ".npz"
-
-
-class UserError(Exception):
-    """An error the user caused and can fix: printed as one line, exit 2."""
-
-
-class ConfigError(UserError, ValueError):
-    """A user-facing configuration error: one line, naming flag and value."""
-
-    def __init__(self, flag: str, value: Any, why: str):
-        self.flag, self.value, self.why = flag, value, why
-        super().__init__(f"--{flag}={value}: {why}")
-
-
-class DataError(UserError, ValueError):
-    """A user-facing data error (file, row, column): one line."""
 
 
 def default_run_dir() -> str:
@@ -146,8 +133,6 @@ class Config:
         replaces --features at its default (Config cannot tell a default from
         the same value typed), and any other --features must equal it; so
         config.json records the size the model really has."""
-        from siamese_research.text import vectors
-
         if not os.path.isfile(self.embeddings):
             raise ConfigError("embeddings", self.embeddings, "no such file")
         dim = vectors.dimension(self.embeddings)

@@ -4,8 +4,14 @@ TensorFlow imported without its start-up lines. Pure Python: the package's
 
 from __future__ import annotations
 
+import atexit
+import gc
+import logging
 import os
 import sys
+import warnings
+
+from absl import logging as absl_logging
 
 # The package's command-line tools: `python -m siamese_research.<tool>` and
 # these console scripts (setup.cfg), and the repository's train.py.
@@ -92,7 +98,14 @@ def skip_shutdown_collection() -> None:
     `main` returns. A writer left unflushed in cyclic garbage would lose its
     queued events: keep that rule.
     """
-    import atexit
-    import gc
-
     atexit.register(gc.freeze)
+
+
+def quiet_python_logging() -> None:
+    """No TensorFlow or Keras Python log lines or warnings on the console
+    (the C++ ones are `import_tensorflow_quietly`'s). For entry points only.
+    `tf.get_logger()` is the logger named "tensorflow"."""
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    warnings.filterwarnings("ignore", module="keras")
+    warnings.filterwarnings("ignore", module="tensorflow")

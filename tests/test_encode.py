@@ -37,7 +37,7 @@ def test_console_script_writes_encodings_texts_and_a_projector(text_run, tmp_pat
     # A bad column is a one-line DataError (the exit-2 path: test_predict).
     import pytest
 
-    from siamese_research.tools import encode
+    from siamese_research.inference import encode
     from siamese_research.config import DataError
 
     with pytest.raises(DataError, match="no column 'b'"):

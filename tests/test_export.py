@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from conftest import ROOT, run_tool
-from siamese_research.tools import export
+from siamese_research.inference import export
 from siamese_research import artifacts as runs
 
 LEFT = ["what is thing1?", "What, is THING2!", "zebra crossing", "thing5 (unseen)",

@@ -9,7 +9,7 @@ from siamese_research.core import gradients as G
 from siamese_research.core import losses as L
 from siamese_research.core import merges as Mg
 from siamese_research.core import model as M
-from siamese_research import runner as training
+from siamese_research import artifacts
 from siamese_research.train.trainer import Trainer
 
 
@@ -92,7 +92,7 @@ def test_tied_vs_untied_parameter_counts(encoder):
 def test_saved_model_and_encoder_reload_identically(tmp_path, encoder, merge, share):
     keras.utils.set_random_seed(4)
     model = M.build_model(encoder=encoder, units=4, features=8, merge=merge, share=share)
-    paths = training.save_models(model, str(tmp_path))
+    paths = artifacts.save_models(model, str(tmp_path))
     (left, right), _, _ = _batch(5)
     again = keras.saving.load_model(paths["model_path"])
     encoder_again = keras.saving.load_model(paths["encoder_path"])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import run_tool
+from siamese_research.inference import predict as predict_lib
 from siamese_research.tools import predict
 from siamese_research import artifacts as runs
 from siamese_research.config import DataError
@@ -60,19 +61,19 @@ def test_cli_bad_input_is_one_line_exit_2(text_run, tmp_path):
 def test_library_cases(text_run, tmp_path):
     run = runs.load_run(str(text_run))
     # Default columns: the first two text columns ('id' holds numbers).
-    columns, rows = predict.predict_file(run, _write(tmp_path / "p.csv"))
+    columns, rows = predict_lib.predict_file(run, _write(tmp_path / "p.csv"))
     assert columns == ["id", "q", "a", "score", "label_pred"]
     taken = tmp_path / "taken.csv"
     taken.write_text("q,a,score\nx,y,1\n")
     with pytest.raises(DataError, match="already has a column 'score'"):
-        predict.predict_file(run, str(taken))
+        predict_lib.predict_file(run, str(taken))
     npz = tmp_path / "x.npz"
     np.savez(npz, left=np.ones((2, 3, 8)), right=np.ones((2, 3, 8)))
     with pytest.raises(DataError, match="trained on text pairs"):
-        predict.predict_file(run, str(npz))
+        predict_lib.predict_file(run, str(npz))
     # A cosine run without threshold.json: scores, no label_pred column.
     from siamese_research.core.model import build_model
 
     cosine = runs.Run(build_model(units=2, features=8, merge="cosine"))
-    columns, rows = predict.predict_file(cosine, str(npz))
+    columns, rows = predict_lib.predict_file(cosine, str(npz))
     assert columns == ["row", "score"] and len(rows) == 2

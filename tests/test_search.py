@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_tool
 from siamese_research import artifacts as runs
-from siamese_research.tools import search
+from siamese_research.inference import search
 from siamese_research.config import DataError
 
 

@@ -56,7 +56,8 @@ def test_the_run_trains_three_calls_of_one_encoder(triplet_run):
 
 
 def test_evaluate_on_triplets_is_the_fraction_with_d_ap_below_d_an(triplet_run):
-    from siamese_research.tools import evaluate as ev
+    from siamese_research import artifacts
+    from siamese_research.inference import evaluate as ev
     from siamese_research import artifacts as runs
     from siamese_research.data import files
 
@@ -65,7 +66,7 @@ def test_evaluate_on_triplets_is_the_fraction_with_d_ap_below_d_an(triplet_run):
     assert got["triplets"] == 24 and got["pairs"] == 48
     # Independently: the model's own distances on the three sides.
     run = runs.load_run(run_dir)
-    config = ev.read_run_config(run_dir)
+    config = artifacts.read_run_config(run_dir)
     pool, _ = files.load_file(data, config, files.load_vectorizer(run_dir))
     t = pool.triplets
     d = np.asarray(run.model((pool.left[t[:, 0]], pool.right[t[:, 0]],
@@ -78,7 +79,9 @@ def test_evaluate_on_pairs_gives_the_pair_metrics(triplet_run, tmp_path):
     """A pair file scored by a triplet run: each pair's score is the merge's
     similarity of the run's own distance (cosine: 1 - d / 2), and the usual
     metrics are those scores'."""
-    from siamese_research.tools import evaluate as ev
+    from siamese_research import artifacts
+    from siamese_research.inference import evaluate as ev
+    from siamese_research.metrics import pairs as metrics
     from siamese_research import artifacts as runs
     from siamese_research.data import files
 
@@ -95,7 +98,7 @@ def test_evaluate_on_pairs_gives_the_pair_metrics(triplet_run, tmp_path):
     assert got["pairs"] == 12 and "triplet_accuracy" not in got
     assert got["groups_scored"] == 6
     # Independently: the distances of the same six triplets, by the model.
-    config = ev.read_run_config(run_dir)
+    config = artifacts.read_run_config(run_dir)
     pool, _ = files.load_file(data, config, files.load_vectorizer(run_dir))
     t = pool.triplets[:6]
     d = np.asarray(runs.load_run(run_dir).model(
@@ -103,7 +106,7 @@ def test_evaluate_on_pairs_gives_the_pair_metrics(triplet_run, tmp_path):
     want = np.stack([1.0 - d[:, 0] / 2.0, 1.0 - d[:, 1] / 2.0], axis=1).reshape(-1)
     np.testing.assert_allclose(result["info"]["scores"], want, rtol=1e-5, atol=1e-6)
     labels = np.tile([1.0, 0.0], 6)
-    assert got["roc_auc"] == pytest.approx(ev.roc_auc(labels, want))
+    assert got["roc_auc"] == pytest.approx(metrics.roc_auc(labels, want))
     # Each anchor's positive ranked first (d(a, p) < d(a, n)) or second.
     assert got["mrr"] == pytest.approx(np.mean(np.where(d[:, 0] < d[:, 1], 1.0, 0.5)))
 

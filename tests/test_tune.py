@@ -93,7 +93,7 @@ def test_char_ngrams_run_adds_rows_and_ids_and_scores_the_same_reloaded(tmp_path
     np.testing.assert_array_equal(run.token_ids(texts),
                                   files.text_ids(data.vectorizer, texts, config))
     # The exported graph tokenises words only: such a run is refused.
-    from siamese_research.tools import export
+    from siamese_research.inference import export
     from siamese_research.config import DataError
 
     with pytest.raises(DataError, match="--char_ngrams"):

@@ -161,14 +161,14 @@ def test_freeze_keeps_the_table_through_training_and_out_of_trainables(tmp_path)
 
 def test_a_run_reloads_without_its_vector_file_and_resumes_only_as_frozen(tmp_path):
     from siamese_research.train import checkpoints
-    from siamese_research.tools import evaluate
+    from siamese_research import artifacts
 
     pairs, path = write_pairs(tmp_path), write_glove(tmp_path / "g.txt")
     config = tiny(data=pairs, embeddings=path, features=128, freeze_embeddings=True,
                   run_dir=str(tmp_path))
     (tmp_path / "config.json").write_text(config.to_json())
     os.remove(path)  # evaluation reads model.keras, not the vectors
-    again = evaluate.read_run_config(str(tmp_path))
+    again = artifacts.read_run_config(str(tmp_path))
     assert again.embeddings is None and again.features == DIM
     with pytest.raises(checkpoints.CheckpointError, match="freeze_embeddings=True in "
                                                           "the checkpoint, False now"):

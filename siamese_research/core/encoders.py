@@ -27,8 +27,8 @@ from typing import Callable, Dict
 import keras
 from keras import ops
 
-from siamese_research.core import gpu
-from siamese_research.config import UserError
+from siamese_research.core import fused, gpu
+from siamese_research.errors import UserError
 
 PACKAGE = "siamese_research"
 _ENCODERS: Dict[str, Callable[..., keras.layers.Layer]] = {}
@@ -431,5 +431,4 @@ class SiameseTower(keras.layers.Layer):
                 "masked": self.masked}
 
 
-# Registers `lstm_fused` (imported last: it registers itself through this module).
-from siamese_research.core import fused  # noqa: E402,F401
+register_encoder("lstm_fused")(fused.fused_lstm)

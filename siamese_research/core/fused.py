@@ -213,12 +213,3 @@ def fused_lstm(units: int, **kwargs) -> FusedLSTM:
     """The `lstm_fused` encoder builder (see `encoders.register_encoder`)."""
     kwargs.setdefault("name", "lstm_fused")
     return FusedLSTM(units, **kwargs)
-
-
-def _register() -> None:
-    from siamese_research.core import encoders
-
-    encoders.register_encoder("lstm_fused")(fused_lstm)
-
-
-_register()

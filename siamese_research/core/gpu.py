@@ -21,7 +21,8 @@ from typing import List, Optional
 import keras
 import tensorflow as tf
 
-from siamese_research.config import MIXED_POLICIES, ConfigError
+from siamese_research.config import MIXED_POLICIES
+from siamese_research.errors import ConfigError
 
 _TANH_NAMES = ("tanh",)
 _SIGMOID_NAMES = ("sigmoid",)

@@ -18,7 +18,7 @@ import keras
 from keras import ops
 
 from siamese_research.core import merges as merges_lib
-from siamese_research.config import ConfigError
+from siamese_research.errors import ConfigError
 
 PACKAGE = "siamese_research"
 LOSSES = ("bce", "contrastive", "mse", "pairwise", "triplet", "mnrl")

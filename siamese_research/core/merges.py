@@ -22,7 +22,7 @@ from typing import Dict
 import keras
 from keras import ops
 
-from siamese_research.config import ConfigError
+from siamese_research.errors import ConfigError
 
 PACKAGE = "siamese_research"
 _MERGES: Dict[str, type] = {}

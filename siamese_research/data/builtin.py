@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from siamese_research.data import Pairs
+from siamese_research.data.pairs import Pairs
 
 MIN_SYNTHETIC_LENGTH = 5
 

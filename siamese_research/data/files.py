@@ -40,14 +40,16 @@ import math
 import os
 import zipfile
 import zlib
-from collections import Counter
-from typing import Dict, Hashable, Iterable, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
+import keras
 import numpy as np
 
-from siamese_research.config import QUOTINGS, Config, DataError
-from siamese_research.data import (PairData, Pairs, _apply_class_weight,
-                                   remap_triplets, split_last)
+from siamese_research.config import QUOTINGS, Config
+from siamese_research.errors import DataError
+from siamese_research.data.pairs import (PairData, Pairs, apply_class_weight,
+                                         remap_triplets, split_last)
+from siamese_research.text.tokens import idf_weights, words
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl")
 FLOAT_SUFFIXES = (".npz",)
@@ -132,8 +134,6 @@ def _text_vectorization(num_oov_indices: int = 1, vocabulary=None, **kwargs):
     `tf.strings.to_hash_bucket_fast`): the same id for the same word
     everywhere, no salt, nothing stored but the count.
     """
-    import keras
-
     if num_oov_indices == 1:
         return keras.layers.TextVectorization(vocabulary=vocabulary, **kwargs)
     layer = keras.layers.TextVectorization(**kwargs)
@@ -624,8 +624,6 @@ def text_ids(vectorizer, texts: Sequence[str], config) -> np.ndarray:
     span = parse_ngram_range(get("char_ngrams", "") or "")
     if span is None or not len(texts):
         return ids
-    from siamese_research.tools.evaluate import words
-
     offset = vectorizer.vocabulary_size()
     rows = []
     for text, row in zip(texts, ids):
@@ -681,15 +679,6 @@ def _ids(vectorizer, texts: Sequence[str]) -> np.ndarray:
         return np.zeros((0, 1), np.int32)
     out = vectorizer(np.asarray(list(texts), dtype=object))
     return np.asarray(out).astype(np.int32)
-
-
-def idf_weights(documents: Iterable[Iterable[Hashable]]) -> Dict[Hashable, float]:
-    """idf(w) = log(N / df(w)) over N documents, each a collection of items
-    (words, token ids); an item counts once per document. The one formula
-    behind `token_idf` and `evaluate`'s overlap baseline."""
-    docs = [set(d) for d in documents]
-    df = Counter(w for d in docs for w in d)
-    return {w: math.log(len(docs) / c) for w, c in df.items()}
 
 
 def token_idf(pairs: Pairs, vocab_size: int) -> np.ndarray:
@@ -785,7 +774,7 @@ def _load_text_data(config: Config, vectorizer=None) -> PairData:
     if not len(train):
         raise DataError(f"{config.data}: no training pairs left after skipping "
                         f"{skipped} with an empty text")
-    _apply_class_weight(train, config.class_weight)
+    apply_class_weight(train, config.class_weight)
     if rows.is_triplet_file:
         anchor_col, pos_col, neg_col = rows.columns
         what = (f"text triplets {anchor_col!r} / {pos_col!r} / {neg_col!r}, "
@@ -898,7 +887,7 @@ def _load_npz_data(config: Config) -> PairData:
     if not len(train):
         raise DataError(f"{config.data}: no training pairs left after skipping "
                         f"{skipped} with an empty sequence")
-    _apply_class_weight(train, config.class_weight)
+    apply_class_weight(train, config.class_weight)
     desc = (f"{config.data}: float pairs, {train.left.shape[2]} features per step; "
             f"{note}")
     if skipped:

@@ -20,6 +20,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from siamese_research.metrics.pairs import pearson
+from siamese_research.metrics.ranking import ranking_metrics
+
 NUM_THRESHOLDS = 201  # thresholds 0, 0.005, ..., 1 (Keras adds +-epsilon at the ends)
 
 
@@ -98,27 +101,18 @@ def results(metrics, fixed: bool) -> Dict[str, float]:
     return logs
 
 
-def accuracy_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
-    """The accuracy of `score > threshold` against `label >= 0.5`."""
-    if not len(scores):
-        return float("nan")
-    return float(np.mean((np.asarray(scores) > threshold) == (np.asarray(labels) >= 0.5)))
-
-
 def ranked_and_graded(labels: np.ndarray, scores: np.ndarray,
                       groups=None) -> Dict[str, float]:
     """Validation metrics beyond accuracy that the data supports:
     `val_map`, `val_mrr` when pairs have groups (each left text's candidates
     ranked by score), `val_pearson` when labels are graded (not all 0 or 1).
     """
-    from siamese_research.tools import evaluate
-
     labels, scores = np.asarray(labels), np.asarray(scores)
     n = len(scores)
     out = {}
     if groups is not None and len(groups) == n:
-        ranked = evaluate.ranking_metrics(groups, labels, scores)
+        ranked = ranking_metrics(groups, labels, scores)
         out.update(val_map=ranked["map"], val_mrr=ranked["mrr"])
     if n and np.any((labels > 0) & (labels < 1)):
-        out["val_pearson"] = evaluate.pearson(labels, scores)
+        out["val_pearson"] = pearson(labels, scores)
     return out

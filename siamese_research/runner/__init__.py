@@ -6,10 +6,10 @@ are all checked before the run folder is touched.
 
 from __future__ import annotations
 
-import glob
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Optional
 
@@ -25,12 +25,12 @@ from siamese_research.core import losses
 from siamese_research.summaries import views as summaries
 from siamese_research.summaries import extras as tensorboard_extras
 from siamese_research.core import model as model_lib
-from siamese_research.config import Config, ConfigError, UserError
+from siamese_research import artifacts
+from siamese_research.config import Config
+from siamese_research.data import files
+from siamese_research.errors import EXIT_INTERRUPTED, EXIT_NONFINITE, ConfigError, UserError
+from siamese_research.text import vectors
 from siamese_research.train.trainer import NonFiniteError, Trainer
-
-EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
-EXIT_NONFINITE = 3
-
 
 class RunResult(dict):
     """What a run returns: history, final metrics, parameter counts, paths,
@@ -68,7 +68,6 @@ def build(config: Config, data: data_lib.PairData, strategy=None):
     strategy = strategy or tf.distribute.get_strategy()
     vocab = 0
     if data.vectorizer is not None:
-        from siamese_research.data import files
         vocab = files.id_count(data.vectorizer, config)
     found = None
     if config.embeddings or config.freeze_embeddings:
@@ -77,7 +76,6 @@ def build(config: Config, data: data_lib.PairData, strategy=None):
             raise ConfigError(flag, getattr(config, flag), "needs a text pair file "
                               "(.csv/.tsv/.jsonl): these sequences have no embedding")
     if config.embeddings:
-        from siamese_research.text import vectors
         found = vectors.for_vocabulary(config.embeddings, data.vectorizer,
                                        frozen=config.freeze_embeddings)
     with strategy.scope():
@@ -93,7 +91,6 @@ def build(config: Config, data: data_lib.PairData, strategy=None):
             if not vocab:
                 raise ConfigError("embedding_init", "idf", "needs a text pair file "
                                   "(.csv/.tsv/.jsonl): these sequences have no embedding")
-            from siamese_research.data import files
             model_lib.scale_embeddings(model, files.token_idf(data.train, vocab))
         if found is not None:
             ids, rows, data.embedding_coverage = found
@@ -170,7 +167,7 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
             raise ConfigError("run_dir", config.run_dir,
                               f"cannot write there ({e.strerror})") from None
     if config.restart and chief:
-        _clear_run(config.run_dir)
+        artifacts.clear_run(config.run_dir)
     trainer = Trainer(model, loss_fn=loss_fn, optimizer=optimizer, strategy=strategy,
                       writers=None, steps_per_execution=config.steps_per_execution,
                       log_every=config.log_every, histogram_every=config.histogram_every,
@@ -192,7 +189,6 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
         with open(os.path.join(config.run_dir, "command.txt"), "w") as f:
             f.write(" ".join(argv if argv is not None else sys.argv) + "\n")
     if data.vectorizer is not None and chief:
-        from siamese_research.data import files
         files.save_vectorizer(data.vectorizer, config.run_dir)
 
     enc_params = model_lib.count_params(model_lib.encoder_variables(model))
@@ -287,9 +283,10 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
             _, preds = trainer.evaluate(val_ds)
         result.update(validation_predictions=preds)
     if chief:
-        result.update(save_models(model, config.run_dir))
+        result.update(artifacts.save_models(model, config.run_dir))
         if history["epochs"]:  # (a finished run run again trains nothing)
-            save_threshold(config.run_dir, trainer)
+            artifacts.save_threshold(config.run_dir, trainer.threshold,
+                                     fitted=not trainer.fixed_threshold)
         # As the train step traced it (a run that trained no step here traces
         # it now). (A later process writes it again: one graph, the latest
         # shown.)
@@ -305,27 +302,6 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
     trainer.flush()
     _say(config, *final_words(config, result, model, trainer))
     return result
-
-
-def save_models(model, run_dir: str) -> dict:
-    """model.keras (the whole SiameseModel) and encoder.keras (the tower)."""
-    model_path = os.path.join(run_dir, "model.keras")
-    encoder_path = os.path.join(run_dir, "encoder.keras")
-    model.save(model_path)
-    model_lib.encoder_model(model).save(encoder_path)
-    return {"model_path": model_path, "encoder_path": encoder_path}
-
-
-def save_threshold(run_dir: str, trainer) -> None:
-    """threshold.json: the score above which a pair is called similar (0.5
-    for a probability, else the one fitted on the training data), for
-    predict and evaluate."""
-    import json
-
-    with open(os.path.join(run_dir, "threshold.json"), "w") as f:
-        json.dump({"threshold": trainer.threshold,
-                   "fitted": not trainer.fixed_threshold}, f)
-        f.write("\n")
 
 
 def final_words(config: Config, result: dict, model, trainer) -> list:
@@ -355,24 +331,7 @@ def final_words(config: Config, result: dict, model, trainer) -> list:
     return lines
 
 
-def _clear_run(run_dir: str) -> None:
-    """--restart: drop the old checkpoints and event files, keep the folder."""
-    import shutil
-
-    for name in ("checkpoints", summaries.TRAIN, summaries.VALIDATION):
-        path = os.path.join(run_dir, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-    for path in glob.glob(os.path.join(run_dir, "events.out.tfevents.*")):
-        os.remove(path)  # the HParams session events
-    for name in ("best.json", "best.keras", "best_encoder.keras"):
-        if os.path.exists(os.path.join(run_dir, name)):
-            os.remove(os.path.join(run_dir, name))  # an earlier run's best
-
-
 def _install_signal_handlers(stop: dict):
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         return {}
 
@@ -388,22 +347,6 @@ def _install_signal_handlers(stop: dict):
 def _restore_signal_handlers(previous: dict) -> None:
     for sig, handler in previous.items():
         signal.signal(sig, handler)
-
-
-def quiet_tensorflow() -> None:
-    """No TensorFlow log spam on the console (C++ logs are set by the entry
-    point through TF_CPP_MIN_LOG_LEVEL before TensorFlow is imported)."""
-    tf.get_logger().setLevel("ERROR")
-    try:
-        from absl import logging as absl_logging
-
-        absl_logging.set_verbosity(absl_logging.ERROR)
-    except ImportError:  # pragma: no cover
-        pass
-    import warnings
-
-    warnings.filterwarnings("ignore", module="keras")
-    warnings.filterwarnings("ignore", module="tensorflow")
 
 
 __all__ = ["run", "build", "RunResult", "UserError"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from siamese_research.core import gpu
-from siamese_research.config import ConfigError
+from siamese_research.errors import ConfigError
 
 
 def gpus() -> list:

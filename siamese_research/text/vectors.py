@@ -27,7 +27,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from siamese_research.config import DataError
+from siamese_research.errors import DataError
 
 REPORT_FILE = "embeddings.json"
 MISSING_LISTED = 20  # the most frequent vocabulary words not found, in the report

@@ -58,17 +58,3 @@ def require(fv: flags.FlagValues, *names: str) -> None:
     for name in names:
         if fv[name].value in (None, ""):
             fail(f"--{name} is required")
-
-
-def quiet_python_logging() -> None:
-    """No TensorFlow/Keras Python log lines or warnings on the console (the
-    C++ ones are `import_tensorflow_quietly`'s)."""
-    import warnings
-
-    import tensorflow as tf
-    from absl import logging as absl_logging
-
-    tf.get_logger().setLevel("ERROR")
-    absl_logging.set_verbosity(absl_logging.ERROR)
-    warnings.filterwarnings("ignore", module="keras")
-    warnings.filterwarnings("ignore", module="tensorflow")

@@ -15,8 +15,10 @@ import sys
 
 from absl import flags
 
-from siamese_research.tools import cli
+from siamese_research import quiet, runner
 from siamese_research.config import Config
+from siamese_research.errors import UserError
+from siamese_research.tools import cli
 
 HELP = {
     # Data.
@@ -154,17 +156,13 @@ def main(argv=None) -> int:
     argv = sys.argv if argv is None else argv
     fv = define_flags()
     cli.parse(fv, argv, __doc__)
-    from siamese_research.config import UserError
-
     try:
         config = Config(**{name: fv[name].value for name in Config.field_names()})
     except UserError as e:
         cli.fail(str(e))
-    from siamese_research import runner as training
-
-    training.quiet_tensorflow()
+    quiet.quiet_python_logging()
     try:
-        result = training.run(config, argv=argv)
+        result = runner.run(config, argv=argv)
     except UserError as e:
         cli.fail(str(e))
     return result["exit_code"]

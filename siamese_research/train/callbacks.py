@@ -22,6 +22,7 @@ from typing import Optional
 
 import keras
 
+from siamese_research import artifacts
 from siamese_research.config import MONITORS  # noqa: F401 (the public list)
 
 
@@ -133,7 +134,7 @@ class BestModel(keras.callbacks.Callback):
 
     def _load(self):
         """A resumed run keeps its earlier best."""
-        path = os.path.join(self.run_dir, "best.json")
+        path = os.path.join(self.run_dir, artifacts.BEST_FILE)
         if os.path.exists(path):
             with open(path) as f:
                 record = json.load(f)
@@ -149,13 +150,6 @@ class BestModel(keras.callbacks.Callback):
         self.best, self.best_epoch = float(value), epoch + 1
         if not self.save:
             return
-        from siamese_research.core import model as model_lib
-
-        model = getattr(self.model, "_model", self.model)
-        model.save(os.path.join(self.run_dir, "best.keras"))
-        model_lib.encoder_model(model).save(os.path.join(self.run_dir,
-                                                         "best_encoder.keras"))
-        with open(os.path.join(self.run_dir, "best.json"), "w") as f:
-            json.dump({"epoch": self.best_epoch, "monitor": self.monitor,
-                       "value": self.best}, f)
-            f.write("\n")
+        artifacts.save_models(getattr(self.model, "_model", self.model), self.run_dir, "best")
+        artifacts.write_json(self.run_dir, artifacts.BEST_FILE, {
+            "epoch": self.best_epoch, "monitor": self.monitor, "value": self.best})

@@ -14,7 +14,8 @@ from typing import Optional
 
 import tensorflow as tf
 
-from siamese_research.config import Config, UserError
+from siamese_research.config import Config
+from siamese_research.errors import CheckpointError
 
 # Settings that change the variables' shapes or meaning: a checkpoint made
 # with other values cannot be resumed.
@@ -22,10 +23,6 @@ from siamese_research.config import Config, UserError
 # optimizer state would not fit the other setting.
 MODEL_FIELDS = ("encoder", "units", "features", "merge", "share", "encoder_args",
                 "max_tokens", "oov_buckets", "optimizer", "freeze_embeddings")
-
-
-class CheckpointError(UserError):
-    """A checkpoint that cannot be restored into this run."""
 
 
 class Checkpointer:

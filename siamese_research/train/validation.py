@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from siamese_research import data as data_lib
 from siamese_research.metrics import streaming as metrics_lib
+from siamese_research.metrics.pairs import accuracy
 from siamese_research.summaries import views as summaries
 from siamese_research.summaries import extras as tensorboard_extras
 
@@ -69,7 +70,7 @@ class Validator:
         scores = np.concatenate(scores) if scores else np.zeros(0, np.float32)
         labels = np.concatenate(labels) if labels else np.zeros(0, np.float32)
         if threshold is not None:
-            logs["val_accuracy"] = metrics_lib.accuracy_at(labels, scores, threshold)
+            logs["val_accuracy"] = accuracy(labels, scores, threshold)
             logs["val_threshold"] = threshold
         logs.update(metrics_lib.ranked_and_graded(labels, scores, data.ranking_groups))
         if step is not None and writer is not None:

@@ -1,0 +1,199 @@
+"""Scores a trained run on a pair file: every metric that applies, beside a
+baseline, and the outputs `siamese-evaluate` writes (`tools/evaluate.py`
+says what each metric means)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Dict
+
+import numpy as np
+import tensorflow as tf
+
+from siamese_research import artifacts
+from siamese_research import data as data_lib
+from siamese_research.config import BUILTIN_DATA, Config
+from siamese_research.data import files
+from siamese_research.errors import ConfigError, DataError, UserError
+from siamese_research.metrics.overlap import overlap_scores
+from siamese_research.metrics.pairs import best_threshold, compute_metrics
+from siamese_research.summaries import extras
+from siamese_research.summaries import views as summaries
+
+BASELINES = ("none", "overlap")
+METRIC_ORDER = ("pairs", "positives", "accuracy", "threshold", "accuracy_best_threshold",
+                "f1", "roc_auc", "average_precision", "map", "mrr", "groups_scored",
+                "pearson", "spearman", "triplets", "triplet_accuracy")
+
+
+def predict(model, pairs, batch_size: int = 256) -> np.ndarray:
+    """Scores in [0, 1], one per pair, in order."""
+    if not len(pairs):
+        return np.zeros(0, np.float64)
+    out = []
+    for (left, right), _, _ in data_lib.PairDataset(pairs, batch_size, shuffle=False).epoch(0):
+        out.append(np.asarray(model((left, right), training=False)).reshape(-1))
+    return np.concatenate(out).astype(np.float64)
+
+
+def _evaluate_builtin(run_dir: str, data: str, batch_size: int, which: str) -> dict:
+    """`--data=synthetic|random`: the run's own built-in validation pairs,
+    re-created from its config.json (the same seed, the same split)."""
+    run_config = artifacts.read_run_config(run_dir)
+    if run_config.data != data:
+        raise DataError(f"--data={data}: this run was trained on --data="
+                        f"{run_config.data}; its built-in validation split is "
+                        f"--data={run_config.data}")
+    pairs = data_lib.load(run_config).validation
+    if pairs is None or not len(pairs):
+        raise DataError(f"--data={data}: the run held out no validation pairs "
+                        f"(--validation_split=0)")
+    scores = predict(artifacts.load_model(run_dir, which), pairs, batch_size)
+    return {"model": compute_metrics(pairs.label, scores),
+            "info": {"skipped": 0, "scores": scores, "labels": pairs.label}}
+
+
+def _validation_pairs(run_config: Config, vectorizer):
+    """The run's validation pairs, re-created as training made them, or None."""
+    try:
+        if run_config.data in BUILTIN_DATA:
+            return data_lib.load(run_config).validation
+        return files.load(run_config, vectorizer=vectorizer).validation
+    except UserError:
+        return None
+
+
+def evaluate_run(run_dir: str, data_path: str, *, baseline: str = "none",
+                 batch_size: int = 256, which: str = "best",
+                 **data_flags) -> Dict[str, dict]:
+    """Scores `data_path` with the run's model (and the baseline).
+
+    Args:
+      run_dir: a finished run folder (model.keras, config.json).
+      data_path: a pair file of the run's kind (text or .npz).
+      baseline: "none" or "overlap".
+      batch_size: pairs per forward pass.
+      which: "best" (best.keras, or model.keras without one) or "last".
+      **data_flags: left_column, right_column, label_column, label_range
+        (None keeps the run's).
+
+    Returns:
+      {"model": metrics, "overlap": metrics (with --baseline=overlap),
+       "info": {...}}.
+
+    Raises:
+      UserError: a bad run folder, file or flag.
+    """
+    if baseline not in BASELINES:
+        raise DataError(f"--baseline={baseline}: expected one of {', '.join(BASELINES)}")
+    if not os.path.isdir(run_dir):
+        raise DataError(f"--run_dir={run_dir}: no such folder")
+    if data_path in BUILTIN_DATA:
+        return _evaluate_builtin(run_dir, data_path, batch_size, which)
+    if not os.path.isfile(data_path):
+        raise DataError(f"--data={data_path}: no such file")
+    try:
+        run_config = artifacts.read_run_config(run_dir)
+        have_validation = True
+    except ConfigError:
+        # The training file moved: its validation split cannot be re-made,
+        # so there is no validated threshold, but the file can be scored.
+        run_config = artifacts.read_run_config(run_dir, data=data_path,
+                                     validation_data=None)
+        have_validation = False
+    overrides = {k: v for k, v in data_flags.items() if v is not None}
+    config = run_config.replace(data=data_path, validation_data=None, **overrides)
+    vectorizer = files.load_vectorizer(run_dir)
+    kind = files.file_kind(data_path)
+    if vectorizer is None and kind == "text":
+        raise DataError(f"--data={data_path}: this run was trained on float pairs, "
+                        f"not text; evaluate it on an .npz file")
+    if vectorizer is not None and kind != "text":
+        raise DataError(f"--data={data_path}: this run was trained on text pairs; "
+                        f"evaluate it on a .csv, .tsv or .jsonl file")
+    pairs, skipped = files.load_file(data_path, config, vectorizer)
+    if not len(pairs):
+        raise DataError(f"{data_path}: no pairs left after skipping {skipped} with "
+                        f"an empty text")
+    if baseline == "overlap" and not pairs.is_text:
+        raise DataError("--baseline=overlap needs text pairs, not an .npz file")
+    model = artifacts.load_model(run_dir, which)
+    graded = config.label_bounds is not None
+    groups = [t.strip() for t in pairs.left_text] if pairs.is_text else None
+    triplets = pairs.triplets
+
+    validation = None
+    if have_validation and not graded:
+        validation = _validation_pairs(run_config, vectorizer)
+    threshold = None
+    if validation is not None and len(validation):
+        threshold = best_threshold(validation.label, predict(model, validation,
+                                                             batch_size))
+    scores = predict(model, pairs, batch_size)
+    results = {"model": compute_metrics(pairs.label, scores, groups=groups,
+                                        threshold=threshold, graded=graded,
+                                        triplets=triplets),
+               "info": {"skipped": skipped, "scores": scores,
+                        "labels": pairs.label}}
+    if baseline == "overlap":
+        base_threshold = None
+        if validation is not None and validation.left_text:
+            base_threshold = best_threshold(
+                validation.label, overlap_scores(validation.left_text,
+                                                 validation.right_text))
+        base = overlap_scores(pairs.left_text, pairs.right_text)
+        results["overlap"] = compute_metrics(pairs.label, base, groups=groups,
+                                             threshold=base_threshold, graded=graded,
+                                             triplets=triplets)
+        results["info"]["overlap_scores"] = base
+    return results
+
+
+def format_table(results: Dict[str, dict]) -> str:
+    """A fixed-width table: one row per metric, one column per scorer."""
+    names = [k for k in ("model", "overlap") if k in results]
+    keys = [k for k in METRIC_ORDER if any(k in results[n] for n in names)]
+    lines = [f"{'metric':<24}" + "".join(f"{n:>12}" for n in names)]
+    for k in keys:
+        cells = []
+        for n in names:
+            v = results[n].get(k)
+            if v is None:
+                cells.append(f"{'-':>12}")
+            elif isinstance(v, int):
+                cells.append(f"{v:>12d}")
+            else:
+                cells.append(f"{v:>12.4f}")
+        lines.append(f"{k:<24}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def _json_ready(metrics: dict) -> dict:
+    # NaN is not JSON: a metric that does not apply is left out instead.
+    return {k: v for k, v in metrics.items()
+            if not (isinstance(v, float) and not math.isfinite(v))}
+
+
+def write_outputs(run_dir: str, stem: str, name: str, metrics: dict, labels,
+                  scores) -> str:
+    """`DIR/eval_<stem>[_name].json` and TensorBoard `DIR/eval_<stem>[_name]/`
+    (scalars `eval/<metric>` and the PR curve `eval/pr_curve`, at step 0).
+
+    Returns:
+      The JSON path.
+    """
+    base = f"eval_{stem}" + ("" if name == "model" else f"_{name}")
+    path = os.path.join(run_dir, base + ".json")
+    with open(path, "w") as f:
+        json.dump(_json_ready(metrics), f, indent=2, sort_keys=True)
+        f.write("\n")
+    writer = tf.summary.create_file_writer(os.path.join(run_dir, base))
+    with writer.as_default():
+        summaries.epoch_scalars(0, {f"eval/{k}": float(v)
+                                    for k, v in _json_ready(metrics).items()})
+    if not any(k in metrics for k in ("pearson", "spearman")):
+        extras.pr_curve(writer, labels, scores, 0, name="eval/pr_curve")
+    writer.close()
+    return path
