@@ -73,8 +73,8 @@ def one_seed(config, out_path):
                 f.write(line + "\n")
 
     score(0)
-    trainer.fit(train_ds, None, epochs=config.epochs,
-                on_epoch_end=lambda e, logs: score(e + 1))
+    trainer.fit(train_ds, None, epochs=config.epochs, callbacks=[
+        keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: score(e + 1))])
     return rows
 
 

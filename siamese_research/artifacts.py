@@ -114,7 +114,7 @@ class Run:
       model: the `SiameseModel`.
       config: the run's `config.json` as a dict ({} without one).
       vectorizer: the run's `TextVectorization`, None for float runs.
-      threshold: the score at or above which a pair is predicted similar
+      threshold: the score above which a pair is predicted similar
         (`threshold.json`, else 0.5 for sigmoid scores), or None.
     """
 

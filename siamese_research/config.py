@@ -145,6 +145,16 @@ class Config:
 
     # -- validation ---------------------------------------------------------
     def validate(self) -> None:
+        """Raises `ConfigError` (naming the flag and the value) for the first
+        setting that cannot be, in this order."""
+        self._validate_numbers()
+        self._validate_objective()
+        self._validate_data()
+        self._validate_choices()
+        self._validate_text()
+
+    def _validate_numbers(self) -> None:
+        """Counts, cadences, rates: their ranges."""
         positive = (
             "num_samples", "timesteps", "features", "units", "epochs",
             "batch_size", "steps_per_execution", "log_every", "histogram_every",
@@ -175,6 +185,9 @@ class Config:
             raise ConfigError("margin", self.margin, "must be > 0")
         if not self.temperature > 0:
             raise ConfigError("temperature", self.temperature, "must be > 0")
+
+    def _validate_objective(self) -> None:
+        """The loss and what it trains on."""
         _choice("triplets", self.triplets, TRIPLETS)
         if self.triplets != "none" and self.loss != "triplet":
             raise ConfigError("triplets", self.triplets, "forms triplets for --loss=triplet; "
@@ -187,6 +200,9 @@ class Config:
             raise ConfigError("class_weight", self.class_weight,
                               f"weighs pairs by label; --loss={self.loss} trains on "
                               "positives (and their negatives) only")
+
+    def _validate_data(self) -> None:
+        """--data and --validation_data."""
         if self.data in BUILTIN_DATA:
             pass
         elif not self.data or self.data.startswith("-"):
@@ -203,6 +219,9 @@ class Config:
         if self.data in BUILTIN_DATA and self.validation_data is not None:
             raise ConfigError("validation_data", self.validation_data,
                               "only with a pair file as --data")
+
+    def _validate_choices(self) -> None:
+        """Settings with a fixed set of values, and what --monitor needs."""
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("share", self.share, SHARES)
         _choice("strategy", self.strategy, STRATEGIES)
@@ -225,6 +244,9 @@ class Config:
                               "(--label_range)")
         if self.verbose not in (0, 1):
             raise ConfigError("verbose", self.verbose, "expected 0 or 1")
+
+    def _validate_text(self) -> None:
+        """--encoder_args, --label_range, and the settings only text has."""
         try:
             args = json.loads(self.encoder_args)
         except json.JSONDecodeError as e:

@@ -70,8 +70,9 @@ def mirrored():
                       strategy=strategy, writers=None, verbose=0, steps_per_execution=1)
     snapshots = []
     trainer.fit(D.PairDataset(padded, 8, shuffle=False), epochs=1,
-                on_progress=lambda s: snapshots.append(
-                    [v.numpy().copy() for v in model.trainable_variables]))
+                callbacks=[keras.callbacks.LambdaCallback(
+                    on_train_batch_end=lambda batch, logs: snapshots.append(
+                        [v.numpy().copy() for v in model.trainable_variables]))])
     out["remainder"] = {"step": int(trainer.global_step.numpy()),
                         "finite": bool(all(np.all(np.isfinite(v.numpy()))
                                            for v in model.trainable_variables)),

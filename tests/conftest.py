@@ -8,7 +8,7 @@ import pytest
 
 # Two test workers (and the processes some tests start) share the two cores:
 # one thread per op and one op at a time in each worker, and OpenBLAS on one
-# thread (its idle workers spin; docs/benchmarks.md), instead of every
+# thread (its idle workers spin; docs/performance.md), instead of every
 # process's thread pools spinning against each other. Not a behaviour any
 # test reads: the thread defaults a user gets are tested in fresh processes.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -31,6 +31,7 @@ def _load_cli():
 # do (TF_CPP_MIN_LOG_LEVEL=3 unless set, and the import's absl lines that
 # ignore it); subprocess tests run as a user would (run_train drops it).
 _load_cli().import_tensorflow_quietly()
+import keras  # noqa: E402
 import siamese_research  # noqa: E402,F401
 import tensorflow as tf  # noqa: E402
 
@@ -81,6 +82,28 @@ def run_main(*args, main=None):
             code = e.code
     return types.SimpleNamespace(returncode=code, stdout=out.getvalue(),
                                  stderr=err.getvalue())
+
+
+class Probe(keras.callbacks.Callback):
+    """A test's hook into `Trainer.fit`, through the loop's one hook system:
+    `on_call(global step)` after each compiled call; `stop()`, polled after
+    each call and epoch, interrupts the run as a signal would; with
+    `step_interval`, calls end at its multiples."""
+
+    reads_batch_logs = False
+
+    def __init__(self, on_call=None, stop=None, step_interval=0):
+        super().__init__()
+        self.on_call, self.stop, self.step_interval = on_call, stop, step_interval
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.on_call is not None:
+            self.on_call(self.model.global_step)
+        self.on_epoch_end(None)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.stop is not None and self.stop():
+            self.model.interrupted = True
 
 
 @pytest.fixture

@@ -79,25 +79,24 @@ def test_each_branch_is_the_gradient_with_the_others_stopped(objective, make_los
 
 @pytest.mark.parametrize("objective,make_loss,merge", [CASES[0], CASES[3]])
 def test_sgd_step_moves_weights_by_minus_lr_times_the_sum(objective, make_loss, merge):
-    from siamese_research.train.trainer import Trainer
+    from siamese_research.train.step import TrainStep
 
     lr = 0.1
     model = _model(objective, merge, 2)
     loss_fn = make_loss()
-    trainer = Trainer(model, loss_fn=loss_fn, optimizer=keras.optimizers.SGD(lr),
-                      writers=None, verbose=0)
+    step = TrainStep(model, loss_fn=loss_fn, optimizer=keras.optimizers.SGD(lr),
+                     strategy=tf.distribute.get_strategy())
     inputs = _inputs(len(model.branches), seed=2)
     label, weight = tf.ones([6]), tf.ones([6])
     bg = G.branch_gradients(model, loss_fn, inputs, label, weight)
     before = [v.numpy().copy() for v in bg.encoder_vars]
-    trainer.step.with_views = True
-    trainer.step.math((inputs, label, weight), view=True)  # eager: one step
+    step.math((inputs, label, weight), view=True)  # eager: one step
     for i, (v, w0) in enumerate(zip(bg.encoder_vars, before)):
         expected = w0 - lr * sum(g[i].numpy() for g in bg.branches)
         np.testing.assert_allclose(v.numpy(), expected, rtol=1e-5, atol=1e-6)
     # The step stored each branch's view by name: the same gradients.
     for name, grads in bg.by_name().items():
-        for view, g in zip(trainer.step.views[name], grads):
+        for view, g in zip(step.views[name], grads):
             np.testing.assert_allclose(view.numpy(), g.numpy(), rtol=1e-5, atol=1e-7)
 
 

@@ -77,8 +77,9 @@ def test_early_stopping_ends_the_run_and_restores_best_weights():
     snapshots = []
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, min_delta=1.0,
                                          restore_best_weights=True)
-    history = trainer.fit(data, data, epochs=5, callbacks=[stop], on_epoch_end=lambda e, l:
-                          snapshots.append(trainer.model.get_weights()))
+    history = trainer.fit(data, data, epochs=5, callbacks=[
+        stop, keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda e, l: snapshots.append(trainer.model.get_weights()))])
     assert history["stopped_early"] and len(history["epochs"]) == 2
     assert int(trainer.global_step.numpy()) == 6
     assert any(not np.array_equal(a, b) for a, b in zip(*snapshots))  # epoch 2 moved

@@ -10,7 +10,7 @@ from siamese_research.core import encoders as E
 from siamese_research.core import model as M
 from siamese_research.summaries import views as summaries
 from siamese_research.core import gradients as G
-from conftest import ROOT, run_main, run_train
+from conftest import ROOT, Probe, run_main, run_train
 
 BUILTIN = ["lstm", "gru", "bilstm", "conv1d", "transformer", "bag"]
 
@@ -179,7 +179,7 @@ def test_the_train_step_unrolls_in_long_runs_only(unroll, run_steps, unrolled,
     monkeypatch.setattr(type(model.encoder.core.cell), "call",
                         lambda self, *a, **k: calls.append(1) or cell_call(self, *a, **k))
     # Shown a run of `run_steps` steps (epochs of one step); stopped after one.
-    trainer.fit(ds, epochs=run_steps, should_stop=lambda: True)
+    trainer.fit(ds, epochs=run_steps, callbacks=[Probe(stop=lambda: True)])
     assert trainer.global_step.numpy() == 1
     assert (len(calls) == 2 * 6) == unrolled  # two branches, one trace
 

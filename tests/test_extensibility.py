@@ -10,7 +10,7 @@ from siamese_research.core import losses as L
 from siamese_research.core import merges as Mg
 from siamese_research.core import model as M
 from siamese_research import artifacts
-from siamese_research.train.trainer import Trainer
+from siamese_research.train.step import TrainStep
 
 
 ENCODERS = ["lstm", "gru", "bilstm", "conv1d", "transformer", "bag"]
@@ -34,10 +34,8 @@ def test_every_combination_trains_two_steps(encoder, merge, loss):
     keras.utils.set_random_seed(0)
     model = M.build_model(encoder=encoder, units=4, features=8, merge=merge)
     loss_fn = L.build_loss(loss, merge=merge)
-    trainer = Trainer(model, loss_fn=loss_fn, optimizer=keras.optimizers.Adam(1e-2),
-                      writers=None, verbose=0)
-    step = trainer.step
-    step.with_views = step.with_check = True  # what a run with writers has
+    step = TrainStep(model, loss_fn=loss_fn, optimizer=keras.optimizers.Adam(1e-2),
+                     strategy=tf.distribute.get_strategy())  # views and check on
     before = [v.numpy().copy() for v in model.trainable_variables]
     for seed in (1, 2):  # two eager steps: the same step code, no tracing cost
         step.math(_batch(seed), view=True, check=True)
@@ -48,8 +46,8 @@ def test_every_combination_trains_two_steps(encoder, merge, loss):
         total = [v.numpy() for v in step.views["total"]]
         assert G.sum_error(total, branches) <= 1e-5
         assert not total or any(np.any(t != 0) for t in total)  # views were stored
-    assert int(trainer.global_step.numpy()) == 2
-    assert int(trainer.nonfinite_count.numpy()) == 0
+    assert int(step.global_step.numpy()) == 2
+    assert int(step.nonfinite_count.numpy()) == 0
     moved = [not np.array_equal(b, v.numpy())
              for b, v in zip(before, model.trainable_variables)]
     if encoder == "bag" and Mg.get_merge_class(merge).score and not model.merge.weights:

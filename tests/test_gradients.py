@@ -135,7 +135,7 @@ def test_branch_stats_are_the_norms_and_cosine_of_the_flattened_gradients():
 def test_the_views_arithmetic_stays_out_of_blas(monkeypatch):
     """np.vdot on a 16,384-float gradient woke OpenBLAS's threads, which
     spun for ~0.1 s on the core the next compiled train call needed (B
-    trained at 0.7x its rate; docs/benchmarks.md). The norms and cosines a
+    trained at 0.7x its rate; docs/performance.md). The norms and cosines a
     view step writes must not call BLAS (and must still be right)."""
     def no_blas(*args, **kwargs):
         raise AssertionError("a BLAS call in the views' arithmetic")

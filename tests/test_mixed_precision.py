@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from siamese_research.core import gradients as G
 from siamese_research.core import model as M
-from siamese_research.train.trainer import Trainer
+from siamese_research.train.step import TrainStep
 
 
 @pytest.fixture
@@ -25,24 +25,24 @@ def mixed_float16():
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _scaled_trainer(seed, optimizer):
-    """A float16 model, its Trainer with `optimizer` (a LossScaleOptimizer)
+def _scaled_step(seed, optimizer):
+    """A float16 model, its TrainStep with `optimizer` (a LossScaleOptimizer)
     scaling the loss, and one batch."""
     keras.utils.set_random_seed(0)
     model = M.build_model(features=8, units=4)
     loss_fn = keras.losses.BinaryCrossentropy()
-    trainer = Trainer(model, loss_fn=loss_fn, optimizer=optimizer, writers=None,
-                      verbose=0, scale_loss=optimizer.scale_loss)
+    step = TrainStep(model, loss_fn=loss_fn, optimizer=optimizer,
+                     strategy=tf.distribute.get_strategy(), scale_loss=optimizer.scale_loss)
     rng = np.random.default_rng(seed)
     left = tf.constant(rng.standard_normal((4, 5, 8)), tf.float32)
     right = tf.constant(rng.standard_normal((4, 6, 8)), tf.float32)
     y, w = tf.constant([1.0, 0.0, 1.0, 0.0]), tf.ones(4)
-    return model, loss_fn, trainer, (left, right, y, w)
+    return model, loss_fn, step, (left, right, y, w)
 
 
 def test_mixed_float16_step_trains_with_loss_scaling(mixed_float16):
     optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
-    model, loss_fn, trainer, (left, right, y, w) = _scaled_trainer(0, optimizer)
+    model, loss_fn, step, (left, right, y, w) = _scaled_step(0, optimizer)
     assert model.encoder.core.compute_dtype == "float16"
     assert model.encoder.core.variable_dtype == "float32"
     pred = model((left, right))
@@ -60,11 +60,11 @@ def test_mixed_float16_step_trains_with_loss_scaling(mixed_float16):
     for u, b in zip(unscaled.right, plain.right):
         np.testing.assert_allclose(u.numpy(), b.numpy(), rtol=2e-2, atol=1e-4)
     before = [v.numpy().copy() for v in model.trainable_variables]
-    trainer.step.math(((left, right), y, w))
+    step.math(((left, right), y, w))
     after = [v.numpy() for v in model.trainable_variables]
     assert all(np.all(np.isfinite(a)) for a in after)
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))
-    assert int(trainer.global_step.numpy()) == 1
+    assert int(step.global_step.numpy()) == 1
 
 
 def test_the_views_are_unscaled_at_the_scale_the_step_used(mixed_float16):
@@ -72,13 +72,12 @@ def test_the_views_are_unscaled_at_the_scale_the_step_used(mixed_float16):
     views must be divided by the scale before it (else they read half)."""
     optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.0),
                                                     dynamic_growth_steps=1)
-    model, loss_fn, trainer, (left, right, y, w) = _scaled_trainer(1, optimizer)
+    model, loss_fn, step, (left, right, y, w) = _scaled_step(1, optimizer)
     plain = G.branch_gradients(model, loss_fn, (left, right), y, w)
     scale = float(optimizer.dynamic_scale.numpy())
-    trainer.step.with_views = trainer.step.with_check = True  # (no writers here)
-    trainer.step.math(((left, right), y, w), view=True, check=True)
+    step.math(((left, right), y, w), view=True, check=True)
     assert float(optimizer.dynamic_scale.numpy()) == 2 * scale  # it grew
-    for view, ref in zip(trainer.step.views["left"], plain.left):
+    for view, ref in zip(step.views["left"], plain.left):
         np.testing.assert_allclose(view.numpy(), ref.numpy(), rtol=2e-2, atol=1e-4)
-    views = [[v.numpy() for v in trainer.step.views[b]] for b in ("total", "left", "right")]
+    views = [[v.numpy() for v in step.views[b]] for b in ("total", "left", "right")]
     assert G.sum_error(views[0], views[1:]) < 1e-2  # fp16 noise, not the 0.5 of a wrong scale

@@ -35,9 +35,9 @@ def test_planted_inf_stops_at_its_step_without_applying_it():
     data = D.PairDataset(_planted(), 4, shuffle=False)
     snapshots = []
     with pytest.raises(NonFiniteError) as e:
-        trainer.fit(data, epochs=1,
-                    on_progress=lambda s: snapshots.append(
-                        [v.numpy().copy() for v in model.trainable_variables]))
+        trainer.fit(data, epochs=1, callbacks=[keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs: snapshots.append(
+                [v.numpy().copy() for v in model.trainable_variables]))])
     assert e.value.step == 3
     # inf saturates the LSTM: the loss stays finite, its kernel gradient does not.
     assert e.value.what == "gradient of siamese/encoder/lstm/lstm_cell/kernel"
@@ -135,8 +135,9 @@ def test_a_nonfinite_step_moves_nothing_under_a_mirrored_strategy(mode):
                       on_nonfinite=mode, steps_per_execution=1)
     snapshots = []
     data = D.PairDataset(_planted(), 4, shuffle=False)  # step 3 is bad
-    run = lambda: trainer.fit(data, epochs=1, on_progress=lambda s: snapshots.append(
-        [v.numpy().copy() for v in model.trainable_variables]))
+    run = lambda: trainer.fit(data, epochs=1, callbacks=[keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: snapshots.append(
+            [v.numpy().copy() for v in model.trainable_variables]))])
     if mode == "stop":
         with pytest.raises(NonFiniteError):
             run()

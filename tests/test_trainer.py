@@ -7,8 +7,9 @@ from siamese_research import data as D
 from siamese_research.core import gradients as G
 from siamese_research.core import model as M
 from siamese_research.summaries import views as summaries
+from siamese_research.train import readout
 from siamese_research.train.trainer import Trainer
-from conftest import read_tags
+from conftest import Probe, read_tags
 
 
 def _pairs(n, length, f=8, seed=0):
@@ -23,18 +24,19 @@ def _trainer(tmp_path=None, **kw):
     keras.utils.set_random_seed(0)
     model = M.build_model(features=8, units=4)
     writers = summaries.create_writers(str(tmp_path)) if tmp_path else None
+    cadences = dict(log_every=1, histogram_every=2, grad_check_every=1)
     return Trainer(model, loss_fn=keras.losses.BinaryCrossentropy(),
                    optimizer=keras.optimizers.RMSprop(1e-3), writers=writers,
-                   verbose=0, log_every=1, histogram_every=2, grad_check_every=1, **kw)
+                   verbose=0, **{**cadences, **kw})
 
 
 def _steps(trainer, batches, view=False, check=False):
     """Runs `batches` (a list of ((left, right), label, weight)) as one
-    compiled call of `TrainStep.run`."""
+    compiled call of `StepLoop.run`."""
     it = iter(tf.data.Dataset.from_generator(
         lambda: iter(batches), output_signature=tf.nest.map_structure(
             lambda t: tf.TensorSpec([None] * len(t.shape), t.dtype), batches[0])))
-    return trainer.step.run(it, tf.constant(len(batches)), tf.constant(view),
+    return trainer.loop.run(it, tf.constant(len(batches)), tf.constant(view),
                             tf.constant(check))
 
 
@@ -56,7 +58,7 @@ def test_variable_lengths_never_retrace(tmp_path):
 def test_multi_step_runs_exactly_n_steps_and_traces_once_per_time_shape():
     trainer = _trainer()
     data = D.PairDataset(_pairs(40, 6), 4)  # 10 batches per epoch
-    run = trainer.step.run
+    run = trainer.loop.run
     it = iter(data.epoch(0))
     no = tf.constant(False)
     run(it, tf.constant(3), no, no)
@@ -95,8 +97,8 @@ def test_fit_stops_on_request_mid_epoch():
     trainer = _trainer(steps_per_execution=2)
     train = D.PairDataset(_pairs(40, 6), 4)
     calls = []
-    history = trainer.fit(train, epochs=3, on_progress=calls.append,
-                          should_stop=lambda: len(calls) >= 2)
+    history = trainer.fit(train, epochs=3, callbacks=[
+        Probe(on_call=calls.append, stop=lambda: len(calls) >= 2)])
     assert history["interrupted"]
     assert int(trainer.global_step.numpy()) == 4
 
@@ -109,8 +111,7 @@ def test_samples_per_second_is_the_pairs_over_the_time_since_the_last_log_step(
 
     readings = iter(range(0, 10**6, 100))
     monkeypatch.setattr(diagnostics.time, "perf_counter", lambda: next(readings))
-    trainer = _trainer(tmp_path)
-    trainer.diagnostics.log_every = 3
+    trainer = _trainer(tmp_path, log_every=3)
     trainer.fit(D.PairDataset(_pairs(12, 5), 4), epochs=1)  # steps 1, 2, 3
     trainer.flush()
     _, acc = read_tags(str(tmp_path / "train"))
@@ -121,11 +122,11 @@ def test_samples_per_second_is_the_pairs_over_the_time_since_the_last_log_step(
     assert rates == {1: pytest.approx(4 / 100), 3: pytest.approx(8 / 100)}
 
 
-def test_calls_end_at_every_multiple_of_progress_every():
+def test_calls_end_at_every_multiple_of_a_callbacks_step_interval():
     trainer = _trainer(steps_per_execution=20)
     seen = []
-    trainer.fit(D.PairDataset(_pairs(40, 6), 4), epochs=1, on_progress=seen.append,
-                progress_every=3)
+    trainer.fit(D.PairDataset(_pairs(40, 6), 4), epochs=1,
+                callbacks=[Probe(on_call=seen.append, step_interval=3)])
     assert seen == [3, 6, 9, 10]  # 10 steps; the epoch's end as well
 
 
@@ -182,8 +183,8 @@ def test_fixed_length_batches_have_a_static_time_dim_padded_ones_do_not():
 
 
 def test_view_steps_are_the_first_the_last_and_every_cadence_multiple(tmp_path):
-    diag = _trainer(tmp_path).diagnostics
-    diag.log_every, diag.histogram_every, diag.grad_check_every = 10, 100, 10
+    diag = _trainer(tmp_path, log_every=10, histogram_every=100,
+                    grad_check_every=10).schedule
     first, last = 1, 205
     views = [s for s in range(first, last + 1) if diag.due(s, first, last)]
     assert views == [1] + list(range(10, 201, 10)) + [205]
@@ -199,27 +200,27 @@ def test_view_steps_are_the_first_the_last_and_every_cadence_multiple(tmp_path):
     # A resumed run starts a new schedule at its own first step.
     assert diag.due(57, 57, 205) == (True, True, True)
     assert diag.due(58, 57, 205) is None
-    silent = _trainer(None).diagnostics  # no writers: nothing is due
+    silent = _trainer(None).schedule  # no writers: nothing is due
     assert silent.due(10, 1, 20) is None and silent.next_due(0, 1, 20) == 21
 
 
 def test_calls_end_at_view_steps_and_run_steps_per_execution_between(tmp_path):
-    trainer = _trainer(tmp_path, steps_per_execution=20)
-    trainer.diagnostics.log_every = 10
-    trainer.diagnostics.histogram_every = trainer.diagnostics.grad_check_every = 10
+    trainer = _trainer(tmp_path, steps_per_execution=20, log_every=10,
+                       histogram_every=10, grad_check_every=10)
     seen = []
-    trainer.fit(D.PairDataset(_pairs(200, 5), 4), epochs=1, on_progress=seen.append)
+    trainer.fit(D.PairDataset(_pairs(200, 5), 4), epochs=1,
+                callbacks=[Probe(on_call=seen.append)])
     assert seen == [1] + list(range(10, 51, 10))  # 50 steps, view steps end calls
     silent = _trainer(None, steps_per_execution=20)
     seen = []
-    silent.fit(D.PairDataset(_pairs(200, 5), 4), epochs=1, on_progress=seen.append)
+    silent.fit(D.PairDataset(_pairs(200, 5), 4), epochs=1,
+               callbacks=[Probe(on_call=seen.append)])
     assert seen == [20, 40, 50]
 
 
 def test_summaries_land_on_every_due_step_and_the_first_and_last(tmp_path):
-    trainer = _trainer(tmp_path, steps_per_execution=50)
-    diag = trainer.diagnostics
-    diag.log_every, diag.histogram_every, diag.grad_check_every = 3, 6, 3
+    trainer = _trainer(tmp_path, steps_per_execution=50, log_every=3,
+                       histogram_every=6, grad_check_every=3)
     data = D.PairDataset(_pairs(40, 5), 4)  # 10 steps per epoch
     trainer.fit(data, epochs=2)
     trainer.flush()
@@ -273,8 +274,7 @@ def test_the_views_written_at_step_s_are_step_s_s(tmp_path):
     batch at the weights after step 2, recomputed here eagerly."""
     pairs = _pairs(24, 5)
     data = D.PairDataset(pairs, 4, shuffle=False)
-    trainer = _trainer(tmp_path)
-    trainer.diagnostics.log_every = trainer.diagnostics.grad_check_every = 3
+    trainer = _trainer(tmp_path, log_every=3, grad_check_every=3)
     trainer.fit(data, epochs=1)
     trainer.flush()
     _, acc = read_tags(str(tmp_path / "train"))
@@ -302,7 +302,7 @@ def test_a_calls_readout_is_the_views_accuracy_and_learning_rate_it_stored(tmp_p
     data = D.PairDataset(_pairs(8, 5), 4, shuffle=False)
     state, values = _steps(trainer, list(data.epoch(0)), view=True, check=True)
     assert list(state.numpy()) == [2, -1, 0]  # global step, no non-finite step
-    views = trainer.step.unpack(values.numpy())
+    views = readout.unpack(trainer.step, values.numpy())
     step = trainer.step
     assert views["loss"] == pytest.approx(float(step.views["loss"].numpy()))
     assert views["accuracy"] == pytest.approx(float(step.metrics["accuracy"].result()))

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from siamese_research import data as data_lib
 from siamese_research import runner as training
 from conftest import read_tags, tiny
 
@@ -44,7 +45,7 @@ def test_every_contract_tag_at_the_expected_steps(tiny_run):
     for tag in SCALARS:
         assert tags[tag] == log_steps, (tag, tags[tag])
     from siamese_research.core import model as M
-    model = training.build(config, training.data_lib.load(config))[0]
+    model = training.build(config, data_lib.load(config))[0]
     for v in model.trainable_variables:
         assert tags[f"weights/{v.path}"] == hist_steps, v.path
     for v in M.encoder_variables(model):
@@ -82,7 +83,7 @@ def test_notebook_replay_shapes_and_shows_gradient_histograms(tmp_path):
     config = Config(data="random", merge="concat", num_samples=1000, timesteps=10,
                     epochs=3, batch_size=64, validation_split=0.2, verbose=0,
                     projector_points=0, run_dir=str(tmp_path / "nb"))
-    data = training.data_lib.load(config)
+    data = data_lib.load(config)
     assert data.train.left.shape == (800, 10, 128)
     assert data.validation.left.shape == (200, 10, 128)
     result = training.run(config)

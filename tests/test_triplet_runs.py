@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import read_tags, run_main
+from conftest import Probe, read_tags, run_main
 
 
 def write_triplets(path, n=24, seed=0):
@@ -141,7 +141,7 @@ def test_triplets_from_pairs_resume_at_the_same_batches():
     straight.fit(data, epochs=2)
     resumed = trainer()
     calls = iter(range(100))
-    history = resumed.fit(data, epochs=2, should_stop=lambda: next(calls) == 0)
+    history = resumed.fit(data, epochs=2, callbacks=[Probe(stop=lambda: next(calls) == 0)])
     assert history["interrupted"] and int(resumed.global_step.numpy()) == 2
     resumed.fit(data, epochs=2)
     assert int(resumed.global_step.numpy()) == 2 * data.steps_per_epoch

@@ -313,7 +313,7 @@ def masked_max(x, mask):
 # static, short time axis (fixed-length data), Keras's own `unroll=True` lays
 # the steps out in the graph instead, which drops the loop's per-step overhead:
 # on the notebook's shape (10 steps) the step ran about 1.3x faster here
-# (docs/benchmarks.md). But the graph holds one copy of the cell per step, so
+# (docs/performance.md and its history). But the graph holds one copy of the cell per step, so
 # its trace and first run cost more: on the notebook's step 5.2 s against
 # 3.4 s, for 4.9 against 6.2 ms a step after (2-core CPU, 2026-12-02), which
 # pays off after about 1,400 steps. So only the train step unrolls, and only

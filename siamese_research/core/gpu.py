@@ -176,19 +176,35 @@ def uses_cudnn(model, gpu_visible: bool, left_padded: bool = False) -> bool:
     return False
 
 
-def check_jit(jit_compile: bool, gpu_visible: bool, model) -> None:
-    """Refuses `jit_compile` where XLA cannot compile the step.
+STRATEGY_FLAGS = {"MirroredStrategy": "mirrored",
+                  "MultiWorkerMirroredStrategy": "multi_worker"}
+
+
+def check_jit(jit_compile: bool, gpu_visible: bool, model, strategy=None) -> None:
+    """Refuses `jit_compile` where XLA cannot compile the step: the one
+    place this rule lives (the run's checks and `TrainStep` both call it).
 
     Args:
       jit_compile: the requested setting.
       gpu_visible: whether training runs on a GPU.
       model: the model whose encoders are checked.
+      strategy: the `tf.distribute.Strategy` the step runs under, or None.
 
     Raises:
-      ConfigError: on flag "jit_compile" when a GPU is visible and an encoder
-        uses the cuDNN RNN kernel (keras #18456).
+      ConfigError: on flag "jit_compile" under a mirrored strategy (even
+        over one device, the update is a cross-replica sum, which cannot sit
+        in XLA), or when a GPU is visible and an encoder uses the cuDNN RNN
+        kernel (keras #18456).
     """
-    if not jit_compile or not uses_cudnn(model, gpu_visible):
+    if not jit_compile:
+        return
+    kind = type(strategy).__name__
+    if kind in STRATEGY_FLAGS or getattr(strategy, "num_replicas_in_sync", 1) > 1:
+        raise ConfigError(
+            "jit_compile", True, "works with one device only (--strategy=one_device, "
+            f"or auto on one device), not --strategy={STRATEGY_FLAGS.get(kind, kind)}: "
+            "the update's cross-replica sum cannot sit in XLA")
+    if not uses_cudnn(model, gpu_visible):
         return
     raise ConfigError(
         "jit_compile", True,

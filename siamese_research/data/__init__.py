@@ -288,7 +288,7 @@ class PairDataset:
             ds = ds.map(gather)
         options = tf.data.Options()
         # With the autotuner on, tearing down the previous epoch's iterator
-        # blocked for 0.1-0.4 s in about half the epochs (docs/benchmarks.md).
+        # blocked for 0.1-0.4 s in about half the epochs (docs/performance.md and its history).
         options.autotune.enabled = False
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA)

@@ -6,11 +6,9 @@ import os
 from typing import Optional, Tuple
 
 import numpy as np
-import tensorflow as tf
 
 from siamese_research.data import files
 from siamese_research.errors import DataError
-from siamese_research.summaries import extras
 
 
 def read_column(run, path: str, column: Optional[str]) -> Tuple[object, np.ndarray]:
@@ -72,13 +70,3 @@ def encode_items(run, items, batch_size: int = 256):
         kept = np.flatnonzero(ids.any(axis=1))
         return run.encode([items[i] for i in kept], batch_size), kept
     return run.encode(items, batch_size), np.arange(len(items))
-
-
-def write_projector(folder: str, encodings, rows, texts=None) -> str:
-    """The Projector files for `encodings` in `folder` (see
-    `summaries.extras.write_projector`), plus an empty event file."""
-    cells = [(str(r), texts[i] if texts is not None else "")
-             for i, r in enumerate(rows)]
-    path = extras.write_projector(folder, encodings, ("row", "text"), cells)
-    tf.summary.create_file_writer(folder).close()  # makes the folder a run
-    return path

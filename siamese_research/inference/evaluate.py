@@ -94,18 +94,51 @@ def evaluate_run(run_dir: str, data_path: str, *, baseline: str = "none",
         return _evaluate_builtin(run_dir, data_path, batch_size, which)
     if not os.path.isfile(data_path):
         raise DataError(f"--data={data_path}: no such file")
-    try:
-        run_config = artifacts.read_run_config(run_dir)
-        have_validation = True
-    except ConfigError:
-        # The training file moved: its validation split cannot be re-made,
-        # so there is no validated threshold, but the file can be scored.
-        run_config = artifacts.read_run_config(run_dir, data=data_path,
-                                     validation_data=None)
-        have_validation = False
+    run_config, have_validation = _run_config(run_dir, data_path)
     overrides = {k: v for k, v in data_flags.items() if v is not None}
     config = run_config.replace(data=data_path, validation_data=None, **overrides)
     vectorizer = files.load_vectorizer(run_dir)
+    pairs, skipped = _read_pairs(data_path, config, vectorizer, baseline)
+    model = artifacts.load_model(run_dir, which)
+    graded = config.label_bounds is not None
+    score = {"groups": [t.strip() for t in pairs.left_text] if pairs.is_text else None,
+             "graded": graded, "triplets": pairs.triplets}
+    validation = None
+    if have_validation and not graded:
+        validation = _validation_pairs(run_config, vectorizer)
+    threshold = None
+    if validation is not None and len(validation):
+        threshold = best_threshold(validation.label, predict(model, validation,
+                                                             batch_size))
+    scores = predict(model, pairs, batch_size)
+    results = {"model": compute_metrics(pairs.label, scores, threshold=threshold, **score),
+               "info": {"skipped": skipped, "scores": scores, "labels": pairs.label}}
+    if baseline == "overlap":
+        base_threshold = None
+        if validation is not None and validation.left_text:
+            base_threshold = best_threshold(
+                validation.label, overlap_scores(validation.left_text,
+                                                 validation.right_text))
+        base = overlap_scores(pairs.left_text, pairs.right_text)
+        results["overlap"] = compute_metrics(pairs.label, base, threshold=base_threshold,
+                                             **score)
+        results["info"]["overlap_scores"] = base
+    return results
+
+
+def _run_config(run_dir: str, data_path: str):
+    """(the run's Config, whether its validation split can be re-made)."""
+    try:
+        return artifacts.read_run_config(run_dir), True
+    except ConfigError:
+        # The training file moved: its validation split cannot be re-made,
+        # so there is no validated threshold, but the file can be scored.
+        return artifacts.read_run_config(run_dir, data=data_path,
+                                         validation_data=None), False
+
+
+def _read_pairs(data_path: str, config: Config, vectorizer, baseline: str):
+    """(pairs, skipped) of `data_path`, of the run's kind."""
     kind = files.file_kind(data_path)
     if vectorizer is None and kind == "text":
         raise DataError(f"--data={data_path}: this run was trained on float pairs, "
@@ -119,36 +152,7 @@ def evaluate_run(run_dir: str, data_path: str, *, baseline: str = "none",
                         f"an empty text")
     if baseline == "overlap" and not pairs.is_text:
         raise DataError("--baseline=overlap needs text pairs, not an .npz file")
-    model = artifacts.load_model(run_dir, which)
-    graded = config.label_bounds is not None
-    groups = [t.strip() for t in pairs.left_text] if pairs.is_text else None
-    triplets = pairs.triplets
-
-    validation = None
-    if have_validation and not graded:
-        validation = _validation_pairs(run_config, vectorizer)
-    threshold = None
-    if validation is not None and len(validation):
-        threshold = best_threshold(validation.label, predict(model, validation,
-                                                             batch_size))
-    scores = predict(model, pairs, batch_size)
-    results = {"model": compute_metrics(pairs.label, scores, groups=groups,
-                                        threshold=threshold, graded=graded,
-                                        triplets=triplets),
-               "info": {"skipped": skipped, "scores": scores,
-                        "labels": pairs.label}}
-    if baseline == "overlap":
-        base_threshold = None
-        if validation is not None and validation.left_text:
-            base_threshold = best_threshold(
-                validation.label, overlap_scores(validation.left_text,
-                                                 validation.right_text))
-        base = overlap_scores(pairs.left_text, pairs.right_text)
-        results["overlap"] = compute_metrics(pairs.label, base, groups=groups,
-                                             threshold=base_threshold, graded=graded,
-                                             triplets=triplets)
-        results["info"]["overlap_scores"] = base
-    return results
+    return pairs, skipped
 
 
 def format_table(results: Dict[str, dict]) -> str:

@@ -21,7 +21,7 @@ def configure_threads(intra_op: int = 0) -> int:
         TensorFlow's default (every core) with one. On a CPU this model's ops
         are small: splitting one across cores costs more than it saves, while
         one thread per op lets the left and the right branch's ops run side by
-        side (inter-op parallelism). Measured in docs/benchmarks.md.
+        side (inter-op parallelism). Measured in docs/performance.md.
 
     Returns:
       The setting in force (0 = TensorFlow's default). Once TensorFlow has

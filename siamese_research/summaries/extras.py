@@ -1,5 +1,5 @@
-"""TensorBoard beyond scalars and histograms: HParams, graph, projector, PR
-curves and a custom scalars layout.
+"""TensorBoard beyond scalars and histograms: HParams, graph, PR curves and
+a custom scalars layout (the projector: `projector`).
 
 `summaries.py` writes what the loop logs at view steps and epochs; this
 module writes what a run logs once or once per epoch, from the Python loop.
@@ -12,9 +12,8 @@ Where each piece lands in a run folder `runs/<name>/`:
 * custom scalars layout: `train/`, tag `custom_scalars__config__`;
 * PR curve of the validation predictions: `validation/`, tag `pr_curve`, every
   epoch;
-* projector (encoder outputs, left and right): `validation/`,
-  `projector_config.pbtxt`, `projector-1.*` (a checkpoint) and
-  `projector_metadata.tsv`.
+* projector (encoder outputs, left and right): `validation/` (see
+  `projector`).
 
 The HParams session lives in the run folder itself, so `train/` and
 `validation/` are its sub-runs, and `tensorboard --logdir runs/sweep` shows a
@@ -29,7 +28,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -38,7 +37,6 @@ from tensorboard.plugins.custom_scalar import metadata as custom_scalar_metadata
 from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.pr_curve import metadata as pr_curve_metadata
-from tensorboard.plugins import projector
 
 # The settings a run reports to the HParams dashboard, in this column order.
 HPARAMS = ("encoder", "merge", "loss", "share", "units", "optimizer",
@@ -56,9 +54,6 @@ FINAL_METRICS = ("val_accuracy", "val_auc", "val_loss", "accuracy", "loss",
                  "max_sum_error")
 PR_CURVE_TAG = "pr_curve"
 PR_THRESHOLDS = 201
-PROJECTOR_FOLDER = "validation"
-PROJECTOR_TENSOR = "encoder_outputs"
-PROJECTOR_METADATA = "projector_metadata.tsv"
 # The custom scalars layout: (category, [(chart title, tag regex), ...]).
 LAYOUT = (
     ("branch gradients", (
@@ -283,154 +278,3 @@ def write_custom_scalars_layout(writer: tf.summary.SummaryWriter) -> None:
                          tf.constant(scalars_layout().SerializeToString()),
                          step=0, metadata=meta.SerializeToString())
     writer.flush()
-
-
-# -- Projector ------------------------------------------------------------------------
-def encode_pairs(model, dataset, max_pairs: Optional[int] = None):
-    """The towers' outputs for a dataset's pairs, in the dataset's order.
-
-    Args:
-      model: a `SiameseModel` (its left tower encodes the left side, its
-        right tower, the same object when tied, the right side).
-      dataset: a `PairDataset` built with `shuffle=False`.
-      max_pairs: stop after this many pairs (None: all).
-
-    Returns:
-      (encodings_left (n, d), encodings_right (n, d), labels (n,)), numpy.
-    """
-    left_tower, right_tower = model.towers[:2]
-    # Compiled (an RNN called eagerly runs its time loop op by op: ~2 s
-    # for the default run's 500 pairs on a 2-core CPU, against ~0.5 s
-    # with the trace).
-    encode = tf.function(lambda left, right: (left_tower(left, training=False),
-                                              right_tower(right, training=False)),
-                         autograph=False, reduce_retracing=True)
-    out_l, out_r, out_y, n = [], [], [], 0
-    for (left, right), label, _ in dataset.epoch(0):
-        h_l, h_r = encode(left, right)
-        out_l.append(h_l.numpy())
-        out_r.append(h_r.numpy())
-        out_y.append(label.numpy())
-        n += len(out_y[-1])
-        if max_pairs is not None and n >= max_pairs:
-            break
-    if not out_y:
-        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32), np.zeros(0)
-    stop = n if max_pairs is None else min(n, max_pairs)
-    return (np.concatenate(out_l)[:stop], np.concatenate(out_r)[:stop],
-            np.concatenate(out_y)[:stop])
-
-
-def export_projector(run_dir: str, encodings_left, encodings_right, labels,
-                     texts_left: Optional[Sequence[str]] = None,
-                     texts_right: Optional[Sequence[str]] = None,
-                     max_points: int = 1000) -> Optional[str]:
-    """Writes the encoder's outputs for the Projector plugin.
-
-    Points are the first `max_points // 2` pairs' left encodings followed by
-    the same pairs' right encodings, so pair i is points i and n + i. Files,
-    in `<run_dir>/validation/` (a folder the plugin reads because it holds
-    the validation events): a checkpoint of one variable `encoder_outputs`
-    (n_points, dim), `projector_metadata.tsv` (columns side, label, pair,
-    text) and `projector_config.pbtxt`.
-
-    Args:
-      run_dir: the run folder.
-      encodings_left, encodings_right: (n, dim) encodings of the same pairs.
-      labels: (n,) pair labels.
-      texts_left, texts_right: the raw texts for text data, else None.
-      max_points: cap on points (left + right); 0 writes nothing.
-
-    Returns:
-      The checkpoint path, or None when nothing was written.
-
-    Raises:
-      ValueError: the inputs disagree in length or dimension.
-    """
-    left = np.asarray(encodings_left, np.float32)
-    right = np.asarray(encodings_right, np.float32)
-    labels = np.asarray(labels).reshape(-1)
-    if left.shape != right.shape or left.ndim != 2 or len(labels) != len(left):
-        raise ValueError(f"encodings {left.shape} and {right.shape} and "
-                         f"{len(labels)} labels do not describe the same pairs")
-    n = min(len(left), max_points // 2)
-    if n == 0:
-        return None
-    points = np.concatenate([left[:n], right[:n]])
-    rows = [(side, _label_cell(labels[i]), str(i),
-             _tsv_cell(texts[i]) if texts is not None else "")
-            for side, texts in (("left", texts_left), ("right", texts_right))
-            for i in range(n)]
-    return write_projector(os.path.join(run_dir, PROJECTOR_FOLDER), points,
-                           ("side", "label", "pair", "text"), rows)
-
-
-def write_projector(folder: str, points, header: Sequence[str],
-                    rows: Sequence[Sequence[str]]) -> str:
-    """Writes points for the Projector plugin into `folder`: a checkpoint of
-    one variable `encoder_outputs` (n, dim), `projector_metadata.tsv` (the
-    header, then one row of cells per point) and `projector_config.pbtxt`.
-
-    Args:
-      folder: created if missing; TensorBoard finds it when it is (inside)
-        a --logdir and holds event files or is a run's validation folder.
-      points: (n, dim) floats.
-      header, rows: the metadata columns, and n rows of cells (tabs and
-        newlines inside a cell become spaces).
-
-    Returns:
-      The checkpoint path.
-    """
-    os.makedirs(folder, exist_ok=True)
-    points = np.asarray(points, np.float32)
-    with tf.device("/cpu:0"):
-        embedding = tf.Variable(points, trainable=False, name=PROJECTOR_TENSOR)
-    # The checkpoint holds only this variable: the plugin offers every 2-D
-    # tensor of the checkpoint it reads as an embedding.
-    ckpt = tf.train.Checkpoint(**{PROJECTOR_TENSOR: embedding})
-    path = ckpt.save(os.path.join(folder, "projector"))
-    with open(os.path.join(folder, PROJECTOR_METADATA), "w", encoding="utf-8") as f:
-        f.write("\t".join(header) + "\n")
-        for row in rows:
-            f.write("\t".join(_tsv_cell(c) for c in row) + "\n")
-    config = projector.ProjectorConfig()
-    # No model_checkpoint_path: the plugin then takes the latest checkpoint
-    # of this folder (relative paths here would be read against TensorBoard's
-    # working directory), so the run folder can move.
-    emb = config.embeddings.add()
-    emb.tensor_name = f"{PROJECTOR_TENSOR}/.ATTRIBUTES/VARIABLE_VALUE"
-    emb.metadata_path = PROJECTOR_METADATA
-    projector.visualize_embeddings(folder, config)
-    return path
-
-
-def export_validation_projector(run_dir: str, model, dataset,
-                                max_points: int = 1000) -> Optional[str]:
-    """`export_projector` for a run's validation `PairDataset` (one call).
-
-    Args:
-      run_dir: the run folder.
-      model: the trained `SiameseModel`.
-      dataset: the validation `PairDataset` (`shuffle=False`); its `pairs`
-        carry `left_text` / `right_text` for text data.
-      max_points: cap on points (left + right).
-
-    Returns:
-      The checkpoint path, or None when nothing was written.
-    """
-    if dataset is None or max_points < 2:
-        return None
-    left, right, labels = encode_pairs(model, dataset, max_points // 2)
-    pairs = dataset.pairs
-    return export_projector(run_dir, left, right, labels, pairs.left_text,
-                            pairs.right_text, max_points=max_points)
-
-
-def _tsv_cell(text) -> str:
-    # A tab or newline inside a cell would shift every later column.
-    return " ".join(str(text).split())
-
-
-def _label_cell(label) -> str:
-    value = float(label)
-    return str(int(value)) if value.is_integer() else f"{value:g}"

@@ -1,6 +1,6 @@
 """The loop's TensorBoard writes (see the tag contract in the README); what
 a run writes once (HParams, graph, projector, PR curves, the custom scalars
-layout) is in `tensorboard_extras`.
+layout) is in `extras`, the projector in `projector`.
 
 Everything is written eagerly, from numpy: the views a step stored
 (`diagnostics`), the loop's per-epoch values, the run's texts. No summary

@@ -29,7 +29,8 @@ from absl import flags
 
 from siamese_research import artifacts, quiet
 from siamese_research.errors import UserError
-from siamese_research.inference.encode import encode_items, read_column, write_projector
+from siamese_research.inference.encode import encode_items, read_column
+from siamese_research.summaries.projector import write_encodings
 from siamese_research.tools import cli
 
 
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     try:
         np.savez(fv.output, **out)
         if fv.projector_dir:
-            write_projector(fv.projector_dir, encodings, rows[kept], texts)
+            write_encodings(fv.projector_dir, encodings, rows[kept], texts)
     except OSError as e:
         cli.fail(f"cannot write ({e.strerror}: {e.filename})")
     skipped = len(items) - len(kept)

@@ -10,7 +10,7 @@ the first two text columns); float runs read `.npz` files with arrays `left`
 and `right` (n, time, features), optional `left_length`/`right_length`.
 
 The output is the input rows plus `score` and, when the run has a threshold,
-`label_pred` (1 when score >= threshold: `DIR/threshold.json`, else 0.5 for a
+`label_pred` (1 when score > threshold: `DIR/threshold.json`, else 0.5 for a
 sigmoid score; a cosine or manhattan run without threshold.json gets no
 `label_pred`). Its format follows `--output`'s suffix (.csv, .tsv, .jsonl);
 without `--output`, CSV on stdout. A row whose left or right text has no

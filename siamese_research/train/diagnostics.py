@@ -1,4 +1,4 @@
-"""Diagnostics: the steps the loop looks at, and what it shows of them.
+"""Diagnostics: what TensorBoard shows of a view step.
 
 Orbit's hook between step and loop. A *view step* is a train step like any
 other (the same compiled call, the same update) whose loss and per-branch
@@ -8,52 +8,39 @@ of its batch. Here they are read once and written to TensorBoard from
 numpy: the train scalars, each branch's norm and every two branches'
 cosine, the total norm and the branches' sum = total check, per-gate norms,
 and histograms of weights and of each branch's gradients.
-Nothing of it is traced: a run pays no compile for its diagnostics.
-
-When: at the run's first step and its last, whatever the cadences (so a
-short run is never empty), and at every multiple of `log_every` (scalars),
-`grad_check_every` (the check) and `histogram_every` (histograms). The
-schedule is a function of the step, the cadences and the run's first and
-last step only: every worker of a multi-worker run makes the same calls.
+Nothing of it is traced: a run pays no compile for its diagnostics. Which
+steps are view steps is `schedule.Schedule`'s.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Dict, Optional, Tuple
-
+from typing import Dict, Optional
 
 from siamese_research.core import gradients as G
 from siamese_research.metrics import streaming as metrics_lib
 from siamese_research.summaries import views as summaries
+from siamese_research.train.readout import unpack
+from siamese_research.train.schedule import Due
 from siamese_research.train.step import TrainStep
-
-Due = Tuple[bool, bool, bool]  # (log, check, histograms)
 
 
 class Diagnostics:
-    """Schedules view steps and writes their views.
+    """Writes view steps' views.
 
     Args:
       step: the run's `TrainStep`.
-      log_every, grad_check_every, histogram_every: cadences (steps).
       gate_gradients: per-gate norms and histograms for gated RNNs.
       branches: False writes the train scalars only (no branch views, no
         check, no histograms).
       fixed_threshold: accuracy at 0.5 (a probability); False fits it
         (`metrics.fitted_threshold`) and writes `threshold` beside it.
-      scheduled: False makes no view step at all (no writers, one worker).
     """
 
-    def __init__(self, step: TrainStep, *, log_every: int = 10,
-                 grad_check_every: int = 10, histogram_every: int = 100,
-                 gate_gradients: bool = True, branches: bool = True,
-                 fixed_threshold: bool = True, scheduled: bool = True):
+    def __init__(self, step: TrainStep, *, gate_gradients: bool = True,
+                 branches: bool = True, fixed_threshold: bool = True):
         self.step = step
-        self.log_every, self.grad_check_every = log_every, grad_check_every
-        self.histogram_every = histogram_every
         self.branches, self.fixed_threshold = branches, fixed_threshold
-        self.scheduled = scheduled
         self._gates = summaries.gate_slices(step.model) if gate_gradients else {}
         self.variables = G.encoder_variables(step.model)
         self._absent = _absent(step.model, self.variables)
@@ -62,39 +49,6 @@ class Diagnostics:
         self.replica_sum_errors: list = []
         self.clock = (time.perf_counter(), 0)
 
-    # -- when -------------------------------------------------------------------------
-    def due(self, step: int, first: int, last: int) -> Optional[Due]:
-        """What is due at global step `step` of a run going from `first` to
-        `last`, or None for a plain step."""
-        if not self.scheduled:
-            return None
-        edge = step in (first, last)
-        log = edge or step % self.log_every == 0
-        check = self.branches and (edge or step % self.grad_check_every == 0)
-        hist = self.branches and (edge or step % self.histogram_every == 0)
-        return (log, check, hist) if (log or check or hist) else None
-
-    def next_due(self, step: int, first: int, last: int) -> int:
-        """The first view step after global step `step` (past `last`: none)."""
-        if not self.scheduled:
-            return last + 1
-        everies = (self.log_every,)
-        if self.branches:
-            everies += (self.grad_check_every, self.histogram_every)
-        candidates = [step + every - step % every for every in everies]
-        candidates += [s for s in (first, last) if s > step]
-        return min(candidates)
-
-    def call(self, step: int, end: int, first: int, last: int):
-        """(end, due) of the compiled call after global step `step` that would
-        run to `end`: it ends early at a view step, whose due is returned
-        (None: the call has none)."""
-        view = self.next_due(step, first, last)
-        if view > end:
-            return end, None
-        return view, self.due(view, first, last)
-
-    # -- what -------------------------------------------------------------------------
     def start_clock(self, step: int) -> None:
         """samples_per_second counts from here (the loop: each epoch's start)."""
         self.clock = (time.perf_counter(), step)
@@ -108,7 +62,7 @@ class Diagnostics:
         call returned them."""
         log, check, hist = due
         nonfinite, values = readout
-        views = self.step.unpack(values.numpy())  # one read
+        views = unpack(self.step, values.numpy())  # one read
         metrics = self.step.metrics
         scalars, histograms = {}, {}
         if log:
@@ -176,4 +130,4 @@ def _absent(model, variables) -> set:
     return out
 
 
-__all__ = ["Diagnostics", "Due"]
+__all__ = ["Diagnostics"]

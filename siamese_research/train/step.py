@@ -3,8 +3,9 @@
 `TrainStep.math(batch)` is one step on one replica: every branch (left and
 right; or anchor, positive and negative) through identity copies of the
 shared weights (`gradients.branch_gradients`, ONE backward pass), the update
-with the branches' sum, the metrics and the non-finite bookkeeping. It writes no summary. `TrainStep.run(iterator, n,
-view, check)` is `n` of them in one compiled call, traced once.
+with the branches' sum, the metrics and the non-finite bookkeeping. It
+writes no summary. `loop.StepLoop` runs `n` of them in one compiled call;
+`readout` packs what the call returns.
 
 The views (what `diagnostics` shows) come out of the same call: when `view`
 is set, its last step also stores the loss and each branch's gradients in
@@ -19,16 +20,12 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import numpy as np
 import tensorflow as tf
 
+from siamese_research import data as data_lib
+from siamese_research.core import gpu
 from siamese_research.core import gradients as G
 from siamese_research.metrics import streaming as metrics_lib
-from siamese_research import data as data_lib
-
-
-# The scalars at the head of `TrainStep.readout()`'s vector, in order.
-READOUT_SCALARS = ("loss", "accuracy", "learning_rate")
 
 
 class NonFiniteError(RuntimeError):
@@ -41,7 +38,7 @@ class NonFiniteError(RuntimeError):
 
 
 class TrainStep:
-    """One step's math per replica, and a compiled loop of plain steps.
+    """One step's math per replica, and its state (bookkeeping, views).
 
     Args:
       model: a built `SiameseModel`, created in `strategy.scope()`.
@@ -50,13 +47,18 @@ class TrainStep:
       strategy: a `tf.distribute.Strategy`.
       on_nonfinite: "stop" (nothing of the bad step, nor of any later step
         of its call, is applied) or "skip" (drop that step's update, count it).
-      jit_compile: XLA-compile the per-batch math (one device only).
+      jit_compile: XLA-compile the per-batch math (one device, no cuDNN
+        RNN: `gpu.check_jit` refuses the rest).
       scale_loss: mixed precision: `optimizer.scale_loss`.
+      views: whether a step can store its views (loss, branch gradients);
+        check: whether it can take the independent total gradient. Decided
+        here, once: without them the compiled call holds no code for them.
     """
 
     def __init__(self, model, *, loss_fn, optimizer, strategy,
                  on_nonfinite: str = "stop", jit_compile: bool = False,
-                 scale_loss: Optional[Callable] = None):
+                 scale_loss: Optional[Callable] = None, views: bool = True,
+                 check: bool = True):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.strategy = strategy
         self.on_nonfinite, self.scale_loss = on_nonfinite, scale_loss
@@ -90,21 +92,12 @@ class TrainStep:
             strategy, (tf.distribute.MirroredStrategy,
                        tf.distribute.MultiWorkerMirroredStrategy)))
         self._math, self._jit = self._step_math, jit_compile
-        # What a view step stores; off, the compiled call holds no code for it
-        # (`Trainer` turns them off when no view step can come).
-        self.with_views = self.with_check = True
+        self.with_views, self.with_check = views, views and check
+        gpu.check_jit(jit_compile, gpu.gpu_visible(), model, strategy)
         if jit_compile:
-            if self._replicated:
-                raise ValueError("jit_compile works with one device only: the update's "
-                                 "cross-replica sum cannot sit in XLA")
             # XLA compiles the per-batch math; it recompiles for every new
             # (batch, time) shape, so it pays off for fixed-length data.
             self._math = tf.function(self._step_math, jit_compile=True, autograph=False)
-        # No AutoGraph (as Keras's own trainer: `do_not_convert`): the step's
-        # control flow is written as tf.while_loop and tf.cond, and
-        # converting every Keras call under it tripled the trace (7.0 s ->
-        # 2.8 s for the notebook's step, 2026-12-02).
-        self.run = tf.function(self._run, reduce_retracing=True, autograph=False)
         # The branch pass is a function of its own inside the step (as
         # Keras's trainer nests its step function), so the step's trace
         # leaves one step's forward and branch-split backward as a graph of
@@ -113,64 +106,11 @@ class TrainStep:
         self.branch_pass = tf.function(self._branch_tensors, autograph=False)
         self._branch_graph = None
 
-    # -- the compiled loop ------------------------------------------------------
-    def _run(self, iterator, n, view=False, check=False, source=None):
-        """`n` steps over `iterator` (of batches, or of row indices gathered
-        here from `source`, `PairDataset.source`); the last one stores the
-        views if `view` and the total gradient if `check` (bool tensors).
-
-        Returns `readout()`: what the loop reads after the call.
-        """
-        def body(i):
-            last = tf.equal(i, n - 1)
-            self.strategy.run(self.replica_step, args=(
-                next(iterator), source, tf.logical_and(last, view),
-                tf.logical_and(last, check)))
-            return (i + 1,)
-
-        tf.while_loop(lambda i: i < n, body, (tf.constant(0, n.dtype),))
-        return self.readout()
-
     def replica_step(self, item, source=None, view=False, check=False):
         if source is not None:
             with tf.device("/cpu:0"):  # where the arrays are: no copy of them
                 item = data_lib.gather_batch(source[0], item, source[1])
         self.math(item, view=view, check=check)
-
-    def state(self):
-        return tf.stack([tf.convert_to_tensor(self.global_step),
-                         tf.convert_to_tensor(self.nonfinite_step),
-                         tf.convert_to_tensor(self.nonfinite_count)])
-
-    def readout(self):
-        """(state, values): [global_step, nonfinite_step, nonfinite_count],
-        and one float32 vector of the loss view, the train accuracy, the
-        learning rate and every stored gradient view flattened
-        (`unpack` splits it). A read costs ~0.1-0.3 ms whatever its size,
-        so the loop makes two per call instead of one per variable. Views
-        are the first replica's, as a read of them outside would be."""
-        scalars = {"loss": self.views["loss"],
-                   "accuracy": self.metrics["accuracy"].result(),
-                   "learning_rate": self.optimizer.learning_rate}
-        views = [tf.reshape(tf.cast(tf.convert_to_tensor(scalars[k]), tf.float32), [1])
-                 for k in READOUT_SCALARS]
-        for branch in self.branches + ("total",):
-            views += [tf.reshape(tf.convert_to_tensor(v), [-1])
-                      for v in self.views[branch]]
-        return self.state(), tf.concat(views, 0)
-
-    def unpack(self, values) -> dict:
-        """`readout()`'s vector (numpy) as {"loss", "accuracy",
-        "learning_rate": float, branch and "total": [arrays]}."""
-        out = dict(zip(READOUT_SCALARS, (float(x) for x in values)))
-        at = len(READOUT_SCALARS)
-        for branch in self.branches + ("total",):
-            out[branch] = []
-            for v in self.views[branch]:
-                size = int(np.prod(v.shape))
-                out[branch].append(values[at:at + size].reshape(v.shape))
-                at += size
-        return out
 
     # -- one step's math --------------------------------------------------------
     def math(self, batch, *, view=False, check=False):
@@ -355,4 +295,4 @@ def _values(g):
     return g.values if isinstance(g, tf.IndexedSlices) else g
 
 
-__all__ = ["TrainStep", "NonFiniteError", "cond"]
+__all__ = ["TrainStep", "NonFiniteError", "cond", "local_variable"]

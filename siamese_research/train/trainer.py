@@ -2,21 +2,26 @@
 
 Three layers, as in Orbit and Keras's own trainer:
 
-* `step.TrainStep`: one step's math and update; `run(iterator, n, view,
-  check)` is `n` steps in one compiled call, traced once, with no summary
-  code; its last step can store its views.
-* `diagnostics.Diagnostics`: which steps are view steps (the run's first
-  and last, the cadences' multiples) and what TensorBoard shows of them,
-  written from the stored views.
-* `Trainer.fit` (here): the Python loop. A call ends at the next view step
-  (or after `steps_per_execution` steps, or at an epoch's end). The
-  schedule is a function of the step, the cadences and the run's first and
-  last step only, so every worker of a multi-worker run makes the same
-  calls, and their collectives pair.
+* `step.TrainStep`: one step's math and update per replica, with no
+  summary code; `loop.StepLoop.run(iterator, n, view, check)` is `n` of them
+  in one compiled call, traced once, whose last step can store its views;
+  `readout` packs and unpacks what the call returns.
+* `schedule.Schedule` says which steps are view steps (the run's first and
+  last, the cadences' multiples); `diagnostics.Diagnostics` writes what
+  TensorBoard shows of them, from the stored views.
+* `Trainer.fit` (here): the Python loop. A call ends at the next view step,
+  after `steps_per_execution` steps, at an epoch's end, or at a callback's
+  `step_interval` multiple. The schedule is a function of the step, the
+  cadences and the run's first and last step only, so every worker of a
+  multi-worker run makes the same calls, and their collectives pair.
+
+Every hook of the loop is a Keras callback (`callbacks`): checkpoints,
+signals, the best epoch, patience and a user's own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable, Dict, Optional, Sequence
 
@@ -29,10 +34,43 @@ from siamese_research.metrics import streaming as metrics_lib
 from siamese_research.summaries import views as summaries
 from siamese_research.train.callbacks import CallbackDriver
 from siamese_research.train.diagnostics import Diagnostics
+from siamese_research.train.loop import StepLoop
+from siamese_research.train.schedule import Schedule
 from siamese_research.train.step import NonFiniteError, TrainStep
 from siamese_research.train.validation import Validator
 
 SHOWN = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+@dataclasses.dataclass(frozen=True)
+class Span:
+    """What every call of one `fit` shares: its first and last global step,
+    its epochs, whether the step unrolls, the callbacks' step interval."""
+
+    first: int
+    last: int
+    epochs: int
+    unroll: bool
+    interval: int
+
+
+class Bar:
+    """The epoch's `keras.utils.Progbar`, updated at most every 0.1 s (a
+    metric read per update costs a little)."""
+
+    def __init__(self, progbar):
+        self.progbar, self.shown = progbar, 0.0
+
+    def due(self) -> bool:
+        return time.perf_counter() - self.shown > 0.1
+
+    def update(self, done: int, values: dict) -> None:
+        self.shown = time.perf_counter()
+        self.progbar.update(done, values=list(values.items()))
+
+    def finish(self, values: dict) -> None:
+        self.progbar.update(self.progbar.target, values=list(values.items()),
+                            finalize=True)
 
 
 class Trainer:
@@ -44,6 +82,9 @@ class Trainer:
       optimizer: a Keras optimizer (built here, eagerly, in the scope).
       strategy: a `tf.distribute.Strategy` (default: the current one).
       writers: {"train": writer, "validation": writer}, or None (no logging).
+        With writers (or on every worker of a multi-worker run, whose chief
+        writes) the step is compiled with its views and check; without, it
+        holds no code for them. Decided here, once.
       steps_per_execution: most train steps per compiled call.
       log_every, histogram_every, grad_check_every: cadences (steps); every
         run also logs all of it at its first and its last step.
@@ -74,18 +115,23 @@ class Trainer:
                  fixed_threshold: Optional[bool] = None, loss_name: str = "bce",
                  verbose: int = 1, unroll: Optional[bool] = None):
         strategy = strategy or tf.distribute.get_strategy()
+        self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        scheduled = writers is not None or self.multi_worker
+        self.schedule = Schedule(log_every=log_every, grad_check_every=grad_check_every,
+                                 histogram_every=histogram_every, branches=diagnostics,
+                                 scheduled=scheduled)
         self.step = TrainStep(model, loss_fn=loss_fn, optimizer=optimizer,
                               strategy=strategy, on_nonfinite=on_nonfinite,
-                              jit_compile=jit_compile, scale_loss=scale_loss)
+                              jit_compile=jit_compile, scale_loss=scale_loss,
+                              views=scheduled, check=diagnostics)
+        self.loop = StepLoop(self.step)
         if fixed_threshold is None:
             fixed_threshold = metrics_lib.fixed_threshold(model, loss_name)
         self.fixed_threshold = fixed_threshold
-        self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        self.diagnostics = Diagnostics(
-            self.step, log_every=log_every, grad_check_every=grad_check_every,
-            histogram_every=histogram_every, gate_gradients=gate_gradients,
-            branches=diagnostics, fixed_threshold=fixed_threshold)
-        self.writers = writers
+        self.diagnostics = Diagnostics(self.step, gate_gradients=gate_gradients,
+                                       branches=diagnostics,
+                                       fixed_threshold=fixed_threshold)
+        self._writers = writers
         self.steps_per_execution = steps_per_execution
         self.verbose = verbose
         self.unroll = unroll
@@ -107,35 +153,19 @@ class Trainer:
     val_metrics = property(lambda self: self.validator.metrics)
     max_sum_error = property(lambda self: self.diagnostics.max_sum_error)
     last_sum_error = property(lambda self: self.diagnostics.last_sum_error)
-
-    @property
-    def writers(self):
-        return self._writers
-
-    @writers.setter
-    def writers(self, writers):
-        # Set before the first step (train.py creates them after the model):
-        # whether any view step can come decides what the step compiles.
-        self._writers = writers
-        # Workers without writers still run the chief's view steps.
-        self.diagnostics.scheduled = writers is not None or self.multi_worker
-        self.step.with_views = self.diagnostics.scheduled
-        self.step.with_check = self.diagnostics.scheduled and self.diagnostics.branches
+    writers = property(lambda self: self._writers)
 
     @property
     def tracing_count(self) -> Dict[str, int]:
         """How many times each compiled function was traced."""
-        fns = {"train_steps": self.step.run, "eval_step": self.validator.eval_step,
+        fns = {"train_steps": self.loop.run, "eval_step": self.validator.eval_step,
                "branch_pass": self.step.branch_pass}
         return {name: fn.experimental_get_tracing_count() if fn is not None else 0
                 for name, fn in fns.items()}
 
     # -- the loop -------------------------------------------------------------------
-    def fit(self, train, validation=None, *,
-            epochs: int = 1, on_progress: Optional[Callable[[int], None]] = None,
-            should_stop: Optional[Callable[[], bool]] = None,
-            on_epoch_end: Optional[Callable[[int, dict], None]] = None,
-            progress_every: int = 0, callbacks: Sequence = ()) -> dict:
+    def fit(self, train, validation=None, *, epochs: int = 1,
+            callbacks: Sequence = ()) -> dict:
         """Trains to `epochs` epochs, resuming from `global_step`.
 
         An epoch is `train.steps_per_epoch` steps; the data position of step
@@ -145,19 +175,15 @@ class Trainer:
         Args:
           train, validation: `PairDataset`s, or `tf.data.Dataset`s of
             `((left, right), label[, weight])` batches (of a known number).
-          on_progress: called with the global step after each compiled call
-            (checkpoints every N steps hook in here).
-          progress_every: if > 0, calls also end at every multiple of it, so
-            `on_progress` sees those steps (train.py: --checkpoint_every).
-          should_stop: polled after each call (signals); when True, `fit`
-            returns early with `history["interrupted"] = True`.
-          on_epoch_end: called with (epoch, logs) after validation.
           callbacks: `keras.callbacks.Callback`s, driven as `model.fit`
-            drives them (a batch end after each compiled call); one that sets
-            `self.model.stop_training` ends the run after that call.
+            drives them (a batch end after each compiled call), and the
+            run's actions (`callbacks.Checkpointing`, `Interrupt`, ...). One
+            that sets `self.model.stop_training` ends the run after that
+            epoch; `self.model.interrupted`, after that call.
 
         Returns:
-          {"epochs": [logs per epoch], "interrupted": bool}.
+          {"epochs": [logs per epoch], "interrupted": bool,
+           "stopped_early": bool}.
 
         Raises:
           NonFiniteError: a step had a non-finite loss or gradient and
@@ -167,104 +193,110 @@ class Trainer:
         if validation is not None:
             validation = data_lib.as_pair_dataset(validation)
         spe = train.steps_per_epoch
+        start = int(self.global_step.numpy())
         history = {"epochs": [], "interrupted": False, "stopped_early": False}
         self.step.nonfinite_step.assign(-1)  # an earlier fit's stop is over
         self.validation_scores = (-1, None)
         cbs = CallbackDriver(callbacks, self.model, self.optimizer, epochs=epochs,
-                             steps=spe, nonfinite=int(self.nonfinite_count.numpy()))
+                             steps=spe, nonfinite=int(self.nonfinite_count.numpy()),
+                             global_step=start)
+        # (From the run's length, not what is left of it: a resumed run
+        # traces the step its first part did.)
+        span = Span(first=start + 1, last=epochs * spe, epochs=epochs,
+                    unroll=encoders.unroll_pays(epochs * spe) if self.unroll is None
+                    else self.unroll, interval=cbs.step_interval())
         cbs.on_train_begin()
         try:
-            self._fit(train, validation, epochs, on_progress, should_stop, on_epoch_end,
-                      progress_every, cbs, history)
+            for epoch in range(start // spe, epochs):
+                logs = self._epoch(train, validation, epoch, span, cbs)
+                if logs is None:  # interrupted mid-epoch
+                    history["interrupted"] = True
+                    break
+                history["epochs"].append(logs)
+                if cbs.model.stop_training:
+                    break
+                if cbs.model.interrupted and epoch + 1 < epochs:
+                    history["interrupted"] = True
+                    break
         finally:
             history["stopped_early"] = cbs.model.stop_training
             cbs.on_train_end(history["epochs"][-1] if history["epochs"] else None)
         return history
 
-    def _fit(self, train, validation, epochs, on_progress, should_stop, on_epoch_end,
-             progress_every, cbs, history) -> None:
+    def _epoch(self, train, validation, epoch: int, span: "Span", cbs) -> Optional[dict]:
+        """One epoch from where the global step stands: its logs, or None
+        when a callback interrupted it before its end (nothing validated)."""
         spe = train.steps_per_epoch
-        start = int(self.global_step.numpy())
-        first, last = start + 1, epochs * spe
-        multi_worker = self.multi_worker
-        # (From the run's length, not what is left of it: a resumed run
-        # traces the step its first part did.)
-        unroll = encoders.unroll_pays(last) if self.unroll is None else self.unroll
-        for epoch in range(start // spe, epochs):
-            step = int(self.global_step.numpy())
-            skip = step - epoch * spe
-            for m in self.train_metrics.values():
-                m.reset_state()
-            bar = keras.utils.Progbar(spe, verbose=self.verbose, stateful_metrics=SHOWN)
-            if self.verbose:
-                print(f"Epoch {epoch + 1}/{epochs}" +
-                      (f" (resuming at batch {skip})" if skip else ""))
-            cbs.on_epoch_begin(epoch)
-            iterator = iter(self.strategy.experimental_distribute_dataset(
-                train.index_epoch(epoch, skip)))
-            self.diagnostics.start_clock(step)  # samples_per_second since
-            shown = 0.0
-            end_of_epoch = (epoch + 1) * spe
-            # The writer is the default for the whole epoch: leaving
-            # `as_default()` flushes it.
-            with self._writer(summaries.TRAIN):
-                while step < end_of_epoch:
-                    end = min(step + self.steps_per_execution, end_of_epoch)
-                    if progress_every > 0:
-                        end = min(end, step + progress_every - step % progress_every)
-                    end, due = self.diagnostics.call(step, end, first, last)
-                    if cbs.callbacks:
-                        cbs.on_train_batch_begin(step - epoch * spe)
-                    check = due is not None and (due[1] or due[2])  # histograms: total
-                    with encoders.unrolling(unroll):
-                        state, values = self.step.run(
-                            iterator, tf.constant(end - step, tf.int32),
-                            tf.constant(due is not None), tf.constant(check), train.source)
-                    # Two reads per call (a .numpy() costs ~0.1-0.3 ms): the
-                    # state, and on view steps the views' vector.
-                    step, bad, nonfinite = (int(x) for x in state.numpy())
-                    self._check_nonfinite(bad)
-                    # (With several workers every one makes the writes' metric
-                    # reads, which are collectives; the chief alone has writers.)
-                    if due is not None:
-                        self.diagnostics.write(step, due, (nonfinite, values),
-                                               pairs=train.pairs_in_batches(
-                                                   self.diagnostics.clock[1] - epoch * spe,
-                                                   step - epoch * spe))
-                    done = step - epoch * spe
-                    if self.verbose and (done >= spe or not multi_worker and
-                                         time.perf_counter() - shown > 0.1):
-                        shown = time.perf_counter()  # reading metrics costs a little
-                        bar.update(done, values=list(self._values(True).items()))
-                    if on_progress is not None:
-                        on_progress(step)
-                    if cbs.batch_end(done - 1, self._values, self.nonfinite_count):
-                        break
-                    if step < end_of_epoch and should_stop is not None and should_stop():
-                        # Mid-epoch: return now. At an epoch's end, validate and
-                        # finish the epoch first so no epoch-level summary is lost.
-                        history["interrupted"] = True
-                        self.flush()
-                        return
-            logs = self._epoch_logs()
-            if validation is not None:
-                val_logs, scores = self.evaluate(validation, step=step)
-                logs.update(val_logs)
-                self.validation_scores = (step, scores)
-            if self.verbose:
-                bar.update(spe, values=[(k, v) for k, v in logs.items() if k in SHOWN],
-                           finalize=True)
-            cbs.on_epoch_end(epoch, logs)
-            logs["epoch"] = epoch + 1
-            history["epochs"].append(logs)
-            self.flush()
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, logs)
-            if cbs.model.stop_training:
-                return
-            if should_stop is not None and should_stop() and epoch + 1 < epochs:
-                history["interrupted"] = True
-                return
+        step = int(self.global_step.numpy())
+        skip = step - epoch * spe
+        for m in self.train_metrics.values():
+            m.reset_state()
+        bar = Bar(keras.utils.Progbar(spe, verbose=self.verbose, stateful_metrics=SHOWN))
+        if self.verbose:
+            print(f"Epoch {epoch + 1}/{span.epochs}" +
+                  (f" (resuming at batch {skip})" if skip else ""))
+        cbs.on_epoch_begin(epoch)
+        iterator = iter(self.strategy.experimental_distribute_dataset(
+            train.index_epoch(epoch, skip)))
+        self.diagnostics.start_clock(step)  # samples_per_second since
+        end_of_epoch = (epoch + 1) * spe
+        # The writer is the default for the whole epoch: leaving
+        # `as_default()` flushes it.
+        with self._writer(summaries.TRAIN):
+            while step < end_of_epoch:
+                step = self._call(iterator, train, step, epoch, span, cbs, bar)
+                if cbs.model.stop_training:
+                    break
+                if cbs.model.interrupted and step < end_of_epoch:
+                    self.flush()
+                    return None
+        return self._end_epoch(validation, epoch, step, cbs, bar)
+
+    def _call(self, iterator, train, step: int, epoch: int, span: "Span", cbs,
+              bar: "Bar") -> int:
+        """One compiled call after global step `step`; returns the step it
+        ended at (written, shown and passed to the callbacks)."""
+        spe = train.steps_per_epoch
+        end = min(step + self.steps_per_execution, (epoch + 1) * spe)
+        if span.interval > 0:
+            end = min(end, step + span.interval - step % span.interval)
+        end, due = self.schedule.call_end(step, end, span.first, span.last)
+        if cbs.callbacks:
+            cbs.on_train_batch_begin(step - epoch * spe)
+        check = due is not None and (due[1] or due[2])  # histograms: total
+        with encoders.unrolling(span.unroll):
+            state, values = self.loop.run(
+                iterator, tf.constant(end - step, tf.int32), tf.constant(due is not None),
+                tf.constant(check), train.source)
+        # Two reads per call (a .numpy() costs ~0.1-0.3 ms): the state, and
+        # on view steps the views' vector.
+        step, bad, nonfinite = (int(x) for x in state.numpy())
+        self._check_nonfinite(bad)
+        # (With several workers every one makes the writes' metric reads,
+        # which are collectives; the chief alone has writers.)
+        if due is not None:
+            self.diagnostics.write(step, due, (nonfinite, values), pairs=train.pairs_in_batches(
+                self.diagnostics.clock[1] - epoch * spe, step - epoch * spe))
+        done = step - epoch * spe
+        if self.verbose and (done >= spe or not self.multi_worker and bar.due()):
+            bar.update(done, self._values(True))  # reading metrics costs a little
+        cbs.batch_end(done - 1, step, self._values, nonfinite)
+        return step
+
+    def _end_epoch(self, validation, epoch: int, step: int, cbs, bar: "Bar") -> dict:
+        """Validates, shows and hands the epoch's logs to the callbacks."""
+        logs = self._epoch_logs()
+        if validation is not None:
+            val_logs, scores = self.evaluate(validation, step=step)
+            logs.update(val_logs)
+            self.validation_scores = (step, scores)
+        self.flush()  # the epoch's summaries are on disk before any checkpoint
+        if self.verbose:
+            bar.finish({k: v for k, v in logs.items() if k in SHOWN})
+        cbs.on_epoch_end(epoch, logs)
+        logs["epoch"] = epoch + 1
+        self.flush()
+        return logs
 
     def _epoch_logs(self) -> dict:
         """The epoch's train metrics; a fitted threshold (the one validation

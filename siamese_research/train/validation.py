@@ -18,7 +18,7 @@ from siamese_research import data as data_lib
 from siamese_research.metrics import streaming as metrics_lib
 from siamese_research.metrics.pairs import accuracy
 from siamese_research.summaries import views as summaries
-from siamese_research.summaries import extras as tensorboard_extras
+from siamese_research.summaries import extras
 
 
 class Validator:
@@ -77,7 +77,7 @@ class Validator:
             with writer.as_default():
                 summaries.epoch_scalars(step, {k[4:]: v for k, v in logs.items()})
             if len(scores):
-                tensorboard_extras.pr_curve(writer, labels, scores, step)
+                extras.pr_curve(writer, labels, scores, step)
         return logs, scores
 
     def _distributed_step(self, batch):

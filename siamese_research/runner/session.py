@@ -1,0 +1,114 @@
+"""Opening the run folder (`open_run`): from here on the run writes, and
+only its chief does. The trainer, its checkpoints (restored when the run
+resumes) and its TensorBoard writers are made here, in that order: what
+the step compiles depends on whether it has writers."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Optional
+
+from siamese_research import artifacts
+from siamese_research.config import Config
+from siamese_research.core import model as model_lib
+from siamese_research.data import files
+from siamese_research.errors import ConfigError
+from siamese_research.runner import devices
+from siamese_research.runner.build import Built
+from siamese_research.runner.setup import Data, Setup
+from siamese_research.summaries import extras
+from siamese_research.summaries import views as summaries
+from siamese_research.train.checkpoints import Checkpointer
+from siamese_research.train.trainer import Trainer
+
+
+@dataclasses.dataclass
+class Session:
+    """An open run: its trainer, checkpoints and writers (None on workers)."""
+
+    trainer: Trainer
+    checkpointer: Checkpointer
+    writers: Optional[dict]
+    restored: Optional[str]  # the checkpoint resumed from
+
+
+def open_run(config: Config, setup: Setup, data: Data, built: Built,
+             argv: Optional[list] = None) -> Session:
+    """Creates (or reopens) the run folder, the trainer and its checkpoints,
+    restores the latest when resuming, and records the run's files."""
+    if setup.chief:
+        make_folder(config)
+    writers = summaries.create_writers(config.run_dir) if setup.chief else None
+    trainer = Trainer(
+        built.model, loss_fn=built.loss_fn, optimizer=built.optimizer,
+        strategy=setup.strategy, writers=writers,
+        steps_per_execution=config.steps_per_execution, log_every=config.log_every,
+        histogram_every=config.histogram_every, grad_check_every=config.grad_check_every,
+        gate_gradients=config.gate_gradients, on_nonfinite=config.on_nonfinite,
+        jit_compile=config.jit_compile, scale_loss=built.scale_loss,
+        loss_name=config.loss, verbose=config.verbose)
+    with setup.strategy.scope():
+        checkpointer = Checkpointer(
+            os.path.join(config.run_dir, artifacts.CHECKPOINTS), model=built.model,
+            optimizer=built.optimizer, global_step=trainer.global_step,
+            max_to_keep=config.keep_checkpoints, every=config.checkpoint_every)
+    restored = checkpointer.restore_latest() if setup.resuming else None
+    if setup.chief:
+        record(config, data, argv)
+    return Session(trainer, checkpointer, writers, restored)
+
+
+def make_folder(config: Config) -> None:
+    """The run folder, writable; with --restart, emptied of the old run."""
+    try:
+        os.makedirs(config.run_dir, exist_ok=True)
+        probe = os.path.join(config.run_dir, ".write_test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError("run_dir", config.run_dir,
+                          f"cannot write there ({e.strerror})") from None
+    if config.restart:
+        artifacts.clear_run(config.run_dir)
+
+
+def record(config: Config, data: Data, argv: Optional[list]) -> None:
+    """config.json, command.txt, the vectoriser and the embedding coverage."""
+    artifacts.write_text(config.run_dir, artifacts.CONFIG_FILE, config.to_json())
+    artifacts.write_text(config.run_dir, artifacts.COMMAND_FILE,
+                         " ".join(argv if argv is not None else sys.argv))
+    if data.pairs.vectorizer is not None:
+        files.save_vectorizer(data.pairs.vectorizer, config.run_dir)
+    if data.pairs.embedding_coverage is not None:
+        data.pairs.embedding_coverage.save(config.run_dir)
+
+
+def announce(config: Config, setup: Setup, data: Data, session: Session) -> None:
+    """What the run is, on the console and (a new run) in TensorBoard's text."""
+    model, pairs = session.trainer.model, data.pairs
+    validation = len(pairs.validation) if pairs.validation is not None else 0
+    say(config, f"Data: {pairs.description}; {len(pairs.train)} train / "
+                f"{validation} validation pairs",
+        f"Training on {devices.describe(setup.strategy)}",
+        f"Model: {config.encoder}({config.units}) x {config.share}, "
+        f"merge={config.merge}, loss={config.loss}; "
+        f"{model_lib.count_params(model.trainable_variables):,} parameters")
+    if pairs.embedding_coverage is not None:  # --embeddings: what the file covered
+        say(config, pairs.embedding_coverage.line())
+    if session.restored:
+        say(config, f"Resuming from {session.restored} "
+                    f"(step {int(session.trainer.global_step.numpy())})")
+    if session.writers is not None and not session.restored:
+        with session.writers[summaries.TRAIN].as_default():
+            summaries.text("config", "```\n" + config.to_json() + "\n```")
+            summaries.text("model_summary", model_lib.parameter_table(model))
+            extras.write_custom_scalars_layout(session.writers[summaries.TRAIN])
+
+
+def say(config: Config, *lines) -> None:
+    if config.verbose:
+        for line in lines:
+            print(line, flush=True)
