@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from siamese_research.config import Config
 from siamese_research.core import model as model_lib
-from siamese_research.data import files
+from siamese_research.data import vocab
 from siamese_research.errors import DataError
 from siamese_research.metrics.pairs import predicted
 
@@ -171,7 +171,7 @@ class Run:
         texts = ["" if t is None else str(t) for t in texts]
         if not texts:
             return np.zeros((0, 1), np.int32)
-        return files.text_ids(self.vectorizer, texts, self.config)
+        return vocab.text_ids(self.vectorizer, texts, self.config)
 
     def _inputs(self, items) -> np.ndarray:
         if self.is_text:
@@ -311,12 +311,12 @@ def load_run(run_dir: str, which: str = "best") -> Run:
     """
     model = load_model(run_dir, which)
     config = read_config(run_dir)
-    vectorizer = files.load_vectorizer(run_dir)
+    vectorizer = vocab.load_vectorizer(run_dir)
     if vectorizer is not None and not model.encoder.vocab_size:
         raise DataError(f"{run_dir}: has a vectorizer but its model takes float "
                         f"sequences")
     if vectorizer is None and model.encoder.vocab_size:
-        raise DataError(f"{run_dir}: a text model without {files.VECTORIZER_FILE}")
+        raise DataError(f"{run_dir}: a text model without {vocab.VECTORIZER_FILE}")
     threshold = read_threshold(run_dir)
     if threshold is None:
         threshold = default_threshold(model)

@@ -12,6 +12,7 @@ import tensorflow as tf
 from siamese_research import data as D
 from siamese_research.core import model as M
 from siamese_research import runner as training
+from siamese_research.errors import DataError
 from siamese_research.train.trainer import Trainer
 from conftest import tiny
 
@@ -122,7 +123,7 @@ def test_fit_takes_a_tf_data_dataset_with_or_without_weights():
         assert np.isfinite(history["epochs"][-1]["val_loss"])
         assert any(not np.array_equal(b, v.numpy())
                    for b, v in zip(before, trainer.model.trainable_variables))
-    with pytest.raises(D.DataError):
+    with pytest.raises(DataError):
         trainer.fit(tf.data.Dataset.from_tensor_slices(items).repeat().batch(8))
 
 

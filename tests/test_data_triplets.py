@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny, write_pairs
 from siamese_research import data as D
 from siamese_research.config import ConfigError, DataError
-from siamese_research.data import builtin, files
+from siamese_research.data import builtin, files, tables
 
 
 def _pairs(labels, groups, t=3, f=2):
@@ -201,16 +201,16 @@ def test_pair_file_groups_and_a_triplet_file_as_validation_data(tmp_path):
 
 def test_triplet_file_columns_by_flag_and_errors(tmp_path):
     path = _write_triplets(tmp_path / "t.csv", columns=("q", "pos", "neg"))
-    rows = files.read_text_rows(path, tiny(data=path, anchor_column="q",
+    rows = tables.read_text_rows(path, tiny(data=path, anchor_column="q",
                                            positive_column="pos", negative_column="neg"))
     assert rows.is_triplet_file and len(rows) == 12 and rows.columns == ("q", "pos", "neg")
     with pytest.raises(DataError) as e:
-        files.read_text_rows(path, tiny(data=path, negative_column="neg"))
+        tables.read_text_rows(path, tiny(data=path, negative_column="neg"))
     msg = str(e.value)
     assert "\n" not in msg and "t.csv" in msg and "--anchor_column" in msg
     plain = _write_triplets(tmp_path / "u.csv")
     with pytest.raises(DataError, match=r"u\.csv.*--label_column") as e:
-        files.read_text_rows(plain, tiny(data=plain, label_column="label"))
+        tables.read_text_rows(plain, tiny(data=plain, label_column="label"))
     assert "\n" not in str(e.value)
 
 

@@ -166,14 +166,14 @@ def test_oov_buckets_run_reloads_and_scores_unseen_words(tmp_path):
     """A run with --oov_buckets: the embedding has a row for every hashed id,
     and evaluate's reloaded vectoriser maps dev-only words as training did."""
     from siamese_research import runner as training
-    from siamese_research.data import files
+    from siamese_research.data import vocab
 
     config = tiny(data=write_qa(tmp_path / "train.csv", questions=3),
                   run_dir=str(tmp_path / "run"), epochs=1, batch_size=4,
                   validation_split=0.34, max_tokens=50, max_length=8, oov_buckets=16,
                   projector_points=0)
     assert training.run(config)["exit_code"] == 0
-    vectorizer = files.load_vectorizer(config.run_dir)
+    vectorizer = vocab.load_vectorizer(config.run_dir)
     model = artifacts.load_model(config.run_dir)
     embedding = [w for w in model.weights if "embedding" in w.path]
     assert embedding and embedding[0].shape[0] == vectorizer.vocabulary_size()
@@ -219,9 +219,9 @@ def test_overlap_baseline_on_trecqa_dev():
     path = os.path.join(SHARED_DATA, "trecqa", "dev.csv")
     if not os.path.exists(path):
         pytest.skip(f"TREC QA data not found at {path} (only in the shared workspace)")
-    from siamese_research.data import files
+    from siamese_research.data import tables
 
-    rows = files.read_text_rows(path, tiny(data=path))
+    rows = tables.read_text_rows(path, tiny(data=path))
     scores = overlap_scores(rows.left, rows.right)
     got = ranking_metrics([t.strip() for t in rows.left], rows.label, scores)
     # docs/results.md reports these (81 questions, 65 with both kinds).

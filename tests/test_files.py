@@ -10,6 +10,8 @@ import pytest
 from conftest import SHARED_DATA, run_main, run_train, tiny
 from siamese_research.config import DataError
 from siamese_research.data import files
+from siamese_research.data import tables
+from siamese_research.data import vocab
 
 QUESTIONS = ["who wrote alpha, the book?", "where is bravo?", "when did charlie end?",
              "what is délta?"]
@@ -148,21 +150,21 @@ def test_validation_data_file(tmp_path):
 
 def test_vectorizer_round_trip(tmp_path):
     data = files.load(text_config(write_csv(tmp_path / "qa.csv", qa_rows())))
-    path = files.save_vectorizer(data.vectorizer, str(tmp_path))
+    path = vocab.save_vectorizer(data.vectorizer, str(tmp_path))
     assert os.path.basename(path) == "vectorizer.json"
-    again = files.load_vectorizer(str(tmp_path))
+    again = vocab.load_vectorizer(str(tmp_path))
     assert again.get_vocabulary() == data.vectorizer.get_vocabulary()
     texts = data.train.right_text + ["unseen words only"]
     np.testing.assert_array_equal(np.asarray(again(np.array(texts, dtype=object))),
                                   np.asarray(data.vectorizer(np.array(texts,
                                                                       dtype=object))))
-    assert files.load_vectorizer(str(tmp_path / "nothing")) is None
+    assert vocab.load_vectorizer(str(tmp_path / "nothing")) is None
 
 
 def test_oov_buckets_hash_unseen_words_the_same_on_both_sides(tmp_path):
     train = ["the cat sat", "the dog ran"]
-    one = files.make_vectorizer(tiny(max_tokens=100, max_length=6), train)
-    many = files.make_vectorizer(tiny(max_tokens=100, max_length=6, oov_buckets=64),
+    one = vocab.make_vectorizer(tiny(max_tokens=100, max_length=6), train)
+    many = vocab.make_vectorizer(tiny(max_tokens=100, max_length=6, oov_buckets=64),
                                  train)
     # The same words are kept; the 63 extra OOV ids come on top.
     words = [w for w in one.get_vocabulary() if w not in ("", "[UNK]")]
@@ -179,10 +181,10 @@ def test_oov_buckets_hash_unseen_words_the_same_on_both_sides(tmp_path):
     np.testing.assert_array_equal(np.asarray(one(np.array(["thatcher zebra"],
                                                           dtype=object)))[0, :2], [1, 1])
     # Saved and reloaded: the identical mapping, unseen words included.
-    files.save_vectorizer(many, str(tmp_path))
-    state = json.loads((tmp_path / files.VECTORIZER_FILE).read_text())
+    vocab.save_vectorizer(many, str(tmp_path))
+    state = json.loads((tmp_path / vocab.VECTORIZER_FILE).read_text())
     assert state["num_oov_indices"] == 64
-    again = files.load_vectorizer(str(tmp_path))
+    again = vocab.load_vectorizer(str(tmp_path))
     assert again.get_vocabulary() == many.get_vocabulary()
     assert again.vocabulary_size() == many.vocabulary_size()
     texts = np.array(["thatcher the zebra", "never seen before words", "cat"],
@@ -191,13 +193,13 @@ def test_oov_buckets_hash_unseen_words_the_same_on_both_sides(tmp_path):
 
 
 def test_vectorizer_file_without_oov_count_loads_with_one_oov_id(tmp_path):
-    one = files.make_vectorizer(tiny(max_tokens=100, max_length=4), ["the cat sat"])
-    files.save_vectorizer(one, str(tmp_path))
-    path = tmp_path / files.VECTORIZER_FILE
+    one = vocab.make_vectorizer(tiny(max_tokens=100, max_length=4), ["the cat sat"])
+    vocab.save_vectorizer(one, str(tmp_path))
+    path = tmp_path / vocab.VECTORIZER_FILE
     state = json.loads(path.read_text())
     del state["num_oov_indices"]  # as written before --oov_buckets
     path.write_text(json.dumps(state))
-    again = files.load_vectorizer(str(tmp_path))
+    again = vocab.load_vectorizer(str(tmp_path))
     assert again.vocabulary_size() == one.vocabulary_size()
     texts = np.array(["the zebra cat", "thatcher"], dtype=object)
     np.testing.assert_array_equal(np.asarray(again(texts)), np.asarray(one(texts)))
@@ -227,7 +229,7 @@ def write_msrp_like(path):
 
 def test_msrp_like_tsv_with_bom_crlf_and_stray_quotes_loads_as_shipped(tmp_path):
     path = write_msrp_like(tmp_path / "msrp.tsv")
-    rows = files.read_text_rows(path, tiny(data=path, label_column="Quality"))
+    rows = tables.read_text_rows(path, tiny(data=path, label_column="Quality"))
     # The default text columns skip the numeric ids; the BOM is not part of
     # the first column's name; a quote is text (no field spans a line).
     assert rows.columns == ("#1 String", "#2 String", "Quality")
@@ -240,7 +242,7 @@ def test_msrp_like_tsv_with_bom_crlf_and_stray_quotes_loads_as_shipped(tmp_path)
     # With csv quoting the stray quote of line 3 swallows a tab: the row breaks.
     with pytest.raises(DataError, match=r"msrp\.tsv line 3: 4 fields, the header has 5 "
                                         r".*pass --quoting=none"):
-        files.read_text_rows(path, tiny(data=path, label_column="Quality",
+        tables.read_text_rows(path, tiny(data=path, label_column="Quality",
                                         quoting="csv"))
 
 
@@ -248,25 +250,25 @@ def test_quoted_tsv_needs_quoting_csv(tmp_path):
     rows = [{"question": 'say "hi"\tthere', "label": 1, "answer": "hi, there"},
             {"question": "plain", "label": 0, "answer": "multi\nline"}]
     path = write_csv(tmp_path / "q.tsv", rows, delimiter="\t")  # csv.writer quotes
-    got = files.read_text_rows(path, tiny(data=path, quoting="csv"))
+    got = tables.read_text_rows(path, tiny(data=path, quoting="csv"))
     assert got.left == ['say "hi"\tthere', "plain"]
     assert got.right == ["hi, there", "multi\nline"]
     np.testing.assert_array_equal(got.lines, [2, 3])
     # As shipped (auto = none for .tsv) the quoted tab splits the first row.
     with pytest.raises(DataError, match=r"q\.tsv line 2: 4 fields, the header has 3"):
-        files.read_text_rows(path, tiny(data=path))
+        tables.read_text_rows(path, tiny(data=path))
 
 
 def test_csv_and_jsonl_with_bom_and_crlf(tmp_path):
     csv_path = tmp_path / "b.csv"
     csv_path.write_bytes(b"\xef\xbb\xbfquestion,label,answer\r\n"
                          b'"a, b",1,"say ""x"""\r\nc d,0,e\r\n')
-    got = files.read_text_rows(str(csv_path), tiny(data=str(csv_path)))
+    got = tables.read_text_rows(str(csv_path), tiny(data=str(csv_path)))
     assert got.left == ["a, b", "c d"] and got.right == ['say "x"', "e"]
     jsonl = tmp_path / "b.jsonl"
     jsonl.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(
         json.dumps(r).encode() for r in qa_rows()[:3]) + b"\r\n")
-    got = files.read_text_rows(str(jsonl), tiny(data=str(jsonl)))
+    got = tables.read_text_rows(str(jsonl), tiny(data=str(jsonl)))
     assert got.left == [r["question"] for r in qa_rows()[:3]]
     np.testing.assert_array_equal(got.lines, [1, 2, 3])
 
@@ -275,10 +277,10 @@ def test_short_row_names_file_and_line_and_trailing_tabs_pass(tmp_path):
     path = tmp_path / "s.tsv"
     path.write_text("label\ta\tb\n1\tx y\tx\t\t\n0\tshort\n")
     with pytest.raises(DataError) as e:
-        files.read_text_rows(str(path), tiny(data=str(path)))
+        tables.read_text_rows(str(path), tiny(data=str(path)))
     assert str(e.value) == (f"{path} line 3: 2 fields, the header has 3 (label, a, b)")
     path.write_text("label\ta\tb\n1\tx y\tx\t\t\n")  # empty trailing fields only
-    assert files.read_text_rows(str(path), tiny(data=str(path))).right == ["x"]
+    assert tables.read_text_rows(str(path), tiny(data=str(path))).right == ["x"]
 
 
 def write_npz(path, n=8, time=5, features=8, **arrays):
@@ -388,7 +390,7 @@ def test_token_idf_counts_distinct_texts_and_idf_init_sets_row_lengths():
     left = np.array([[1, 2, 0], [1, 2, 0]])
     right = np.array([[2, 3, 0], [2, 4, 4]])
     pairs = Pairs(left, right, np.array([2, 2]), np.array([2, 3]), np.array([1.0, 0.0]))
-    idf = files.token_idf(pairs, vocab_size=6)
+    idf = vocab.token_idf(pairs, vocab_size=6)
     n = 3
     np.testing.assert_allclose(idf, [0.0, np.log(n / 1), 0.0, np.log(n / 1),
                                      np.log(n / 1), np.log(n / 1)], rtol=1e-6)

@@ -60,6 +60,7 @@ def test_evaluate_on_triplets_is_the_fraction_with_d_ap_below_d_an(triplet_run):
     from siamese_research.inference import evaluate as ev
     from siamese_research import artifacts as runs
     from siamese_research.data import files
+    from siamese_research.data import vocab
 
     data, run_dir = triplet_run
     got = ev.evaluate_run(run_dir, data)["model"]
@@ -67,7 +68,7 @@ def test_evaluate_on_triplets_is_the_fraction_with_d_ap_below_d_an(triplet_run):
     # Independently: the model's own distances on the three sides.
     run = runs.load_run(run_dir)
     config = artifacts.read_run_config(run_dir)
-    pool, _ = files.load_file(data, config, files.load_vectorizer(run_dir))
+    pool, _ = files.load_file(data, config, vocab.load_vectorizer(run_dir))
     t = pool.triplets
     d = np.asarray(run.model((pool.left[t[:, 0]], pool.right[t[:, 0]],
                               pool.right[t[:, 1]]), training=False))
@@ -84,6 +85,7 @@ def test_evaluate_on_pairs_gives_the_pair_metrics(triplet_run, tmp_path):
     from siamese_research.metrics import pairs as metrics
     from siamese_research import artifacts as runs
     from siamese_research.data import files
+    from siamese_research.data import vocab
 
     data, run_dir = triplet_run
     pairs = tmp_path / "pairs.csv"
@@ -99,7 +101,7 @@ def test_evaluate_on_pairs_gives_the_pair_metrics(triplet_run, tmp_path):
     assert got["groups_scored"] == 6
     # Independently: the distances of the same six triplets, by the model.
     config = artifacts.read_run_config(run_dir)
-    pool, _ = files.load_file(data, config, files.load_vectorizer(run_dir))
+    pool, _ = files.load_file(data, config, vocab.load_vectorizer(run_dir))
     t = pool.triplets[:6]
     d = np.asarray(runs.load_run(run_dir).model(
         (pool.left[t[:, 0]], pool.right[t[:, 0]], pool.right[t[:, 1]]), training=False))

@@ -53,23 +53,23 @@ def _subsets(n):
 
 
 def test_char_ngram_ids_are_fasttext_subwords_hashed_after_the_words():
-    from siamese_research.data import files
+    from siamese_research.data import vocab as vocab_lib
 
-    ids = files.char_ngram_ids(["cat"], (3, 3), 1000, 50)
+    ids = vocab_lib.char_ngram_ids(["cat"], (3, 3), 1000, 50)
     # "<cat>": <ca, cat, at>
     assert len(ids) == 3 and all(50 <= i < 1050 for i in ids)
     import zlib
 
     assert ids[1] == 50 + zlib.crc32(b"cat") % 1000
     # A word and its plural share their n-grams but the last.
-    cats = files.char_ngram_ids(["cats"], (3, 3), 1000, 50)
+    cats = vocab_lib.char_ngram_ids(["cats"], (3, 3), 1000, 50)
     assert cats[:2] == ids[:2] and ids[2] not in cats
 
 
 def test_char_ngrams_run_adds_rows_and_ids_and_scores_the_same_reloaded(tmp_path):
     from siamese_research import artifacts as runs
     from siamese_research import runner as training
-    from siamese_research.data import files
+    from siamese_research.data import vocab as vocab_lib
 
     config = tiny(data=write_pairs(tmp_path / "train.csv"), run_dir=str(tmp_path / "run"),
                   epochs=1, validation_split=0.34, max_tokens=50, max_length=8,
@@ -91,7 +91,7 @@ def test_char_ngrams_run_adds_rows_and_ids_and_scores_the_same_reloaded(tmp_path
     texts = ["what is thing0?", "thing0 is a thing, surely"]
     np.testing.assert_array_equal(run.token_ids(texts)[:, :len(row)][:1], row[None, :])
     np.testing.assert_array_equal(run.token_ids(texts),
-                                  files.text_ids(data.vectorizer, texts, config))
+                                  vocab_lib.text_ids(data.vectorizer, texts, config))
     # The exported graph tokenises words only: such a run is refused.
     from siamese_research.inference import export
     from siamese_research.config import DataError

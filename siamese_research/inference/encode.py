@@ -8,6 +8,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from siamese_research.data import files
+from siamese_research.data import tables
 from siamese_research.errors import DataError
 
 
@@ -29,7 +30,7 @@ def read_column(run, path: str, column: Optional[str]) -> Tuple[object, np.ndarr
         if not column:
             raise DataError("--column is required for text files (the column to "
                             "encode)")
-        columns, rows, lines = files.read_table(path)
+        columns, rows, lines = tables.read_table(path)
         if column not in columns:
             raise DataError(f"{path}: no column '{column}' (--column); the columns "
                             f"are {', '.join(columns)}")

@@ -16,6 +16,7 @@ from siamese_research import artifacts
 from siamese_research import data as data_lib
 from siamese_research.config import BUILTIN_DATA, Config
 from siamese_research.data import files
+from siamese_research.data import vocab
 from siamese_research.errors import ConfigError, DataError, UserError
 from siamese_research.metrics.overlap import overlap_scores
 from siamese_research.metrics.pairs import best_threshold, compute_metrics
@@ -97,7 +98,7 @@ def evaluate_run(run_dir: str, data_path: str, *, baseline: str = "none",
     run_config, have_validation = _run_config(run_dir, data_path)
     overrides = {k: v for k, v in data_flags.items() if v is not None}
     config = run_config.replace(data=data_path, validation_data=None, **overrides)
-    vectorizer = files.load_vectorizer(run_dir)
+    vectorizer = vocab.load_vectorizer(run_dir)
     pairs, skipped = _read_pairs(data_path, config, vectorizer, baseline)
     model = artifacts.load_model(run_dir, which)
     graded = config.label_bounds is not None

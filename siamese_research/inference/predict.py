@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from siamese_research.data import files
+from siamese_research.data import tables
 from siamese_research.errors import DataError
 
 OUTPUT_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -29,13 +30,13 @@ def read_text_pairs(path: str, run, left_column: Optional[str] = None,
     Raises:
       DataError: a bad file or column.
     """
-    columns, rows, lines = files.read_table(path)
+    columns, rows, lines = tables.read_table(path)
     saved = run.config
     names = types.SimpleNamespace(
         left_column=left_column or saved.get("left_column"),
         right_column=right_column or saved.get("right_column"),
         label_column=saved.get("label_column"))
-    left, right, _ = files.resolve_columns(path, columns, rows, names,
+    left, right, _ = tables.resolve_columns(path, columns, rows, names,
                                            require_label=False)
     for row, line in zip(rows, lines):
         for col in (left, right):

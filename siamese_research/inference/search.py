@@ -9,7 +9,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from siamese_research.data import files
+from siamese_research.data import vocab
 from siamese_research.errors import DataError
 from siamese_research.inference.encode import read_column
 
@@ -25,7 +25,7 @@ def cache_path(run, corpus: str, column: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     h.update(b"\0" + column.encode("utf-8"))
-    for path in (run.model_path, os.path.join(run.run_dir, files.VECTORIZER_FILE)):
+    for path in (run.model_path, os.path.join(run.run_dir, vocab.VECTORIZER_FILE)):
         if os.path.exists(path):
             st = os.stat(path)
             h.update(f"\0{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}"

@@ -13,7 +13,7 @@ from siamese_research import data as data_lib
 from siamese_research.config import Config
 from siamese_research.core import gpu, losses
 from siamese_research.core import model as model_lib
-from siamese_research.data import files
+from siamese_research.data import vocab
 from siamese_research.errors import ConfigError
 from siamese_research.runner.setup import Setup
 from siamese_research.text import vectors
@@ -48,10 +48,11 @@ def build(config: Config, data: data_lib.PairData, strategy=None):
     print and record.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    vocab = files.id_count(data.vectorizer, config) if data.vectorizer is not None else 0
+    vocab_size = (vocab.id_count(data.vectorizer, config)
+                  if data.vectorizer is not None else 0)
     for flag in ("embeddings", "freeze_embeddings", "embedding_init"):
         on = getattr(config, flag) not in (None, False, "uniform")
-        if on and not vocab:
+        if on and not vocab_size:
             raise ConfigError(flag, getattr(config, flag), "needs a text pair file "
                               "(.csv/.tsv/.jsonl): these sequences have no embedding")
     found = None
@@ -64,11 +65,11 @@ def build(config: Config, data: data_lib.PairData, strategy=None):
                                     temperature=config.temperature)
         model = model_lib.build_model(
             encoder=config.encoder, units=config.units, features=config.features,
-            merge=config.merge, share=config.share, vocab_size=vocab,
-            encoder_args=config.encoder_kwargs, masked=data.padded or vocab > 0,
+            merge=config.merge, share=config.share, vocab_size=vocab_size,
+            encoder_args=config.encoder_kwargs, masked=data.padded or vocab_size > 0,
             objective=losses.OBJECTIVES.get(config.loss, "pair"))
         if config.embedding_init == "idf":
-            model_lib.scale_embeddings(model, files.token_idf(data.train, vocab))
+            model_lib.scale_embeddings(model, vocab.token_idf(data.train, vocab_size))
         if found is not None:
             ids, rows, data.embedding_coverage = found
             model_lib.set_embedding_rows(model, ids, rows)

@@ -13,7 +13,7 @@ from typing import Optional
 from siamese_research import artifacts
 from siamese_research.config import Config
 from siamese_research.core import model as model_lib
-from siamese_research.data import files
+from siamese_research.data import vocab
 from siamese_research.errors import ConfigError
 from siamese_research.runner import devices
 from siamese_research.runner.build import Built
@@ -81,7 +81,7 @@ def record(config: Config, data: Data, argv: Optional[list]) -> None:
     artifacts.write_text(config.run_dir, artifacts.COMMAND_FILE,
                          " ".join(argv if argv is not None else sys.argv))
     if data.pairs.vectorizer is not None:
-        files.save_vectorizer(data.pairs.vectorizer, config.run_dir)
+        vocab.save_vectorizer(data.pairs.vectorizer, config.run_dir)
     if data.pairs.embedding_coverage is not None:
         data.pairs.embedding_coverage.save(config.run_dir)
 

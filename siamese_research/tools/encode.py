@@ -34,7 +34,6 @@ from siamese_research.summaries.projector import write_encodings
 from siamese_research.tools import cli
 
 
-# -- command line ---------------------------------------------------------------
 def define_flags():
     fv = flags.FlagValues()
     cli.define_run_flags(fv, batch_size=256, batch_help="items per forward pass")

@@ -44,7 +44,6 @@ from siamese_research.inference.evaluate import evaluate_run, format_table, writ
 from siamese_research.tools import cli
 
 
-# -- command line -------------------------------------------------------------
 def define_flags():
     fv = flags.FlagValues()
     cli.define_run_flags(fv, batch_size=256, batch_help="pairs per forward pass")

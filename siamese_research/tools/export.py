@@ -33,7 +33,6 @@ from siamese_research.inference.export import export_run
 from siamese_research.tools import cli
 
 
-# -- command line ---------------------------------------------------------------
 def define_flags():
     fv = flags.FlagValues()
     cli.define_run_flags(fv)

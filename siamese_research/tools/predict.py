@@ -34,7 +34,6 @@ from siamese_research.inference.predict import OUTPUT_SUFFIXES, predict_file, wr
 from siamese_research.tools import cli
 
 
-# -- command line ---------------------------------------------------------------
 def define_flags():
     fv = flags.FlagValues()
     cli.define_run_flags(fv, batch_size=256, batch_help="pairs per forward pass")

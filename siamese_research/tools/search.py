@@ -36,7 +36,6 @@ from siamese_research.inference.search import (CACHE_FOLDER, corpus_encodings,
 from siamese_research.tools import cli
 
 
-# -- command line ---------------------------------------------------------------
 def define_flags():
     fv = flags.FlagValues()
     cli.define_run_flags(fv, run_help="a finished text run folder", batch_size=8192,
