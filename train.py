@@ -8,7 +8,8 @@
 
 A thin wrapper: the flags and `main` live in `siamese_research/tools/train.py`
 (also the `siamese-train` console script). Exit status: 0 done, 2 bad input,
-3 non-finite loss or gradient, 130/143 interrupted (resumable).
+3 non-finite loss or gradient, 4 a run file could not be written (resumable),
+130/143 interrupted (resumable).
 """
 
 import sys

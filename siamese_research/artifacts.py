@@ -35,6 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from siamese_research import atomic
 from siamese_research.config import Config
 from siamese_research.core import model as model_lib
 from siamese_research.data import vocab
@@ -325,16 +326,16 @@ def load_run(run_dir: str, which: str = "best") -> Run:
 
 
 # -- writing --------------------------------------------------------------------
+# Every file here is written whole or not at all (`atomic.replacing`): a
+# reader (evaluate, predict, load_run, TensorBoard) sees the old file or the
+# new one, and a failed write raises `WriteError` naming it.
 def write_text(run_dir: str, name: str, text: str) -> str:
     """`run_dir/name` holding `text` (a line end added); returns the path."""
-    path = os.path.join(run_dir, name)
-    with open(path, "w") as f:
-        f.write(text.rstrip("\n") + "\n")
-    return path
+    return atomic.write_text(os.path.join(run_dir, name), text.rstrip("\n") + "\n")
 
 
 def write_json(run_dir: str, name: str, value) -> str:
-    return write_text(run_dir, name, json.dumps(value))
+    return atomic.write_json(os.path.join(run_dir, name), value)
 
 
 def save_models(model, run_dir: str, which: str = "last") -> dict:
@@ -342,8 +343,10 @@ def save_models(model, run_dir: str, which: str = "last") -> dict:
     encoder.keras ("last"), or best.keras and best_encoder.keras ("best")."""
     model_file = os.path.join(run_dir, MODEL_FILES[which])
     encoder_file = os.path.join(run_dir, ENCODER_FILES[which])
-    model.save(model_file)
-    model_lib.encoder_model(model).save(encoder_file)
+    with atomic.replacing(model_file) as tmp:
+        model.save(tmp)
+    with atomic.replacing(encoder_file) as tmp:
+        model_lib.encoder_model(model).save(tmp)
     return {"model_path": model_file, "encoder_path": encoder_file}
 
 

@@ -146,15 +146,38 @@ def test_incompatible_checkpoint_and_restart(finished_run, tmp_path):
     assert best.encoder.core.units == 8
 
 
-def test_corrupt_checkpoint_names_the_file(finished_run, tmp_path):
-    run_dir = _copy(finished_run, tmp_path)
-    latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-    for path in glob.glob(latest + ".data-*"):
+def _corrupt(checkpoint):
+    for path in glob.glob(checkpoint + ".data-*"):
         with open(path, "wb") as f:
             f.write(b"not a checkpoint")
-    proc = run_main("--num_samples=48", "--timesteps=6", "--features=8", "--units=4",
-                    "--batch_size=8", "--epochs=3", "--prototypes=4", "--seed=7",
-                    f"--run_dir={run_dir}")
+
+
+CORRUPT_ARGS = ["--num_samples=48", "--timesteps=6", "--features=8", "--units=4",
+                "--batch_size=8", "--epochs=3", "--prototypes=4", "--seed=7"]
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(finished_run,
+                                                                   tmp_path):
+    run_dir = _copy(finished_run, tmp_path)
+    state = tf.train.get_checkpoint_state(os.path.join(run_dir, "checkpoints"))
+    latest, before = state.all_model_checkpoint_paths[-1:-3:-1]
+    _corrupt(latest)
+    proc = run_main(*CORRUPT_ARGS, f"--run_dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr
+    warning = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "Traceback" not in proc.stderr
+    assert f"checkpoint {latest} cannot be restored" in warning[0]
+    assert f"resuming from {before}" in warning[0]
+    assert f"Resuming from {before}" in proc.stdout
+
+
+def test_corrupt_checkpoints_name_the_newest(finished_run, tmp_path):
+    run_dir = _copy(finished_run, tmp_path)
+    state = tf.train.get_checkpoint_state(os.path.join(run_dir, "checkpoints"))
+    for checkpoint in state.all_model_checkpoint_paths:
+        _corrupt(checkpoint)
+    latest = state.model_checkpoint_path
+    proc = run_main(*CORRUPT_ARGS, f"--run_dir={run_dir}")
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert latest in proc.stderr and "--restart" in proc.stderr

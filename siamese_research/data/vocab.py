@@ -16,9 +16,10 @@ from typing import List, Sequence, Tuple
 import keras
 import numpy as np
 
+from siamese_research import atomic
 from siamese_research.config import Config
+from siamese_research.data.pairs import Pairs
 from siamese_research.errors import DataError
-from siamese_research.data.pairs import (Pairs)
 from siamese_research.text.tokens import idf_weights, words
 
 
@@ -86,12 +87,8 @@ def save_vectorizer(vectorizer, run_dir: str) -> str:
              "num_oov_indices": int(vectorizer._lookup_layer.num_oov_indices),
              "output_sequence_length": cfg.get("output_sequence_length"),
              "standardize": cfg.get("standardize"), "split": cfg.get("split")}
-    path = os.path.join(run_dir, VECTORIZER_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(state, f, ensure_ascii=False)
-    os.replace(tmp, path)  # never a half-written vocabulary
-    return path
+    return atomic.write_text(os.path.join(run_dir, VECTORIZER_FILE),
+                             json.dumps(state, ensure_ascii=False))
 
 
 def load_vectorizer(run_dir: str):

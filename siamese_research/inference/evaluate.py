@@ -4,7 +4,6 @@ says what each metric means)."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Dict
@@ -12,7 +11,7 @@ from typing import Dict
 import numpy as np
 import tensorflow as tf
 
-from siamese_research import artifacts
+from siamese_research import artifacts, atomic
 from siamese_research import data as data_lib
 from siamese_research.config import BUILTIN_DATA, Config
 from siamese_research.data import files
@@ -191,9 +190,7 @@ def write_outputs(run_dir: str, stem: str, name: str, metrics: dict, labels,
     """
     base = f"eval_{stem}" + ("" if name == "model" else f"_{name}")
     path = os.path.join(run_dir, base + ".json")
-    with open(path, "w") as f:
-        json.dump(_json_ready(metrics), f, indent=2, sort_keys=True)
-        f.write("\n")
+    atomic.write_json(path, _json_ready(metrics), indent=2, sort_keys=True)
     writer = tf.summary.create_file_writer(os.path.join(run_dir, base))
     with writer.as_default():
         summaries.epoch_scalars(0, {f"eval/{k}": float(v)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from siamese_research import atomic
 from siamese_research.errors import DataError
 from siamese_research.text.tokens import STRIP_PUNCTUATION
 
@@ -102,5 +103,6 @@ def export_run(run, output: str) -> str:
     module = build_module(run)
     signatures = {"score": module.score.get_concrete_function(),
                   "encode": module.encode.get_concrete_function()}
-    tf.saved_model.save(module, output, signatures=signatures)
+    with atomic.replacing(output) as tmp:  # a whole SavedModel or none
+        tf.saved_model.save(module, tmp, signatures=signatures)
     return output

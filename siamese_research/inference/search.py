@@ -9,6 +9,7 @@ from typing import List, Tuple
 
 import numpy as np
 
+from siamese_research import atomic
 from siamese_research.data import vocab
 from siamese_research.errors import DataError
 from siamese_research.inference.encode import read_column
@@ -60,9 +61,8 @@ def corpus_encodings(run, corpus: str, column: str,
     texts = [items[i] for i in kept]
     encodings = run.encode(texts, batch_size, side="right")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, encodings=encodings, texts=np.asarray(texts, dtype=str))
-    os.replace(tmp, path)  # a reader never sees half a file
+    with atomic.replacing(path) as tmp:  # a reader never sees half a file
+        np.savez(tmp, encodings=encodings, texts=np.asarray(texts, dtype=str))
     return encodings, texts, False
 
 

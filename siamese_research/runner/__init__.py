@@ -13,12 +13,13 @@ from __future__ import annotations
 from typing import Optional
 
 from siamese_research.config import Config
-from siamese_research.errors import EXIT_INTERRUPTED, EXIT_NONFINITE  # noqa: F401
+from siamese_research.errors import EXIT_INTERRUPTED, EXIT_NONFINITE, WriteError  # noqa: F401
 from siamese_research.runner.build import assemble, build, build_optimizer  # noqa: F401
 from siamese_research.runner.finish import finish
 from siamese_research.runner.fit import RunResult, train
 from siamese_research.runner.session import announce, open_run
 from siamese_research.runner.setup import load_data, prepare_run_dir, set_up  # noqa: F401
+from siamese_research.train import checkpoints
 
 
 def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
@@ -30,17 +31,28 @@ def run(config: Config, *, argv: Optional[list] = None) -> RunResult:
 
     Raises:
       UserError: bad flags, data or checkpoint (before anything is written
-        when it can be known up front).
+        when it can be known up front), or a run folder another process
+        writes.
+      WriteError: a file of the run could not be written; it names the
+        last complete checkpoint, from which the same command resumes.
     """
     setup = set_up(config)
     data = load_data(config)
     built = assemble(config, data.pairs, setup)
-    session = open_run(config, setup, data, built, argv)
-    announce(config, setup, data, session)
-    result = train(config, setup, data, session)
-    if result["exit_code"] == 0:
-        finish(config, setup, data, session, result)
-    return result
+    try:
+        session = open_run(config, setup, data, built, argv)
+    except WriteError as e:
+        raise e.with_checkpoint(checkpoints.latest(config.run_dir)) from None
+    try:
+        announce(config, setup, data, session)
+        result = train(config, setup, data, session)
+        if result["exit_code"] == 0:
+            finish(config, setup, data, session, result)
+        return result
+    except WriteError as e:
+        raise e.with_checkpoint(session.checkpointer.latest) from None
+    finally:
+        session.close()
 
 
 __all__ = ["run", "build", "RunResult"]

@@ -33,13 +33,10 @@ def finish(config: Config, setup: Setup, data: Data, session: Session,
 
 def write_outputs(config: Config, data: Data, session: Session,
                   result: RunResult) -> None:
-    """model.keras, encoder.keras, threshold.json, the run graph, HParams and
-    the projector."""
+    """model.keras, encoder.keras, the run graph, HParams and the projector
+    (threshold.json is written at every epoch's end)."""
     trainer, trained = session.trainer, bool(result["history"]["epochs"])
     result.update(artifacts.save_models(trainer.model, config.run_dir))
-    if trained:  # (a finished run run again trains nothing)
-        artifacts.save_threshold(config.run_dir, trainer.threshold,
-                                 fitted=not trainer.fixed_threshold)
     # As the train step traced it (a run that trained no step here traces
     # it now). (A later process writes it again: one graph, the latest shown.)
     extras.write_branch_graph(session.writers[summaries.TRAIN],

@@ -24,8 +24,10 @@ class RunResult(dict):
 
 def actions(config: Config, setup: Setup, data: Data, session: Session) -> list:
     """The run's hooks, in the order they see an epoch's end: the best
-    epoch, patience (which reads it), checkpoints (chief), signals."""
+    epoch, patience (which reads it), the threshold and checkpoints (chief:
+    an epoch's files are on disk before its checkpoint), signals."""
     out = []
+    trainer = session.trainer
     if data.validation is not None:
         best = callbacks_lib.BestModel(config.run_dir, config.monitor, save=setup.chief,
                                        resume=session.restored is not None)
@@ -35,6 +37,8 @@ def actions(config: Config, setup: Setup, data: Data, session: Session) -> list:
             out.append(callbacks_lib.Patience(config.monitor, config.patience, best,
                                               completed=done))
     if setup.chief:
+        out.append(callbacks_lib.AtEpochEnd(lambda epoch, logs: artifacts.save_threshold(
+            config.run_dir, trainer.threshold, fitted=not trainer.fixed_threshold)))
         out.append(callbacks_lib.Checkpointing(session.checkpointer,
                                                data.train.steps_per_epoch))
     out.append(callbacks_lib.Interrupt())

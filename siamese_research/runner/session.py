@@ -1,7 +1,8 @@
 """Opening the run folder (`open_run`): from here on the run writes, and
-only its chief does. The trainer, its checkpoints (restored when the run
-resumes) and its TensorBoard writers are made here, in that order: what
-the step compiles depends on whether it has writers."""
+only its chief does, holding the folder's lock (`atomic.FolderLock`) until
+the run ends. The trainer, its checkpoints (restored when the run resumes)
+and its TensorBoard writers are made here; the writers first: what the
+step compiles depends on whether it has writers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 import sys
 from typing import Optional
 
-from siamese_research import artifacts
+from siamese_research import artifacts, atomic
 from siamese_research.config import Config
 from siamese_research.core import model as model_lib
 from siamese_research.data import vocab
@@ -18,7 +19,7 @@ from siamese_research.errors import ConfigError
 from siamese_research.runner import devices
 from siamese_research.runner.build import Built
 from siamese_research.runner.setup import Data, Setup
-from siamese_research.summaries import extras
+from siamese_research.summaries import events, extras
 from siamese_research.summaries import views as summaries
 from siamese_research.train.checkpoints import Checkpointer
 from siamese_research.train.trainer import Trainer
@@ -32,14 +33,41 @@ class Session:
     checkpointer: Checkpointer
     writers: Optional[dict]
     restored: Optional[str]  # the checkpoint resumed from
+    lock: Optional[atomic.FolderLock] = None  # the chief's, held until `close`
+
+    def close(self) -> None:
+        """Flushes the writers as far as they got and drops the lock."""
+        try:
+            self.trainer.flush()
+        except Exception:  # noqa: BLE001 (a full disk: keep what was written)
+            pass
+        if self.lock is not None:
+            self.lock.release()
 
 
 def open_run(config: Config, setup: Setup, data: Data, built: Built,
              argv: Optional[list] = None) -> Session:
-    """Creates (or reopens) the run folder, the trainer and its checkpoints,
-    restores the latest when resuming, and records the run's files."""
-    if setup.chief:
-        make_folder(config)
+    """Creates (or reopens) the run folder and takes its lock, then the
+    trainer and its checkpoints, restores the latest when resuming, and
+    records the run's files.
+
+    Raises:
+      RunFolderBusy: another process writes the folder (nothing written).
+      WriteError: a file of the run could not be written.
+    """
+    lock = make_folder(config) if setup.chief else None
+    try:
+        return _open(config, setup, data, built, argv, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _open(config, setup, data, built, argv, lock) -> Session:
+    earlier = events.event_files(*(os.path.join(config.run_dir, sub) for sub in
+                                   (summaries.TRAIN, summaries.VALIDATION))) \
+        if setup.chief else []
     writers = summaries.create_writers(config.run_dir) if setup.chief else None
     trainer = Trainer(
         built.model, loss_fn=built.loss_fn, optimizer=built.optimizer,
@@ -54,25 +82,30 @@ def open_run(config: Config, setup: Setup, data: Data, built: Built,
             os.path.join(config.run_dir, artifacts.CHECKPOINTS), model=built.model,
             optimizer=built.optimizer, global_step=trainer.global_step,
             max_to_keep=config.keep_checkpoints, every=config.checkpoint_every)
+    if setup.chief:
+        checkpointer.remove_partials()
     restored = checkpointer.restore_latest() if setup.resuming else None
     if setup.chief:
+        # What earlier processes wrote past the step this one starts from
+        # (all of it, when nothing is restored) is written again from here.
+        events.cut_after(earlier, int(trainer.global_step.numpy()) if restored else -1)
         record(config, data, argv)
-    return Session(trainer, checkpointer, writers, restored)
+    return Session(trainer, checkpointer, writers, restored, lock)
 
 
-def make_folder(config: Config) -> None:
-    """The run folder, writable; with --restart, emptied of the old run."""
+def make_folder(config: Config) -> atomic.FolderLock:
+    """The run folder, writable and locked for this process, cleared of what
+    a killed writer left; with --restart, emptied of the old run."""
     try:
         os.makedirs(config.run_dir, exist_ok=True)
-        probe = os.path.join(config.run_dir, ".write_test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
+        lock = atomic.FolderLock(config.run_dir).acquire()
     except OSError as e:
         raise ConfigError("run_dir", config.run_dir,
                           f"cannot write there ({e.strerror})") from None
+    atomic.remove_partials(config.run_dir)
     if config.restart:
         artifacts.clear_run(config.run_dir)
+    return lock
 
 
 def record(config: Config, data: Data, argv: Optional[list]) -> None:

@@ -11,11 +11,16 @@ from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf import text_format
 from tensorboard.plugins import projector
+
+from siamese_research import atomic
+from siamese_research.errors import WriteError
 
 PROJECTOR_FOLDER = "validation"
 PROJECTOR_TENSOR = "encoder_outputs"
 PROJECTOR_METADATA = "projector_metadata.tsv"
+PROJECTOR_CONFIG = "projector_config.pbtxt"  # the name the plugin reads
 
 
 def encode_pairs(model, dataset, max_pairs: Optional[int] = None):
@@ -120,11 +125,13 @@ def write_projector(folder: str, points, header: Sequence[str],
     # The checkpoint holds only this variable: the plugin offers every 2-D
     # tensor of the checkpoint it reads as an embedding.
     ckpt = tf.train.Checkpoint(**{PROJECTOR_TENSOR: embedding})
-    path = ckpt.save(os.path.join(folder, "projector"))
-    with open(os.path.join(folder, PROJECTOR_METADATA), "w", encoding="utf-8") as f:
-        f.write("\t".join(header) + "\n")
-        for row in rows:
-            f.write("\t".join(_tsv_cell(c) for c in row) + "\n")
+    try:
+        path = ckpt.save(os.path.join(folder, "projector"))
+    except (OSError, tf.errors.OpError) as e:
+        raise WriteError(os.path.join(folder, "projector"),
+                         str(getattr(e, "strerror", None) or e).splitlines()[0]) from None
+    atomic.write_text(os.path.join(folder, PROJECTOR_METADATA), "".join(
+        "\t".join(_tsv_cell(c) for c in row) + "\n" for row in [header, *rows]))
     config = projector.ProjectorConfig()
     # No model_checkpoint_path: the plugin then takes the latest checkpoint
     # of this folder (relative paths here would be read against TensorBoard's
@@ -132,7 +139,8 @@ def write_projector(folder: str, points, header: Sequence[str],
     emb = config.embeddings.add()
     emb.tensor_name = f"{PROJECTOR_TENSOR}/.ATTRIBUTES/VARIABLE_VALUE"
     emb.metadata_path = PROJECTOR_METADATA
-    projector.visualize_embeddings(folder, config)
+    atomic.write_text(os.path.join(folder, PROJECTOR_CONFIG),
+                      text_format.MessageToString(config))
     return path
 
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import json
 import os
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from siamese_research import atomic
 from siamese_research.errors import DataError
 
 REPORT_FILE = "embeddings.json"
@@ -66,12 +66,10 @@ class Coverage:
 
     def save(self, run_dir: str) -> str:
         """Writes the numbers to `run_dir/embeddings.json`; returns its path."""
-        path = os.path.join(run_dir, REPORT_FILE)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(dict(dataclasses.asdict(self), missing=list(self.missing)), f,
-                      indent=2, ensure_ascii=False)
-            f.write("\n")
-        return path
+        return atomic.write_json(
+            os.path.join(run_dir, REPORT_FILE),
+            dict(dataclasses.asdict(self), missing=list(self.missing)), indent=2,
+            ensure_ascii=False)
 
 
 def _open(path: str):

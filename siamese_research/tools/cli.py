@@ -3,15 +3,30 @@ status 2."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from absl import flags
+
+from siamese_research.errors import EXIT_WRITE_FAULT, UserError, WriteError
 
 
 def fail(message: str, status: int = 2) -> None:
     """Prints `error: message` on stderr and exits with `status`."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(status)
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """Within: a `UserError` is one line and exit status 2, a `WriteError`
+    (no space, no permission) one line and exit status 4."""
+    try:
+        yield
+    except UserError as e:
+        fail(str(e))
+    except WriteError as e:
+        fail(str(e), EXIT_WRITE_FAULT)
 
 
 def parse(fv: flags.FlagValues, argv, doc: str) -> None:

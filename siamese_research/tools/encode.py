@@ -68,9 +68,10 @@ def main(argv=None) -> int:
         texts = [items[i] for i in kept]
         out["texts"] = np.asarray(texts, dtype=str)
     try:
-        np.savez(fv.output, **out)
-        if fv.projector_dir:
-            write_encodings(fv.projector_dir, encodings, rows[kept], texts)
+        with cli.one_line_errors():
+            np.savez(fv.output, **out)
+            if fv.projector_dir:
+                write_encodings(fv.projector_dir, encodings, rows[kept], texts)
     except OSError as e:
         cli.fail(f"cannot write ({e.strerror}: {e.filename})")
     skipped = len(items) - len(kept)

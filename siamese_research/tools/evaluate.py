@@ -39,7 +39,6 @@ import sys
 from absl import flags
 
 from siamese_research import quiet
-from siamese_research.errors import UserError
 from siamese_research.inference.evaluate import evaluate_run, format_table, write_outputs
 from siamese_research.tools import cli
 
@@ -66,20 +65,18 @@ def main(argv=None) -> int:
     cli.require(fv, "run_dir", "data")
     cli.require_positive(fv, "batch_size")
     quiet.quiet_python_logging()
-    try:
+    with cli.one_line_errors():
         results = evaluate_run(
             fv.run_dir, fv.data, baseline=fv.baseline, batch_size=fv.batch_size,
             left_column=fv.left_column, right_column=fv.right_column,
             label_column=fv.label_column, label_range=fv.label_range, which=fv.which)
-    except UserError as e:
-        cli.fail(str(e))
-    stem = os.path.splitext(os.path.basename(fv.data))[0]
-    info = results["info"]
-    paths = [write_outputs(fv.run_dir, stem, "model", results["model"], info["labels"],
-                           info["scores"])]
-    if "overlap" in results:
-        paths.append(write_outputs(fv.run_dir, stem, "overlap", results["overlap"],
-                                   info["labels"], info["overlap_scores"]))
+        stem = os.path.splitext(os.path.basename(fv.data))[0]
+        info = results["info"]
+        paths = [write_outputs(fv.run_dir, stem, "model", results["model"],
+                               info["labels"], info["scores"])]
+        if "overlap" in results:
+            paths.append(write_outputs(fv.run_dir, stem, "overlap", results["overlap"],
+                                       info["labels"], info["overlap_scores"]))
     print(f"{fv.data}: {results['model']['pairs']} pairs"
           + (f" ({info['skipped']} skipped: empty text)" if info["skipped"] else ""))
     print(format_table(results))

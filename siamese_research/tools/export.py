@@ -28,7 +28,7 @@ import sys
 from absl import flags
 
 from siamese_research import artifacts, quiet
-from siamese_research.errors import UserError
+from siamese_research.errors import UserError, WriteError
 from siamese_research.inference.export import export_run
 from siamese_research.tools import cli
 
@@ -55,8 +55,8 @@ def main(argv=None) -> int:
         export_run(run, fv.output)
     except UserError as e:
         cli.fail(str(e))
-    except OSError as e:
-        cli.fail(f"--output={fv.output}: cannot write ({e.strerror})")
+    except WriteError as e:  # the folder the user named: a bad --output
+        cli.fail(f"--output={fv.output}: cannot write ({e.reason})")
     kind = "tf.string (n,)" if run.is_text else \
         f"float32 (n, time, {run.model.encoder.features})"
     print(f"{fv.output}: SavedModel of {run.model_path}; signatures score(left, "

@@ -30,7 +30,6 @@ import sys
 from absl import flags
 
 from siamese_research import artifacts, quiet
-from siamese_research.errors import UserError
 from siamese_research.inference.search import (CACHE_FOLDER, corpus_encodings,
                                                read_queries, search)
 from siamese_research.tools import cli
@@ -60,13 +59,11 @@ def main(argv=None) -> int:
         cli.fail("give one of --query=TEXT or --queries=FILE")
     cli.require_positive(fv, "k", "batch_size")
     quiet.quiet_python_logging()
-    try:
+    with cli.one_line_errors():
         queries = read_queries(fv.queries) if fv.queries else [fv.query]
         run = artifacts.load_run(fv.run_dir, fv.which)
         encodings, texts, cached = corpus_encodings(run, fv.corpus, fv.column)
         results = search(run, queries, encodings, fv.k, fv.batch_size)
-    except UserError as e:
-        cli.fail(str(e))
     print(f"corpus: {len(texts)} texts ({'cached' if cached else 'encoded, cached'} "
           f"in {os.path.join(fv.run_dir, CACHE_FOLDER)})")
     for query, hits in zip(queries, results):

@@ -7,8 +7,11 @@
     tensorboard --logdir runs
 
 Flags stop here: this module turns them into a `Config` and calls
-`siamese_research.runner.run(config)`. Exit status: 0 done, 2 bad input,
-3 non-finite loss or gradient, 130/143 interrupted (resumable).
+`siamese_research.runner.run(config)`. Exit status: 0 done, 2 bad input
+(or a run folder another process is writing), 3 non-finite loss or
+gradient, 4 a file of the run could not be written (no space, no
+permission: the last complete checkpoint is named, resumable), 130/143
+interrupted (resumable).
 """
 
 import sys
@@ -161,10 +164,8 @@ def main(argv=None) -> int:
     except UserError as e:
         cli.fail(str(e))
     quiet.quiet_python_logging()
-    try:
+    with cli.one_line_errors():
         result = runner.run(config, argv=argv)
-    except UserError as e:
-        cli.fail(str(e))
     return result["exit_code"]
 
 

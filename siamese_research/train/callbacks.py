@@ -33,6 +33,7 @@ import keras
 
 from siamese_research import artifacts
 from siamese_research.config import MONITORS  # noqa: F401 (the public list)
+from siamese_research.errors import DataError
 
 
 def mode(monitor: str) -> str:
@@ -116,6 +117,19 @@ class CallbackDriver(keras.callbacks.CallbackList):
             if self._logs_read:
                 logs["loss"] = float("nan")
         self.on_train_batch_end(batch, logs)
+
+
+class AtEpochEnd(keras.callbacks.Callback):
+    """Calls `fn(epoch, logs)` at every epoch's end (reads no batch logs)."""
+
+    reads_batch_logs = False
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.fn(epoch, logs)
 
 
 class Checkpointing(keras.callbacks.Callback):
@@ -234,11 +248,17 @@ class BestModel(keras.callbacks.Callback):
     def _load(self):
         """A resumed run keeps its earlier best."""
         path = os.path.join(self.run_dir, artifacts.BEST_FILE)
-        if os.path.exists(path):
+        if not os.path.exists(path):
+            return
+        try:
             with open(path) as f:
                 record = json.load(f)
-            if record.get("monitor") == self.monitor:
-                self.best, self.best_epoch = record["value"], record["epoch"]
+            best, epoch = float(record["value"]), int(record["epoch"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path}: unreadable ({e}); use --restart to start "
+                            f"over") from None
+        if record.get("monitor") == self.monitor:
+            self.best, self.best_epoch = best, epoch
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)

@@ -1,5 +1,11 @@
 """Checkpoints: `tf.train.Checkpoint` + `CheckpointManager`, and resume.
 
+A checkpoint is complete once the manager's state file names it (TensorFlow
+writes the state file whole); a save killed before that leaves files the
+next save overwrites and a `<name>_temp` folder `remove_partials` clears. A
+newest checkpoint that cannot be restored (damaged, truncated) is named on
+stderr and the one before it is restored instead.
+
 A checkpoint holds the model, the optimizer (slots and iterations), the global
 step and the epoch. The data position needs nothing more: the batch order of
 epoch e is a function of (seed, e), so step s resumes at batch
@@ -8,14 +14,17 @@ s % steps_per_epoch of epoch s // steps_per_epoch.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
+import sys
 from typing import Optional
 
 import tensorflow as tf
 
 from siamese_research.config import Config
-from siamese_research.errors import CheckpointError
+from siamese_research.errors import CheckpointError, WriteError
 
 # Settings that change the variables' shapes or meaning: a checkpoint made
 # with other values cannot be resumed.
@@ -44,19 +53,31 @@ class Checkpointer:
         return self.manager.latest_checkpoint
 
     def restore_latest(self) -> Optional[str]:
-        """Restores the latest checkpoint, if any; returns its path."""
-        path = self.latest
-        if path is None:
-            return None
-        try:
-            self.checkpoint.restore(path).assert_existing_objects_matched()
-        except Exception as e:  # noqa: BLE001 (a bad file raises many kinds)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        """Restores the newest checkpoint that can be restored, newest first;
+        returns its path (None: there is none). A damaged one is named on
+        stderr and skipped.
+
+        Raises:
+          CheckpointError: none of them can be restored (naming the newest).
+        """
+        failures = []
+        for path in reversed(self.manager.checkpoints):
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except Exception as e:  # noqa: BLE001 (a bad file raises many kinds)
+                failures.append((path, _first_line(e)))
+                continue
+            if failures:
+                print(f"warning: checkpoint {failures[0][0]} cannot be restored "
+                      f"({failures[0][1]}); resuming from {path}, the newest that can",
+                      file=sys.stderr, flush=True)
+            self._last_saved = int(self.global_step.numpy())
+            return path
+        if failures:
+            path, why = failures[0]
             raise CheckpointError(f"checkpoint {path}: cannot be restored into this "
-                                  f"model ({first[:200]}); use --restart to start over"
-                                  ) from None
-        self._last_saved = int(self.global_step.numpy())
-        return path
+                                  f"model ({why}); use --restart to start over")
+        return None
 
     def maybe_save(self, step: int) -> None:
         if self.every and step // self.every > self._last_saved // self.every:
@@ -67,8 +88,25 @@ class Checkpointer:
             self.epoch.assign(epoch)
         if step == self._last_saved and self.latest is not None:
             return self.latest
+        try:
+            path = self.manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as e:
+            why = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
+            raise WriteError(os.path.join(self.directory, f"ckpt-{step}"),
+                             why.strip().splitlines()[0][:200]) from None
         self._last_saved = step
-        return self.manager.save(checkpoint_number=step)
+        return path
+
+    def remove_partials(self) -> list:
+        """Removes what a save killed mid-way left (TensorFlow's
+        `<name>_temp` folders); returns their paths."""
+        found = glob.glob(os.path.join(glob.escape(self.directory), "*_temp*"))
+        for path in found:
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+        return found
 
 
 def check_compatible(run_dir: str, config: Config) -> None:
@@ -91,5 +129,15 @@ def check_compatible(run_dir: str, config: Config) -> None:
                               f"another --run_dir")
 
 
+def latest(run_dir: str) -> Optional[str]:
+    """The run folder's newest complete checkpoint, or None."""
+    return tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+
+
 def has_checkpoint(run_dir: str) -> bool:
-    return tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")) is not None
+    return latest(run_dir) is not None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
