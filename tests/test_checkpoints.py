@@ -177,10 +177,13 @@ def test_corrupt_checkpoints_name_the_newest(finished_run, tmp_path):
     for checkpoint in state.all_model_checkpoint_paths:
         _corrupt(checkpoint)
     latest = state.model_checkpoint_path
+    before = sorted(glob.glob(os.path.join(run_dir, "*", "events.*")))
     proc = run_main(*CORRUPT_ARGS, f"--run_dir={run_dir}")
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert latest in proc.stderr and "--restart" in proc.stderr
+    # The refused run left no event file of its own.
+    assert sorted(glob.glob(os.path.join(run_dir, "*", "events.*"))) == before
 
 
 def test_deterministic_runs_are_identical(tmp_path):

@@ -56,18 +56,22 @@ def open_run(config: Config, setup: Setup, data: Data, built: Built,
       WriteError: a file of the run could not be written.
     """
     lock = make_folder(config) if setup.chief else None
+    folders = [os.path.join(config.run_dir, sub) for sub in
+               (summaries.TRAIN, summaries.VALIDATION)] if setup.chief else []
+    earlier = events.event_files(*folders)
     try:
-        return _open(config, setup, data, built, argv, lock)
+        return _open(config, setup, data, built, argv, lock, earlier)
     except BaseException:
+        # Refused (a checkpoint that does not fit, a fault): the event files
+        # this process opened hold nothing; they go, and so does the lock.
+        for path in set(events.event_files(*folders)) - set(earlier):
+            os.remove(path)
         if lock is not None:
             lock.release()
         raise
 
 
-def _open(config, setup, data, built, argv, lock) -> Session:
-    earlier = events.event_files(*(os.path.join(config.run_dir, sub) for sub in
-                                   (summaries.TRAIN, summaries.VALIDATION))) \
-        if setup.chief else []
+def _open(config, setup, data, built, argv, lock, earlier) -> Session:
     writers = summaries.create_writers(config.run_dir) if setup.chief else None
     trainer = Trainer(
         built.model, loss_fn=built.loss_fn, optimizer=built.optimizer,

@@ -31,16 +31,16 @@ class Diagnostics:
     Args:
       step: the run's `TrainStep`.
       gate_gradients: per-gate norms and histograms for gated RNNs.
-      branches: False writes the train scalars only (no branch views, no
-        check, no histograms).
+      branch_views: False writes the train scalars only (no branch views,
+        no check, no histograms).
       fixed_threshold: accuracy at 0.5 (a probability); False fits it
         (`metrics.fitted_threshold`) and writes `threshold` beside it.
     """
 
     def __init__(self, step: TrainStep, *, gate_gradients: bool = True,
-                 branches: bool = True, fixed_threshold: bool = True):
+                 branch_views: bool = True, fixed_threshold: bool = True):
         self.step = step
-        self.branches, self.fixed_threshold = branches, fixed_threshold
+        self.branch_views, self.fixed_threshold = branch_views, fixed_threshold
         self._gates = summaries.gate_slices(step.model) if gate_gradients else {}
         self.variables = G.encoder_variables(step.model)
         self._absent = _absent(step.model, self.variables)
@@ -77,7 +77,7 @@ class Diagnostics:
             scalars.update(summaries.train_scalars(
                 loss=views["loss"], accuracy=accuracy, threshold=threshold,
                 learning_rate=views["learning_rate"], nonfinite=nonfinite))
-        if self.branches:
+        if self.branch_views:
             names = self.step.branches
             grads = {b: views[b] for b in names}
             if check or hist:

@@ -22,15 +22,15 @@ class Schedule:
 
     Args:
       log_every, grad_check_every, histogram_every: cadences (steps).
-      branches: False schedules the train scalars only (no branch views,
-        no check, no histograms).
+      branch_views: False schedules the train scalars only (no branch
+        views, no check, no histograms).
       scheduled: False makes no view step at all (no writers, one worker).
     """
 
     log_every: int = 10
     grad_check_every: int = 10
     histogram_every: int = 100
-    branches: bool = True
+    branch_views: bool = True
     scheduled: bool = True
 
     def due(self, step: int, first: int, last: int) -> Optional[Due]:
@@ -40,8 +40,8 @@ class Schedule:
             return None
         edge = step in (first, last)
         log = edge or step % self.log_every == 0
-        check = self.branches and (edge or step % self.grad_check_every == 0)
-        hist = self.branches and (edge or step % self.histogram_every == 0)
+        check = self.branch_views and (edge or step % self.grad_check_every == 0)
+        hist = self.branch_views and (edge or step % self.histogram_every == 0)
         return (log, check, hist) if (log or check or hist) else None
 
     def next_due(self, step: int, first: int, last: int) -> int:
@@ -49,7 +49,7 @@ class Schedule:
         if not self.scheduled:
             return last + 1
         everies = (self.log_every,)
-        if self.branches:
+        if self.branch_views:
             everies += (self.grad_check_every, self.histogram_every)
         candidates = [step + every - step % every for every in everies]
         candidates += [s for s in (first, last) if s > step]

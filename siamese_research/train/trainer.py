@@ -118,7 +118,7 @@ class Trainer:
         self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         scheduled = writers is not None or self.multi_worker
         self.schedule = Schedule(log_every=log_every, grad_check_every=grad_check_every,
-                                 histogram_every=histogram_every, branches=diagnostics,
+                                 histogram_every=histogram_every, branch_views=diagnostics,
                                  scheduled=scheduled)
         self.step = TrainStep(model, loss_fn=loss_fn, optimizer=optimizer,
                               strategy=strategy, on_nonfinite=on_nonfinite,
@@ -129,7 +129,7 @@ class Trainer:
             fixed_threshold = metrics_lib.fixed_threshold(model, loss_name)
         self.fixed_threshold = fixed_threshold
         self.diagnostics = Diagnostics(self.step, gate_gradients=gate_gradients,
-                                       branches=diagnostics,
+                                       branch_views=diagnostics,
                                        fixed_threshold=fixed_threshold)
         self._writers = writers
         self.steps_per_execution = steps_per_execution
