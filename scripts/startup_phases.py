@@ -6,8 +6,8 @@
 Times, around the library functions that do them: TensorFlow's import, the
 data, the model build, each compiled call (the first one holds the trace),
 the diagnostics' writes, validation, saving, the graph, projector and
-HParams exports; and the whole run. It wraps whichever of these functions
-the checked-out code has, so the same script measures an older commit.
+HParams exports; and the whole run. (For the code before the layers of
+455ac70, take this script from that commit's parent.)
 """
 
 import functools
@@ -61,34 +61,23 @@ def time_compiled_calls(cls, attr: str) -> None:
 
 
 def main(argv):
-    from siamese_research import data
-    from siamese_research.summaries import extras as tensorboard_extras
-    from siamese_research.train import trainer
-    from siamese_research import runner as training
+    from siamese_research import artifacts, data
+    from siamese_research.runner import building
+    from siamese_research.summaries import extras, projector
+    from siamese_research.train import diagnostics, loop, trainer
 
     wrap(data, "load", "data")
-    wrap(training, "build", "model build")
-    wrap(training, "save_models", "save model.keras, encoder.keras")
-    wrap(tensorboard_extras, "write_branch_graph", "branch graph")
-    wrap(tensorboard_extras, "write_hparams", "hparams")
-    wrap(tensorboard_extras, "export_validation_projector", "projector")
+    wrap(building, "build", "model build")
+    wrap(artifacts, "save_models", "save model.keras, encoder.keras")
+    wrap(extras, "write_branch_graph", "branch graph")
+    wrap(extras, "write_hparams", "hparams")
+    wrap(projector, "export_validation_projector", "projector")
     wrap(trainer.Trainer, "evaluate", "validation")
     wrap(trainer.Trainer, "fit", "fit (all epochs)")
-    try:
-        from siamese_research.train import diagnostics
-        from siamese_research.train import step
+    wrap(diagnostics.Diagnostics, "write", "diagnostics writes")
+    time_compiled_calls(loop.StepLoop, "run")
+    from siamese_research.tools.train import main as train_main
 
-        wrap(diagnostics.Diagnostics, "write", "diagnostics writes")
-        time_compiled_calls(step.TrainStep, "run")
-    except ImportError:  # the code of 868989f and before: one Trainer class
-        time_compiled_calls(trainer.Trainer, "train_steps")
-    try:
-        from siamese_research.tools.train import main as train_main
-    except ImportError:
-        import runpy
-
-        train_main = runpy.run_path(os.path.join(os.path.dirname(__file__), "..",
-                                                 "train.py"))["main"]
     start = time.perf_counter()
     code = train_main(["train.py", "--verbose=0"] + argv)
     run = time.perf_counter() - start

@@ -3,9 +3,9 @@
     set_up -> load_data -> assemble -> open_run -> train -> finish
 
 The config, the data and the model are all checked before the run folder is
-touched (`setup`, `build`); from `open_run` on, the chief writes it
-(`session`); `fit.train` trains through the loop's one hook system, and
-`finish` writes what a finished run holds.
+touched (modules `setup`, `building`); from `open_run` on, the chief writes
+it, holding its lock (`session`); `fit.train` trains through the loop's one
+hook system, and `outputs.finish` writes what a finished run holds.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Optional
 
 from siamese_research.config import Config
 from siamese_research.errors import EXIT_INTERRUPTED, EXIT_NONFINITE, WriteError  # noqa: F401
-from siamese_research.runner.build import assemble, build, build_optimizer  # noqa: F401
-from siamese_research.runner.finish import finish
+from siamese_research.runner.building import assemble, build, build_optimizer  # noqa: F401
+from siamese_research.runner.outputs import finish
 from siamese_research.runner.fit import RunResult, train
 from siamese_research.runner.session import announce, open_run
 from siamese_research.runner.setup import load_data, prepare_run_dir, set_up  # noqa: F401

@@ -17,7 +17,7 @@ from siamese_research.core import model as model_lib
 from siamese_research.data import vocab
 from siamese_research.errors import ConfigError
 from siamese_research.runner import devices
-from siamese_research.runner.build import Built
+from siamese_research.runner.building import Built
 from siamese_research.runner.setup import Data, Setup
 from siamese_research.summaries import events, extras
 from siamese_research.summaries import views as summaries
