@@ -1,4 +1,4 @@
-"""The kill harness (run by tests/test_run_folder.py; not a test module).
+"""The kill harness (run by tests/test_kill_chain.py; not a test module).
 
     python tests/_kill_chain.py BASE_DIR
 
