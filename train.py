@@ -15,7 +15,7 @@ A thin wrapper: the flags and `main` live in `siamese_research/tools/train.py`
 import sys
 
 # The package sees from the command line that this is its train.py, and
-# imports TensorFlow quietly (siamese_research.tools.cli.started_as_tool).
+# imports TensorFlow quietly (siamese_research.quiet.started_as_tool).
 from siamese_research.tools.train import main
 
 if __name__ == "__main__":

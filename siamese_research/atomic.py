@@ -5,7 +5,8 @@ suffix, so a writer that picks its format by suffix still does) and renames
 it into place when the block ends (`os.replace`: atomic within a folder on
 POSIX), so a reader sees the old file or the new one, never a part. A
 failure removes the temporary; a process killed in between leaves it, named
-`.<stem>.partial-<pid><suffix>`, and `remove_partials` clears those. A
+`.<stem>.partial-<pid><suffix>`, and `remove_partials` clears those from a
+folder (a run clears its own, `train/` and `validation/`). A
 write that fails with an OS error (no space, no permission, a read-only
 file system) raises `WriteError` naming the file.
 
@@ -43,15 +44,17 @@ def replacing(path: str) -> Iterator[str]:
       WriteError: an OS error while writing or renaming (the temporary is
         removed; `path` is as it was).
     """
-    folder, name = os.path.split(path)
+    folder, name = os.path.split(os.path.normpath(path))
     stem, suffix = os.path.splitext(name)
+    # (Not named as an event file: TensorBoard reads any name with "tfevents".)
+    stem = stem.replace("tfevents", "tfpartial")
     tmp = os.path.join(folder, f".{stem}{PARTIAL}{os.getpid()}{suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
     except OSError as e:
         _remove(tmp)
-        raise WriteError(path, e.strerror or str(e)) from None
+        raise WriteError(path, e.strerror or str(e) or type(e).__name__) from None
     except BaseException:
         _remove(tmp)
         raise

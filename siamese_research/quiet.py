@@ -13,7 +13,7 @@ import warnings
 
 from absl import logging as absl_logging
 
-# The package's command-line tools: `python -m siamese_research.<tool>` and
+# The package's command-line tools: `python -m siamese_research.tools.<tool>` and
 # these console scripts (setup.cfg), and the repository's train.py.
 CONSOLE_SCRIPTS = ("siamese-train", "siamese-evaluate", "siamese-predict",
                    "siamese-encode", "siamese-search", "siamese-export")

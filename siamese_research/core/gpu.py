@@ -176,10 +176,6 @@ def uses_cudnn(model, gpu_visible: bool, left_padded: bool = False) -> bool:
     return False
 
 
-STRATEGY_FLAGS = {"MirroredStrategy": "mirrored",
-                  "MultiWorkerMirroredStrategy": "multi_worker"}
-
-
 def check_jit(jit_compile: bool, gpu_visible: bool, model, strategy=None) -> None:
     """Refuses `jit_compile` where XLA cannot compile the step: the one
     place this rule lives (the run's checks and `TrainStep` both call it).
@@ -198,11 +194,14 @@ def check_jit(jit_compile: bool, gpu_visible: bool, model, strategy=None) -> Non
     """
     if not jit_compile:
         return
-    kind = type(strategy).__name__
-    if kind in STRATEGY_FLAGS or getattr(strategy, "num_replicas_in_sync", 1) > 1:
+    # (MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy.)
+    kind = ("multi_worker" if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            else "mirrored" if isinstance(strategy, tf.distribute.MirroredStrategy)
+            else None)
+    if kind or getattr(strategy, "num_replicas_in_sync", 1) > 1:
         raise ConfigError(
             "jit_compile", True, "works with one device only (--strategy=one_device, "
-            f"or auto on one device), not --strategy={STRATEGY_FLAGS.get(kind, kind)}: "
+            f"or auto on one device), not --strategy={kind or 'mirrored'}: "
             "the update's cross-replica sum cannot sit in XLA")
     if not uses_cudnn(model, gpu_visible):
         return

@@ -32,7 +32,7 @@ def _text_settings(vectorizer) -> dict:
 
 def build_module(run):
     """A `tf.Module` with `score` and `encode` `tf.function`s for `run` (a
-    `runs.Run`), ready for `tf.saved_model.save`."""
+    `artifacts.Run`), ready for `tf.saved_model.save`."""
     model = run.model
     left_tower, right_tower = model.towers[:2]
 

@@ -36,12 +36,16 @@ def actions(config: Config, setup: Setup, data: Data, session: Session) -> list:
             done = int(session.trainer.global_step.numpy()) // data.train.steps_per_epoch
             out.append(callbacks_lib.Patience(config.monitor, config.patience, best,
                                               completed=done))
+    # Interrupt before Checkpointing: its handlers are restored at the fit's
+    # end even if the interrupted run's checkpoint cannot be written.
+    out.append(callbacks_lib.Interrupt())
     if setup.chief:
         out.append(callbacks_lib.AtEpochEnd(lambda epoch, logs: artifacts.save_threshold(
             config.run_dir, trainer.threshold, fitted=not trainer.fixed_threshold)))
-        out.append(callbacks_lib.Checkpointing(session.checkpointer,
-                                               data.train.steps_per_epoch))
-    out.append(callbacks_lib.Interrupt())
+    # On every worker: its step_interval ends the calls, which must pair
+    # across workers (their reads are collectives); only the chief saves.
+    out.append(callbacks_lib.Checkpointing(session.checkpointer,
+                                           data.train.steps_per_epoch, save=setup.chief))
     return out
 
 
@@ -67,7 +71,8 @@ def train(config: Config, setup: Setup, data: Data, session: Session) -> RunResu
                   nonfinite_steps=int(trainer.nonfinite_count.numpy()))
     if history["interrupted"]:
         trainer.flush()
-        signum = hooks[-1].signal or signal.SIGINT
+        signum = next(h.signal for h in hooks if isinstance(h, callbacks_lib.Interrupt)) \
+            or signal.SIGINT
         print(f"Interrupted by {signal.Signals(signum).name} at step {result['step']}; "
               f"checkpoint saved in {session.checkpointer.directory}. Resume with the "
               f"same command (--run_dir={config.run_dir}).", file=sys.stderr)

@@ -106,7 +106,9 @@ def make_folder(config: Config) -> atomic.FolderLock:
     except OSError as e:
         raise ConfigError("run_dir", config.run_dir,
                           f"cannot write there ({e.strerror})") from None
-    atomic.remove_partials(config.run_dir)
+    for folder in (config.run_dir, os.path.join(config.run_dir, summaries.TRAIN),
+                   os.path.join(config.run_dir, summaries.VALIDATION)):
+        atomic.remove_partials(folder)
     if config.restart:
         artifacts.clear_run(config.run_dir)
     return lock

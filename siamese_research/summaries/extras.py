@@ -1,7 +1,7 @@
 """TensorBoard beyond scalars and histograms: HParams, graph, PR curves and
 a custom scalars layout (the projector: `projector`).
 
-`summaries.py` writes what the loop logs at view steps and epochs; this
+`summaries/views.py` writes what the loop logs at view steps and epochs; this
 module writes what a run logs once or once per epoch, from the Python loop.
 Where each piece lands in a run folder `runs/<name>/`:
 

@@ -140,23 +140,27 @@ class Checkpointing(keras.callbacks.Callback):
     Args:
       checkpointer: the run's `checkpoints.Checkpointer`.
       steps_per_epoch: the train data's, for the epoch an interruption is in.
+      save: False on the workers of a multi-worker run: their calls end at
+        the same steps as the chief's, and only the chief saves.
     """
 
     reads_batch_logs = False
 
-    def __init__(self, checkpointer, steps_per_epoch: int):
+    def __init__(self, checkpointer, steps_per_epoch: int, save: bool = True):
         super().__init__()
         self.checkpointer, self.steps_per_epoch = checkpointer, steps_per_epoch
-        self.step_interval = checkpointer.every
+        self.step_interval, self.save = checkpointer.every, save
 
     def on_train_batch_end(self, batch, logs=None):
-        self.checkpointer.maybe_save(self.model.global_step)
+        if self.save:
+            self.checkpointer.maybe_save(self.model.global_step)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.checkpointer.save(self.model.global_step, epoch + 1)
+        if self.save:
+            self.checkpointer.save(self.model.global_step, epoch + 1)
 
     def on_train_end(self, logs=None):
-        if self.model.interrupted:
+        if self.save and self.model.interrupted:
             step = self.model.global_step
             self.checkpointer.save(step, step // self.steps_per_epoch)
 

@@ -58,7 +58,7 @@ class Diagnostics:
         `pairs`: those trained since the clock's last reading, for
         samples_per_second, measured here in Python (no clock op sits in the
         compiled step, which --deterministic would refuse); `readout`:
-        (nonfinite_count, the values vector of `TrainStep.readout`) as the
+        (nonfinite_count, the values vector of `readout.readout`) as the
         call returned them."""
         log, check, hist = due
         nonfinite, values = readout

@@ -12,8 +12,9 @@ Three layers, as in Orbit and Keras's own trainer:
 * `Trainer.fit` (here): the Python loop. A call ends at the next view step,
   after `steps_per_execution` steps, at an epoch's end, or at a callback's
   `step_interval` multiple. The schedule is a function of the step, the
-  cadences and the run's first and last step only, so every worker of a
-  multi-worker run makes the same calls, and their collectives pair.
+  cadences, the callbacks' intervals and the run's first and last step
+  only, so every worker of a multi-worker run (given the same callbacks'
+  intervals) makes the same calls, and their collectives pair.
 
 Every hook of the loop is a Keras callback (`callbacks`): checkpoints,
 signals, the best epoch, patience and a user's own.
