@@ -171,6 +171,17 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(finished_run,
     assert f"Resuming from {before}" in proc.stdout
 
 
+def test_a_newest_checkpoint_without_its_index_falls_back_too(finished_run, tmp_path):
+    run_dir = _copy(finished_run, tmp_path)
+    state = tf.train.get_checkpoint_state(os.path.join(run_dir, "checkpoints"))
+    latest, before = state.all_model_checkpoint_paths[-1:-3:-1]
+    os.remove(latest + ".index")
+    proc = run_main(*CORRUPT_ARGS, f"--run_dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr
+    assert f"checkpoint {latest} cannot be restored" in proc.stderr
+    assert f"Resuming from {before}" in proc.stdout
+
+
 def test_corrupt_checkpoints_name_the_newest(finished_run, tmp_path):
     run_dir = _copy(finished_run, tmp_path)
     state = tf.train.get_checkpoint_state(os.path.join(run_dir, "checkpoints"))

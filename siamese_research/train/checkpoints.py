@@ -130,8 +130,11 @@ def check_compatible(run_dir: str, config: Config) -> None:
 
 
 def latest(run_dir: str) -> Optional[str]:
-    """The run folder's newest complete checkpoint, or None."""
-    return tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    """The newest checkpoint the run folder's state file names, or None.
+    (Not `tf.train.latest_checkpoint`, which says None when that one's files
+    are missing: the run would start over instead of falling back.)"""
+    state = tf.train.get_checkpoint_state(os.path.join(run_dir, "checkpoints"))
+    return state.model_checkpoint_path if state and state.model_checkpoint_path else None
 
 
 def has_checkpoint(run_dir: str) -> bool:
