@@ -163,3 +163,39 @@ def test_write_error_says_where_to_resume():
         "checkpoint, runs/x/checkpoints/ckpt-4, is kept: run the same command to "
         "resume once there is room")
 
+
+
+def test_tensorflows_own_write_faults_are_write_errors(tmp_path, monkeypatch):
+    """A full disk under TensorFlow's writers raises its own errors, not an
+    OSError: a summary writer's flush and an event file's cut say which
+    files could not be written."""
+    from siamese_research.core import model as M
+    from siamese_research.summaries import events
+    from siamese_research.train.trainer import Trainer
+
+    class FullDisk:
+        def flush(self):
+            raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    trainer = Trainer(M.build_model(features=8, units=4),
+                      loss_fn=keras.losses.BinaryCrossentropy(),
+                      optimizer=keras.optimizers.SGD(0.1), verbose=0)
+    trainer._writers = {"train": FullDisk()}
+    with pytest.raises(WriteError, match="cannot write the train event files "
+                                         r"\(No space left on device\)"):
+        trainer.flush()
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+
+    path = str(tmp_path / "events.out.tfevents.1.host.2.v2")
+    event = event_pb2.Event(step=5, summary=summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag="loss", simple_value=1.0)]))
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(event.SerializeToString())
+
+    def refusing(*a, **k):
+        raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+    monkeypatch.setattr(tf.io, "TFRecordWriter", refusing)
+    with pytest.raises(WriteError, match="No space left on device"):
+        events.cut_after([path], -1)  # drops step 5: the file is rewritten
+    assert not atomic.remove_partials(str(tmp_path))  # nothing left behind
+    assert os.path.getsize(path) > 0  # the old file, whole

@@ -56,9 +56,12 @@ def cut_after(paths: Iterable[str], step: int) -> int:
             continue
         dropped += len(records) - len(kept)
         with atomic.replacing(path) as tmp:
-            with tf.io.TFRecordWriter(tmp) as writer:
-                for record in kept:
-                    writer.write(record)
+            try:
+                with tf.io.TFRecordWriter(tmp) as writer:
+                    for record in kept:
+                        writer.write(record)
+            except tf.errors.OpError as e:  # TensorFlow's, not an OSError
+                raise OSError(e.message or type(e).__name__) from None
     return dropped
 
 

@@ -33,6 +33,7 @@ from siamese_research import data as data_lib
 from siamese_research.core import encoders
 from siamese_research.metrics import streaming as metrics_lib
 from siamese_research.summaries import views as summaries
+from siamese_research.errors import WriteError
 from siamese_research.train.callbacks import CallbackDriver
 from siamese_research.train.diagnostics import Diagnostics
 from siamese_research.train.loop import StepLoop
@@ -332,9 +333,14 @@ class Trainer:
         raise NonFiniteError(bad, self.step.nonfinite_what())
 
     def flush(self):
+        """Flushes the writers; a fault (no space) is a `WriteError`."""
         if self.writers is not None:
-            for w in self.writers.values():
-                w.flush()
+            for name, w in self.writers.items():
+                try:
+                    w.flush()
+                except tf.errors.OpError as e:
+                    raise WriteError(f"the {name} event files", e.message or
+                                     type(e).__name__) from None
 
     def _values(self, shown_only: bool = False) -> dict:
         logs = metrics_lib.results(self.train_metrics, self.fixed_threshold)
