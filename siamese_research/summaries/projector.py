@@ -129,7 +129,8 @@ def write_projector(folder: str, points, header: Sequence[str],
         path = ckpt.save(os.path.join(folder, "projector"))
     except (OSError, tf.errors.OpError) as e:
         raise WriteError(os.path.join(folder, "projector"),
-                         str(getattr(e, "strerror", None) or e).splitlines()[0]) from None
+                         (str(getattr(e, "strerror", None) or e).splitlines()
+                          or [type(e).__name__])[0]) from None
     atomic.write_text(os.path.join(folder, PROJECTOR_METADATA), "".join(
         "\t".join(_tsv_cell(c) for c in row) + "\n" for row in [header, *rows]))
     config = projector.ProjectorConfig()

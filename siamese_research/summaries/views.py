@@ -18,10 +18,12 @@ from tensorboard.compat.proto import summary_pb2, types_pb2
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
+from siamese_research import artifacts
 from siamese_research.core import encoders as encoders_lib
 from siamese_research.core import gradients as G
 
-TRAIN, VALIDATION = "train", "validation"
+# The run folder's event folders (artifacts names the run folder's parts).
+TRAIN, VALIDATION = artifacts.TRAIN_EVENTS, artifacts.VALIDATION_EVENTS
 
 
 def create_writers(run_dir: str) -> Dict[str, tf.summary.SummaryWriter]:

@@ -23,6 +23,7 @@ from typing import Optional
 
 import tensorflow as tf
 
+from siamese_research import artifacts
 from siamese_research.config import Config
 from siamese_research.errors import CheckpointError, WriteError
 
@@ -91,9 +92,9 @@ class Checkpointer:
         try:
             path = self.manager.save(checkpoint_number=step)
         except (OSError, tf.errors.OpError) as e:
-            why = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
+            why = getattr(e, "strerror", None) or getattr(e, "message", None)
             raise WriteError(os.path.join(self.directory, f"ckpt-{step}"),
-                             why.strip().splitlines()[0][:200]) from None
+                             _first_line(why or e)) from None
         self._last_saved = step
         return path
 
@@ -133,7 +134,7 @@ def latest(run_dir: str) -> Optional[str]:
     """The newest checkpoint the run folder's state file names, or None.
     (Not `tf.train.latest_checkpoint`, which says None when that one's files
     are missing: the run would start over instead of falling back.)"""
-    state = tf.train.get_checkpoint_state(os.path.join(run_dir, "checkpoints"))
+    state = tf.train.get_checkpoint_state(os.path.join(run_dir, artifacts.CHECKPOINTS))
     return state.model_checkpoint_path if state and state.model_checkpoint_path else None
 
 
@@ -141,6 +142,7 @@ def has_checkpoint(run_dir: str) -> bool:
     return latest(run_dir) is not None
 
 
-def _first_line(error: Exception) -> str:
+def _first_line(error) -> str:
+    """An error's (or a message's) first line, at most 200 characters."""
     text = str(error).strip()
     return text.splitlines()[0][:200] if text else type(error).__name__
