@@ -46,7 +46,7 @@ POINTS = [
     ("replace", "best.keras"), ("replace", "best_encoder.keras"),
     ("replace", "best.json"), ("replace", "threshold.json"),  # ... before its checkpoint
     ("checkpoint_after", 2), ("call", 3), ("view", 2), ("checkpoint_before", 2),
-    ("validation", 1), ("checkpoint_after", 3), ("call", 4), ("view_before", 2),
+    ("validation", 1), ("checkpoint_after", 3), ("call", 3), ("view_before", 2),
     ("replace", "model.keras"), ("replace", "encoder.keras"),  # the run's last files
 ]
 

@@ -13,7 +13,6 @@ from siamese_research.core import losses as L
 from siamese_research.core import merges
 from siamese_research.metrics import streaming as metrics_lib
 from siamese_research.core import model as M
-from siamese_research.summaries import views as summaries
 
 # (objective, loss, merge): the k-branch objectives on each distance merge.
 CASES = [("triplet", lambda: L.TripletLoss(0.5), "euclidean"),
@@ -94,10 +93,15 @@ def test_sgd_step_moves_weights_by_minus_lr_times_the_sum(objective, make_loss, 
     for i, (v, w0) in enumerate(zip(bg.encoder_vars, before)):
         expected = w0 - lr * sum(g[i].numpy() for g in bg.branches)
         np.testing.assert_allclose(v.numpy(), expected, rtol=1e-5, atol=1e-6)
-    # The step stored each branch's view by name: the same gradients.
-    for name, grads in bg.by_name().items():
-        for view, g in zip(step.views[name], grads):
-            np.testing.assert_allclose(view.numpy(), g.numpy(), rtol=1e-5, atol=1e-7)
+    # The step kept each branch's views by name: the norms and cosines of
+    # the same gradients.
+    shown = step.layout.scalars(step.view_rows.numpy()[0], (True, False, False))
+    norms, cosines = G.branch_norms_and_cosines(bg.by_name(), bg.encoder_vars)
+    for name, norm in norms.items():
+        assert shown[f"branch_gradients/{name}_norm"] == pytest.approx(norm, rel=1e-5)
+    for (a, b), cosine in cosines.items():
+        tag = "cosine" if (a, b) == ("left", "right") else f"cosine/{a}_{b}"
+        assert shown[f"branch_gradients/{tag}"] == pytest.approx(cosine, rel=1e-4, abs=1e-6)
 
 
 def test_untied_gives_one_tower_per_branch():
@@ -190,12 +194,24 @@ def test_metrics_read_a_triplet_as_two_pairs():
 
 
 def test_branch_scalars_name_every_branch_and_pair():
-    g = {"anchor": [np.array([1.0, 0.0])], "positive": [np.array([0.0, 2.0])],
-         "negative": [np.array([-1.0, 0.0])]}
-    out = summaries.branch_scalars(g)
+    """A triplet's row holds each call's norm and every two calls' cosine
+    under their names; a pair's cosine keeps its short tag."""
+    from siamese_research.train.views import ViewLayout
+
+    model = _model("triplet", "cosine", 5)
+    layout = ViewLayout(model)
+    grads = {name: [tf.zeros(v.shape) for v in layout.variables] for name in model.branches}
+    unit = np.zeros(layout.variables[0].shape, np.float32)
+    unit.flat[0] = 1.0
+    grads["anchor"][0] = tf.constant(unit)
+    grads["positive"][0] = tf.constant(np.roll(unit, 1) * 2.0)
+    grads["negative"][0] = tf.constant(-unit)
+    row = layout.log_values(loss=0.0, accuracy=0.0, learning_rate=0.0, nonfinite=0,
+                            threshold=None, branches=[grads[b] for b in model.branches])
+    out = layout.scalars(row.numpy(), (True, False, False))
     assert out["branch_gradients/positive_norm"] == pytest.approx(2.0)
     assert out["branch_gradients/cosine/anchor_positive"] == pytest.approx(0.0)
     assert out["branch_gradients/cosine/anchor_negative"] == pytest.approx(-1.0)
     assert "branch_gradients/cosine/positive_negative" in out
-    pair = summaries.branch_scalars({"left": g["anchor"], "right": g["negative"]})
-    assert pair["branch_gradients/cosine"] == pytest.approx(-1.0)  # the pair's tag
+    pair = ViewLayout(_model("pair", "cosine", 2))
+    assert "branch_gradients/cosine" in pair.log_tags  # the pair's tag

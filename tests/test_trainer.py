@@ -8,6 +8,7 @@ from siamese_research.core import gradients as G
 from siamese_research.core import model as M
 from siamese_research.summaries import views as summaries
 from siamese_research.train import readout
+from siamese_research.train import views as views_lib
 from siamese_research.train.trainer import Trainer
 from conftest import Probe, read_tags
 
@@ -30,14 +31,15 @@ def _trainer(tmp_path=None, **kw):
                    verbose=0, **{**cadences, **kw})
 
 
-def _steps(trainer, batches, view=False, check=False):
+def _steps(trainer, batches, code=0):
     """Runs `batches` (a list of ((left, right), label, weight)) as one
-    compiled call of `StepLoop.run`."""
+    compiled call of `StepLoop.run`, its last step a view step of `code`."""
     it = iter(tf.data.Dataset.from_generator(
         lambda: iter(batches), output_signature=tf.nest.map_structure(
             lambda t: tf.TensorSpec([None] * len(t.shape), t.dtype), batches[0])))
-    return trainer.loop.run(it, tf.constant(len(batches)), tf.constant(view),
-                            tf.constant(check))
+    codes = np.zeros(max(len(batches), 20), np.int32)
+    codes[len(batches) - 1] = code
+    return trainer.loop.run(it, tf.constant(len(batches)), tf.constant(codes))
 
 
 def test_variable_lengths_never_retrace(tmp_path):
@@ -60,24 +62,24 @@ def test_multi_step_runs_exactly_n_steps_and_traces_once_per_time_shape():
     data = D.PairDataset(_pairs(40, 6), 4)  # 10 batches per epoch
     run = trainer.loop.run
     it = iter(data.epoch(0))
-    no = tf.constant(False)
-    run(it, tf.constant(3), no, no)
+    no = tf.zeros([20], tf.int32)  # no view step
+    run(it, tf.constant(3), no)
     assert int(trainer.global_step.numpy()) == 3
-    run(it, tf.constant(5), no, no)
+    run(it, tf.constant(5), no)
     assert int(trainer.global_step.numpy()) == 8
     # A new epoch's iterator (another order, other rows) reuses the trace.
     it2 = iter(D.PairDataset(_pairs(40, 6, seed=1), 4).epoch(1))
-    run(it2, tf.constant(2), no, no)
+    run(it2, tf.constant(2), no)
     assert int(trainer.global_step.numpy()) == 10
     assert trainer.tracing_count["train_steps"] == 1
     # Fixed-length data of another length has another static time dim: one
     # more trace (by design: it lets an RNN unroll; a run has one length).
     it3 = iter(D.PairDataset(_pairs(40, 11, seed=1), 4).epoch(0))
-    run(it3, tf.constant(1), no, no)
+    run(it3, tf.constant(1), no)
     assert trainer.tracing_count["train_steps"] == 2
     # fit's path: row indices, gathered in the step from the data's arrays.
     data = D.PairDataset(_pairs(40, 6, seed=2), 4)
-    run(iter(data.index_epoch(1)), tf.constant(2), no, no, data.source)
+    run(iter(data.index_epoch(1)), tf.constant(2), no, data.source)
     assert int(trainer.global_step.numpy()) == 13
     assert trainer.tracing_count["train_steps"] == 3
 
@@ -105,8 +107,10 @@ def test_fit_stops_on_request_mid_epoch():
 
 def test_samples_per_second_is_the_pairs_over_the_time_since_the_last_log_step(
         tmp_path, monkeypatch):
-    """The diagnostics' clock, read at the epoch's start and at each log step:
-    a fake one that advances 100 s a reading makes the rate exact."""
+    """The clock is read at the epoch's start and at each call's start and
+    end; a log step inside a call is timed by sharing the call's wall time
+    evenly among its steps. A fake clock that advances 100 s a reading makes
+    the rate exact."""
     from siamese_research.train import diagnostics
 
     readings = iter(range(0, 10**6, 100))
@@ -117,9 +121,11 @@ def test_samples_per_second_is_the_pairs_over_the_time_since_the_last_log_step(
     _, acc = read_tags(str(tmp_path / "train"))
     rates = {e.step: float(tf.make_ndarray(e.tensor_proto))
              for e in acc.Tensors("samples_per_second")}
-    # Log steps 1 (the first) and 3: step 1 trained 4 pairs, steps 2-3
-    # eight, each over one 100 s tick.
-    assert rates == {1: pytest.approx(4 / 100), 3: pytest.approx(8 / 100)}
+    # One call holds log steps 1 (the first) and 3: the epoch starts at 0,
+    # the call at 100 and ends at 200, so step 1 ends at 100 + 100 / 3.
+    # Step 1 trained 4 pairs since the start, steps 2-3 eight more.
+    assert rates == {1: pytest.approx(4 / (100 + 100 / 3)),
+                     3: pytest.approx(8 / (200 - (100 + 100 / 3)))}
 
 
 def test_calls_end_at_every_multiple_of_a_callbacks_step_interval():
@@ -204,13 +210,43 @@ def test_view_steps_are_the_first_the_last_and_every_cadence_multiple(tmp_path):
     assert silent.due(10, 1, 20) is None and silent.next_due(0, 1, 20) == 21
 
 
-def test_calls_end_at_view_steps_and_run_steps_per_execution_between(tmp_path):
-    trainer = _trainer(tmp_path, steps_per_execution=20, log_every=10,
-                       histogram_every=10, grad_check_every=10)
-    seen = []
-    trainer.fit(D.PairDataset(_pairs(200, 5), 4), epochs=1,
-                callbacks=[Probe(on_call=seen.append)])
-    assert seen == [1] + list(range(10, 51, 10))  # 50 steps, view steps end calls
+def _events(folder) -> dict:
+    """{(tag, step): values} of every tensor summary in `folder` (a
+    histogram's values are its [left, right, count] rows)."""
+    tags, acc = read_tags(folder)
+    out = {}
+    for tag in tags:
+        for e in acc.Tensors(tag):
+            assert (tag, e.step) not in out, f"{tag} written twice at step {e.step}"
+            out[(tag, e.step)] = tf.make_ndarray(e.tensor_proto)
+    return out
+
+
+def test_a_call_holds_its_view_steps_and_writes_what_one_call_each_would(tmp_path):
+    """Calls run steps_per_execution steps whatever view steps fall in them
+    (only the epoch's end cuts one), and a call that holds several view
+    steps writes the same tags, at the same steps, with the same values
+    (every scalar and histogram), as calls that end at each view step."""
+    data = D.PairDataset(_pairs(88, 5), 4)  # 22 steps an epoch
+    cadences = dict(log_every=3, histogram_every=5, grad_check_every=4)
+    written, ends = {}, {}
+    for spe in (20, 1):
+        trainer = _trainer(tmp_path / str(spe), steps_per_execution=spe, **cadences)
+        seen = []
+        trainer.fit(data, epochs=2, callbacks=[Probe(on_call=seen.append)])
+        trainer.flush()
+        written[spe], ends[spe] = _events(str(tmp_path / str(spe) / "train")), seen
+    assert ends[20] == [20, 22, 42, 44]  # view steps do not end calls
+    assert ends[1] == list(range(1, 45))
+    assert written[20].keys() == written[1].keys()
+    assert {step for tag, step in written[20] if tag == "loss"} == \
+        {1, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36, 39, 42, 44}
+    assert {step for tag, step in written[20] if tag.startswith("gradients/")} == \
+        {1, 5, 10, 15, 20, 25, 30, 35, 40, 44}
+    for key, value in written[1].items():
+        if key[0] != "samples_per_second":  # (wall time)
+            np.testing.assert_allclose(written[20][key], value, rtol=1e-6, atol=1e-9,
+                                       err_msg=str(key))
     silent = _trainer(None, steps_per_execution=20)
     seen = []
     silent.fit(D.PairDataset(_pairs(200, 5), 4), epochs=1,
@@ -295,23 +331,29 @@ def test_the_views_written_at_step_s_are_step_s_s(tmp_path):
     assert logged("branch_gradients/right_norm")[3] == pytest.approx(right_norm, rel=1e-3)
 
 
-def test_a_calls_readout_is_the_views_accuracy_and_learning_rate_it_stored(tmp_path):
-    """The loop reads a call's views from the vector the call returns: it
-    unpacks to exactly what the step stored in its variables."""
+def test_a_calls_readout_is_the_rows_and_histograms_its_view_steps_kept(tmp_path):
+    """The loop reads a call's views from the one vector the call returns:
+    it unpacks to exactly the slots the step filled, and they hold that
+    step's values (each histogram counts every entry of its variable)."""
     trainer = _trainer(tmp_path)
     data = D.PairDataset(_pairs(8, 5), 4, shuffle=False)
-    state, values = _steps(trainer, list(data.epoch(0)), view=True, check=True)
-    assert list(state.numpy()) == [2, -1, 0]  # global step, no non-finite step
-    views = readout.unpack(trainer.step, values.numpy())
-    step = trainer.step
-    assert views["loss"] == pytest.approx(float(step.views["loss"].numpy()))
-    assert views["accuracy"] == pytest.approx(float(step.metrics["accuracy"].result()))
-    assert views["learning_rate"] == pytest.approx(1e-3)
-    for branch in ("left", "right", "total"):
-        assert len(views[branch]) == len(step.views[branch]) == 3  # LSTM kernels, bias
-        for got, var in zip(views[branch], step.views[branch]):
-            np.testing.assert_array_equal(got, var.numpy())
-    assert np.abs(views["total"][0]).max() > 0  # the check ran: a real gradient
+    values = _steps(trainer, list(data.epoch(0)), code=views_lib.code((True, True, True)))
+    out = readout.unpack(trainer.step, values.numpy(), views=1, histograms=1)
+    step, layout = trainer.step, trainer.step.layout
+    assert (out.global_step, out.nonfinite_step, out.nonfinite_count) == (2, -1, 0)
+    np.testing.assert_array_equal(out.rows[0][0], step.view_rows.numpy()[0])
+    np.testing.assert_array_equal(out.histograms[0], step.histogram_rows.numpy()[0])
+    scalars = layout.scalars(out.rows[0][0], (True, True, True))
+    assert scalars["accuracy"] == pytest.approx(float(step.metrics["accuracy"].result()))
+    assert scalars["learning_rate"] == pytest.approx(1e-3)
+    assert scalars["branch_gradients/total_norm"] > 0  # the check ran: a real gradient
+    assert scalars["branch_gradients/sum_error"] <= 1e-6
+    sizes = {f"weights/{v.path}": int(np.prod(v.shape)) for v in step.model.trainable_variables}
+    histograms = layout.histogram_arrays(out.histograms[0])
+    for tag, size in sizes.items():
+        assert histograms[tag][:, 2].sum() == size
+    assert histograms["gradients/total/" + step.model.trainable_variables[0].path][:, 2].sum() \
+        == sizes["weights/" + step.model.trainable_variables[0].path]
 
 
 def test_the_run_graph_is_the_branch_pass_the_step_traced(tmp_path):

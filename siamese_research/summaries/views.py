@@ -2,9 +2,10 @@
 a run writes once (HParams, graph, projector, PR curves, the custom scalars
 layout) is in `extras`, the projector in `projector`.
 
-Everything is written eagerly, from numpy: the views a step stored
-(`diagnostics`), the loop's per-epoch values, the run's texts. No summary
-op sits in a compiled step, so no step pays a trace for one.
+Everything is written eagerly, from numpy: the views the compiled call
+computed and kept (`train/views`, read by `train/diagnostics`), the loop's
+per-epoch values, the run's texts. No summary op sits in a compiled step,
+so no step pays a trace for one.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from siamese_research import artifacts
 from siamese_research.core import encoders as encoders_lib
-from siamese_research.core import gradients as G
 
 # The run folder's event folders (artifacts names the run folder's parts).
 TRAIN, VALIDATION = artifacts.TRAIN_EVENTS, artifacts.VALIDATION_EVENTS
@@ -79,48 +79,14 @@ def gate_slices(model) -> Dict[int, Tuple[str, Sequence[str]]]:
     return out
 
 
-def split_gates(grad, gates: Sequence[str]) -> Dict[str, np.ndarray]:
-    """Splits a gradient's last axis into its gates' equal slices."""
-    return dict(zip(gates, np.split(np.asarray(grad), len(gates), axis=-1)))
-
-
-def train_scalars(*, loss, accuracy, learning_rate, threshold=None,
-                  nonfinite=None) -> Dict[str, float]:
-    out = {"loss": loss, "accuracy": accuracy, "learning_rate": learning_rate}
-    if threshold is not None:  # a fitted threshold (metrics.fitted_threshold)
-        out["threshold"] = threshold
-    if nonfinite:
-        out["nonfinite_steps"] = nonfinite
-    return out
-
-
 def samples_per_second(pairs: int, seconds: float) -> Dict[str, float]:
     """The pairs trained since the last log step over the wall time they
     took, measured by the loop."""
     return {"samples_per_second": pairs / max(seconds, 1e-9)}
 
 
-def branch_scalars(branches: Dict[str, list]) -> Dict[str, float]:
-    """Each branch's norm and every two branches' cosine (every logging
-    step): branch_gradients/<branch>_norm, and branch_gradients/cosine for
-    left and right, branch_gradients/cosine/<a>_<b> for named calls
-    (anchor_positive, anchor_negative, positive_negative)."""
-    norms, cosines = G.branch_norms_and_cosines(branches)
-    out = {f"branch_gradients/{name}_norm": norm for name, norm in norms.items()}
-    for (a, b), cosine in cosines.items():
-        tag = "cosine" if (a, b) == ("left", "right") else f"cosine/{a}_{b}"
-        out[f"branch_gradients/{tag}"] = cosine
-    return out
-
-
-def check_scalars(total, error) -> Dict[str, float]:
-    """The independent total gradient and the left + right = total check."""
-    return {"branch_gradients/total_norm": G.global_norm(total),
-            "branch_gradients/sum_error": error}
-
-
 def write_view(step: int, scalars: Dict[str, float],
-               histograms: Dict[str, np.ndarray] = None) -> None:
+               histograms: Dict[str, np.ndarray] = None, flush: bool = True) -> None:
     """Writes a view step's scalars and histograms (a few dozen of each) as
     ONE `Summary` proto, built in Python and written by one op
     (`tf.summary.experimental.write_raw_pb`): the same values, tags and
@@ -130,9 +96,10 @@ def write_view(step: int, scalars: Dict[str, float],
     after its 15-25 ms trace (2-core CPU, 2026-12-02). Eager only (the
     values are read as Python floats).
 
-    Each view step is flushed to disk as it is written (0.01-0.02 ms): one
-    event no longer fills the writer's queue of 10, and a live TensorBoard
-    (or a killed run) should not wait for ten view steps or two minutes.
+    With `flush` (the loop: a call's last view step) the writer is flushed
+    (0.01-0.02 ms): one event does not fill the writer's queue of 10, and a
+    live TensorBoard (or a killed run) should not wait for ten view steps or
+    two minutes.
     """
     if not tf.summary.should_record_summaries():  # no writer (a worker)
         return
@@ -151,48 +118,8 @@ def write_view(step: int, scalars: Dict[str, float],
             tensor.tensor_shape.dim.add(size=size)
         tensor.tensor_content = np.ascontiguousarray(hist, "<f8").tobytes()
     tf.summary.experimental.write_raw_pb(out.SerializeToString(), step=step)
-    tf.summary.flush()
-
-
-def gate_norms(grads, variables, gates_of) -> Dict[str, float]:
-    """{gate: global norm of that gate's slices over every gated variable}
-    (a None gradient, a branch that does not reach `v`, counts zero)."""
-    squares, names = [], ()
-    for g, v in zip(grads, variables):
-        if g is None or id(v) not in gates_of:
-            continue
-        names = gates_of[id(v)][1]
-        parts = np.reshape(np.asarray(g), [-1, len(names), v.shape[-1] // len(names)])
-        squares.append(np.sum(np.square(parts, dtype=np.float64), axis=(0, 2)))
-    if not squares:
-        return {}
-    return dict(zip(names, np.sqrt(np.sum(squares, axis=0))))
-
-
-def gate_scalars(branches: Dict[str, list], variables, gates_of) -> Dict[str, float]:
-    """branch_gradients/<gate>/<branch>_norm over every gated variable."""
-    return {f"branch_gradients/{gate}/{branch}_norm": norm
-            for branch, grads in branches.items()
-            for gate, norm in gate_norms(grads, variables, gates_of).items()}
-
-
-def histograms(model, branches: Dict[str, list], variables, gates_of,
-               absent=frozenset()) -> Dict[str, np.ndarray]:
-    """{tag: `histogram_tensor`}: weights/<path> for every trainable variable;
-    gradients/<branch>/<path> (and /<gate> for gated RNN weights) for every
-    shared variable, except where a branch never reaches a variable
-    (`absent`: (branch, id(v)), untied towers)."""
-    out = {f"weights/{v.path}": histogram_tensor(v.numpy())
-           for v in model.trainable_variables}
-    for branch, grads in branches.items():
-        for g, v in zip(grads, variables):
-            if (branch, id(v)) in absent:
-                continue
-            out[f"gradients/{branch}/{v.path}"] = histogram_tensor(g)
-            if id(v) in gates_of:
-                for gate, part in split_gates(g, gates_of[id(v)][1]).items():
-                    out[f"gradients/{branch}/{v.path}/{gate}"] = histogram_tensor(part)
-    return out
+    if flush:
+        tf.summary.flush()
 
 
 def epoch_scalars(step, values: Dict[str, float]) -> None:

@@ -1,49 +1,39 @@
-"""Diagnostics: what TensorBoard shows of a view step.
+"""Diagnostics: what TensorBoard shows of a call's view steps.
 
 Orbit's hook between step and loop. A *view step* is a train step like any
-other (the same compiled call, the same update) whose loss and per-branch
-gradients (left and right; anchor, positive and negative) the step stores
-(`TrainStep.views`), with, on check steps, the independent total gradient
-of its batch. Here they are read once and written to TensorBoard from
-numpy: the train scalars, each branch's norm and every two branches'
-cosine, the total norm and the branches' sum = total check, per-gate norms,
-and histograms of weights and of each branch's gradients.
-Nothing of it is traced: a run pays no compile for its diagnostics. Which
-steps are view steps is `schedule.Schedule`'s.
+other (the same compiled call, the same update) that computes its views in
+the step and keeps them in a slot (`views.ViewLayout`, `TrainStep`): the
+train scalars, each branch's norm and every two branches' cosine, per-gate
+norms, on check steps the total's norm and the branches' sum = total
+check, on histogram steps the binned gradients of each branch and the
+weights. A compiled call holds every view step that falls in it; here its
+readout is written, each view step at its own step, as one `Summary`
+proto. Which steps are view steps is `schedule.Schedule`'s.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Dict, Optional
+from typing import Callable, List, Optional, Tuple
 
-from siamese_research.core import gradients as G
-from siamese_research.metrics import streaming as metrics_lib
 from siamese_research.summaries import views as summaries
-from siamese_research.train.readout import unpack
+from siamese_research.train.readout import Readout
 from siamese_research.train.schedule import Due
 from siamese_research.train.step import TrainStep
 
+SUM_ERROR = "branch_gradients/sum_error"
+
 
 class Diagnostics:
-    """Writes view steps' views.
+    """Writes the view steps a call held.
 
     Args:
-      step: the run's `TrainStep`.
-      gate_gradients: per-gate norms and histograms for gated RNNs.
-      branch_views: False writes the train scalars only (no branch views,
-        no check, no histograms).
-      fixed_threshold: accuracy at 0.5 (a probability); False fits it
-        (`metrics.fitted_threshold`) and writes `threshold` beside it.
+      step: the run's `TrainStep` (its `layout` fixes what a row holds).
     """
 
-    def __init__(self, step: TrainStep, *, gate_gradients: bool = True,
-                 branch_views: bool = True, fixed_threshold: bool = True):
+    def __init__(self, step: TrainStep):
         self.step = step
-        self.branch_views, self.fixed_threshold = branch_views, fixed_threshold
-        self._gates = summaries.gate_slices(step.model) if gate_gradients else {}
-        self.variables = G.encoder_variables(step.model)
-        self._absent = _absent(step.model, self.variables)
+        self.layout = step.layout
         self.last_sum_error: Optional[float] = None
         self.max_sum_error = 0.0
         self.replica_sum_errors: list = []
@@ -53,81 +43,50 @@ class Diagnostics:
         """samples_per_second counts from here (the loop: each epoch's start)."""
         self.clock = (time.perf_counter(), step)
 
-    def write(self, step: int, due: Due, readout, pairs: int = 0) -> None:
-        """Writes view step `step`'s views (the train writer is the default);
-        `pairs`: those trained since the clock's last reading, for
-        samples_per_second, measured here in Python (no clock op sits in the
-        compiled step, which --deterministic would refuse); `readout`:
-        (nonfinite_count, the values vector of `readout.readout`) as the
-        call returned them."""
-        log, check, hist = due
-        nonfinite, values = readout
-        views = unpack(self.step, values.numpy())  # one read
-        metrics = self.step.metrics
-        scalars, histograms = {}, {}
-        if log:
-            now = time.perf_counter()
-            scalars.update(summaries.samples_per_second(pairs, now - self.clock[0]))
-            self.clock = (now, step)
-            threshold = None
-            if self.fixed_threshold:
-                accuracy = views["accuracy"]
-            else:
-                threshold, accuracy = metrics_lib.fitted_threshold(metrics["auc"])
-            scalars.update(summaries.train_scalars(
-                loss=views["loss"], accuracy=accuracy, threshold=threshold,
-                learning_rate=views["learning_rate"], nonfinite=nonfinite))
-        if self.branch_views:
-            names = self.step.branches
-            grads = {b: views[b] for b in names}
-            if check or hist:
-                grads["total"] = views["total"]
-            if log:
-                scalars.update(summaries.branch_scalars(_pick(grads, names)))
-                scalars.update(summaries.gate_scalars(_pick(grads, names),
-                                                      self.variables, self._gates))
-            if check:
-                scalars.update(self._check(grads))
-            if hist:
-                histograms = summaries.histograms(self.step.model, grads, self.variables,
-                                                  self._gates, self._absent)
-        summaries.write_view(step, scalars, histograms)
+    def write(self, views: List[Tuple[int, Due]], readout: Readout,
+              call: Tuple[int, int, float, float], pairs: Callable[[int, int], int]) -> None:
+        """Writes the call's view steps (the train writer is the default).
 
-    def _check(self, grads) -> dict:
-        """The sum check's scalars; every local replica checks its own
-        split (the views shown are the first replica's)."""
-        names = self.step.branches
-        views = self.step.views
-        self.replica_sum_errors = [G.sum_error(grads["total"], [grads[b] for b in names])]
-        for r in range(1, self._replicas()):
-            self.replica_sum_errors.append(G.sum_error(
-                self._numpy(views["total"], r), [self._numpy(views[b], r) for b in names]))
+        Args:
+          views: [(global step, due)] of the view steps the call held, in
+            order (its slots' order).
+          readout: the call's unpacked `readout.Readout`.
+          call: (the step before the call, its last step, its start and end
+            `time.perf_counter()`): samples_per_second at a log step inside
+            the call is measured here, in Python (no clock op sits in the
+            compiled step, which --deterministic would refuse), with the
+            call's wall time shared evenly among its steps.
+          pairs: pairs(a, b), the pairs trained in global steps a + 1 .. b.
+        """
+        before, end, started, ended = call
+        layout = self.layout
+        histogram = 0
+        for j, (step, due) in enumerate(views):
+            log, check, hist = due
+            scalars = {}
+            if log:
+                at = started + (ended - started) * (step - before) / max(end - before, 1)
+                scalars.update(summaries.samples_per_second(
+                    pairs(self.clock[1], step), at - self.clock[0]))
+                self.clock = (at, step)
+            scalars.update(layout.scalars(readout.rows[0][j], due))
+            if check and SUM_ERROR in scalars:
+                scalars[SUM_ERROR] = self._sum_error(readout.rows[:, j])
+            histograms = {}
+            if hist:
+                histograms = layout.histogram_arrays(readout.histograms[histogram])
+                histogram += 1
+            summaries.write_view(step, scalars, histograms, flush=j + 1 == len(views))
+
+    def _sum_error(self, rows) -> float:
+        """The largest of every local replica's sum check (each checks its
+        own split; the other views shown are the first replica's)."""
+        col = self.layout.row_size - len(self.layout.check_tags) + 1
+        self.replica_sum_errors = [float(row[col]) for row in rows]
         error = max(self.replica_sum_errors)
         self.last_sum_error = error
         self.max_sum_error = max(self.max_sum_error, error)
-        return {**summaries.check_scalars(grads["total"], error),
-                **summaries.gate_scalars(_pick(grads, ("total",)), self.variables,
-                                         self._gates)}
-
-    def _numpy(self, variables, replica: int = 0) -> list:
-        local = self.step.strategy.experimental_local_results
-        return [local(v)[replica].numpy() for v in variables]
-
-    def _replicas(self) -> int:
-        return len(self.step.strategy.experimental_local_results(self.step.views["loss"]))
-
-
-def _pick(d: Dict[str, list], keys) -> Dict[str, list]:
-    return {k: d[k] for k in keys}
-
-
-def _absent(model, variables) -> set:
-    """(branch, id(variable)) pairs a branch never reaches (untied towers)."""
-    out = set()
-    for branch, tower in zip(model.branches, model.towers):
-        mine = {id(v) for v in tower.trainable_variables}
-        out |= {(branch, id(v)) for v in variables if id(v) not in mine}
-    return out
+        return error
 
 
 __all__ = ["Diagnostics"]

@@ -4,14 +4,16 @@ cadences and the run's first and last step only (big_vision's `itstime`).
 Every run shows everything at its first step and its last, whatever the
 cadences (so a short run is never empty), and at every multiple of
 `log_every` (scalars), `grad_check_every` (the sum check) and
-`histogram_every` (histograms). Being pure, the schedule is the same on
-every worker of a multi-worker run, so their calls (and collectives) pair.
+`histogram_every` (histograms). A compiled call holds the view steps that
+fall in it (`views`); it does not end at them. Being pure, the schedule is
+the same on every worker of a multi-worker run, so their calls (and
+collectives) pair.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 Due = Tuple[bool, bool, bool]  # (log, check, histograms)
 
@@ -55,11 +57,10 @@ class Schedule:
         candidates += [s for s in (first, last) if s > step]
         return min(candidates)
 
-    def call_end(self, step: int, end: int, first: int, last: int):
-        """(end, due) of the compiled call after global step `step` that would
-        run to `end`: it ends early at a view step, whose due is returned
-        (None: the call has none)."""
-        view = self.next_due(step, first, last)
-        if view > end:
-            return end, None
-        return view, self.due(view, first, last)
+    def views(self, step: int, end: int, first: int, last: int) -> List[Tuple[int, Due]]:
+        """[(global step, due)] of the view steps after `step`, up to `end`:
+        those a compiled call over steps step + 1 .. end holds."""
+        out = []
+        while (step := self.next_due(step, first, last)) <= end:
+            out.append((step, self.due(step, first, last)))
+        return out

@@ -2,18 +2,20 @@
 
 `TrainStep.math(batch)` is one step on one replica: every branch (left and
 right; or anchor, positive and negative) through identity copies of the
-shared weights (`gradients.branch_gradients`, ONE backward pass), the update
-with the branches' sum, the metrics and the non-finite bookkeeping. It
-writes no summary. `loop.StepLoop` runs `n` of them in one compiled call;
+shared weights (`gradients.branch_gradients`, ONE backward pass), the
+metrics, the non-finite bookkeeping and the update with the branches' sum.
+It writes no summary. `loop.StepLoop` runs `n` of them in one compiled call;
 `readout` packs what the call returns.
 
-The views (what `diagnostics` shows) come out of the same call: when `view`
-is set, its last step also stores the loss and each branch's gradients in
-`views` variables, and when `check` is set, an independent total
-gradient of that step's batch (a plain forward and backward pass, before
-the update). Both sit under a `tf.cond` that a plain step does not take, so
-the one trace serves plain and view steps alike, and a view step costs a
-copy of its gradients (and, checked, one more pass).
+The views (what `diagnostics` writes) are computed in the same step, before
+its update, when the step is a view step: its log part (loss, accuracy,
+branch norms and cosines), on check steps an independent total gradient of
+its batch (a plain forward and backward pass) and the sum check, on
+histogram steps the gradients' and (after the update) the weights'
+histograms (`views.ViewLayout`). They are kept in this replica's slot of
+`view_rows` (and `histogram_rows`): a few numbers, never a gradient's copy.
+Each part sits under a `tf.cond` that a plain step does not take, so one
+trace serves plain and view steps alike.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from siamese_research import data as data_lib
 from siamese_research.core import gpu
 from siamese_research.core import gradients as G
 from siamese_research.metrics import streaming as metrics_lib
+from siamese_research.train import views as views_lib
 
 
 class NonFiniteError(RuntimeError):
@@ -50,15 +53,18 @@ class TrainStep:
       jit_compile: XLA-compile the per-batch math (one device, no cuDNN
         RNN: `gpu.check_jit` refuses the rest).
       scale_loss: mixed precision: `optimizer.scale_loss`.
-      views: whether a step can store its views (loss, branch gradients);
-        check: whether it can take the independent total gradient. Decided
-        here, once: without them the compiled call holds no code for them.
+      views: whether a step can keep its views: True (the default
+        `views.ViewLayout` of the model), a `ViewLayout`, or False; check:
+        whether it can take the independent total gradient. Decided here,
+        once: without them the compiled call holds no code for them.
+      view_slots, histogram_slots: how many view steps (histogram steps)
+        one compiled call can hold.
     """
 
     def __init__(self, model, *, loss_fn, optimizer, strategy,
                  on_nonfinite: str = "stop", jit_compile: bool = False,
-                 scale_loss: Optional[Callable] = None, views: bool = True,
-                 check: bool = True):
+                 scale_loss: Optional[Callable] = None, views=True,
+                 check: bool = True, view_slots: int = 1, histogram_slots: int = 1):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.strategy = strategy
         self.on_nonfinite, self.scale_loss = on_nonfinite, scale_loss
@@ -74,12 +80,18 @@ class TrainStep:
             self.nonfinite_step = local_variable(-1, tf.int64)
             self.nonfinite_index = local_variable(-2, tf.int64)
             self.metrics = metrics_lib.pair_metrics("")
-            encoder = G.encoder_variables(model)
-            self.views = {"loss": local_variable(0.0, tf.float32)}
+            if views is True:
+                views = views_lib.ViewLayout(model)
+            self.layout = views or None
             self.branches = tuple(model.branches)
-            for branch in self.branches + ("total",):
-                self.views[branch] = [local_variable(tf.zeros(v.shape, tf.float32),
-                                                     tf.float32) for v in encoder]
+            if self.layout is not None:
+                # This replica's slots: a row per view step, a histogram row
+                # per histogram step of a call (`views.ViewLayout`).
+                self.view_rows = local_variable(
+                    tf.zeros([view_slots, self.layout.row_size], tf.float64), tf.float64)
+                self.histogram_rows = local_variable(
+                    tf.zeros([histogram_slots, self.layout.histograms,
+                              self.layout.buckets + 2], tf.float64), tf.float64)
             # keras #23085 (Keras 3.15): under a tf.distribute strategy the
             # first traced apply_gradients fails unless the optimizer's slots
             # exist already, so build it eagerly, here, in the scope.
@@ -92,7 +104,8 @@ class TrainStep:
             strategy, (tf.distribute.MirroredStrategy,
                        tf.distribute.MultiWorkerMirroredStrategy)))
         self._math, self._jit = self._step_math, jit_compile
-        self.with_views, self.with_check = views, views and check
+        self.with_views = self.layout is not None
+        self.with_check = self.with_views and self.layout.branch_views and check
         gpu.check_jit(jit_compile, gpu.gpu_visible(), model, strategy)
         if jit_compile:
             # XLA compiles the per-batch math; it recompiles for every new
@@ -106,17 +119,25 @@ class TrainStep:
         self.branch_pass = tf.function(self._branch_tensors, autograph=False)
         self._branch_graph = None
 
-    def replica_step(self, item, source=None, view=False, check=False):
+    def replica_step(self, item, source=None, code=0, slot=0, histogram_slot=0):
+        """One step of the compiled call: `item` a batch (or row indices
+        gathered from `source`); `code` what is due (`views.code`), kept in
+        row `slot` (and histogram row `histogram_slot`)."""
         if source is not None:
             with tf.device("/cpu:0"):  # where the arrays are: no copy of them
                 item = data_lib.gather_batch(source[0], item, source[1])
-        self.math(item, view=view, check=check)
+        bits = [tf.not_equal(tf.bitwise.bitwise_and(code, b), 0)
+                for b in (views_lib.LOG, views_lib.CHECK, views_lib.HISTOGRAMS)]
+        self.math(item, view=bits[0], check=bits[1], histograms=bits[2], slot=slot,
+                  histogram_slot=histogram_slot)
 
     # -- one step's math --------------------------------------------------------
-    def math(self, batch, *, view=False, check=False):
-        """Forward, branch gradients, update, metrics, non-finite bookkeeping;
-        with `view` the step's views stored, with `check` its total gradient
-        (bools or bool tensors)."""
+    def math(self, batch, *, view=False, check=False, histograms=False, slot=0,
+             histogram_slot=0):
+        """Forward, branch gradients, metrics, non-finite bookkeeping, views,
+        update: with `view` the step keeps its log views in row `slot`, with
+        `check` its total gradient's and with `histograms` its histograms
+        (in `histogram_slot`) too (bools, or bool tensors in the loop)."""
         label = batch[1]
         step = self.global_step + 1
         if self.with_check:
@@ -124,7 +145,6 @@ class TrainStep:
             # variables, before the update, from the same non-trainable state
             # (dropout seeds) the branch pass starts from: the same function.
             state = [tf.identity(v.value) for v in self.model.non_trainable_variables]
-            cond(check, lambda: self._store("total", self._total(batch, state)), _nothing)
         out = self._math(batch)
         self._record_nonfinite(step, out["finite"], out["loss"], out["flags"])
         self.global_step.assign_add(1)
@@ -134,23 +154,68 @@ class TrainStep:
         loss = out["loss"] * self.strategy.num_replicas_in_sync
         label, scores = metrics_lib.pairs_of(self.model, label, out["predictions"])
         metrics_lib.update(self.metrics, loss, label, scores, valid=out["ok"])
-
-        def store_views():
-            self.views["loss"].assign(tf.cast(loss, tf.float32))
-            for name, grads in zip(self.branches, out["branches"]):
-                self._store(name, grads)
-            return tf.constant(True)
-
         if self.with_views:
-            cond(view, store_views, _nothing)
+            total = (lambda: self._total(batch, state)) if self.with_check else None
+            cond(_any(view, check, histograms),
+                 lambda: self._keep_views(loss, out["branches"], total, view, check,
+                                          histograms, slot, histogram_slot), _nothing)
+        self._apply_when(out["apply"], list(zip(out["grads"], self._flag_vars)))
+        if self.with_views and self.layout.weight_tags:
+            # The weights as this step's update left them.
+            cond(histograms, lambda: self._keep_histograms(
+                histogram_slot, len(self.layout.gradient_histograms),
+                self.layout.weight_histogram_values()), _nothing)
 
-    def _store(self, branch, grads):
-        for var, g, v in zip(self.views[branch], grads, G.encoder_variables(self.model)):
-            var.assign(tf.cast(G.dense(g, v), tf.float32))
+    def _keep_views(self, loss, branches, total, view, check, histograms, slot,
+                    histogram_slot):
+        """Computes what is due of a view step's views and keeps them."""
+        layout = self.layout
+        f64 = tf.float64
+
+        def log():
+            threshold, accuracy = (None, self.metrics["accuracy"].result())
+            if not layout.fixed_threshold:
+                threshold, accuracy = metrics_lib.fitted_threshold(self.metrics["auc"])
+            return layout.log_values(
+                loss=loss, accuracy=accuracy, learning_rate=self.optimizer.learning_rate,
+                nonfinite=self.nonfinite_count, threshold=threshold, branches=branches)
+
+        row = [cond(view, log, lambda: tf.zeros([len(layout.log_tags)], f64))]
+        if total is not None:
+            n = len(layout.gradient_histograms)
+
+            def checked():
+                grads = total()
+                by_name = dict(zip(layout.branches, branches), total=grads)
+                return (layout.check_values(grads, branches),
+                        cond(histograms, lambda: layout.gradient_histogram_values(by_name),
+                             lambda: tf.zeros([n, layout.buckets + 2], f64)))
+
+            part, hist = cond(check, checked, lambda: (
+                tf.zeros([len(layout.check_tags)], f64),
+                tf.zeros([n, layout.buckets + 2], f64)))
+            row.append(part)
+            if n:
+                cond(histograms, lambda: self._keep_histograms(histogram_slot, 0, hist),
+                     _nothing)
+        row = tf.concat(row, 0)
+        self.view_rows.assign(tf.tensor_scatter_nd_update(
+            self.view_rows, tf.reshape(tf.cast(slot, tf.int32), [1, 1]), row[None]))
+        return tf.constant(True)
+
+    def _keep_histograms(self, histogram_slot, start, values):
+        """Puts `values` ([m, buckets + 2]) at rows start.. of histogram row
+        `histogram_slot`."""
+        m = values.shape[0]
+        index = tf.stack([tf.fill([m], tf.cast(histogram_slot, tf.int32)),
+                          tf.range(start, start + m)], axis=1)
+        self.histogram_rows.assign(tf.tensor_scatter_nd_update(
+            self.histogram_rows, index, values))
         return tf.constant(True)
 
     def _step_math(self, batch):
-        """The part of a step XLA may compile: no summaries, no bookkeeping."""
+        """The part of a step XLA may compile: the gradients and the
+        finiteness flags; no update, no summaries, no bookkeeping."""
         inputs, label, weight = batch
         # (Eagerly there is no graph to keep: the pass runs as it is.)
         branch_pass = (self._branch_tensors if tf.executing_eagerly()
@@ -162,9 +227,11 @@ class TrainStep:
             head_vars=G.head_variables(self.model),
             branches=[list(b) for b in branches], head=list(head))
         pairs = bg.grads_and_vars()
-        # Which variable each flag is about (the same at every trace).
+        # Which variable each flag (and gradient) is about (the same at
+        # every trace).
         self._flag_vars = [v for _, v in pairs]
-        flags = [tf.reduce_all(tf.math.is_finite(_values(g))) for g, _ in pairs]
+        grads = [g for g, _ in pairs]
+        flags = [tf.reduce_all(tf.math.is_finite(_values(g))) for g in grads]
         finite = tf.math.is_finite(bg.loss)
         if flags and self.scale_loss is None:
             # (A LossScaleOptimizer skips overflowed gradients itself and
@@ -179,17 +246,17 @@ class TrainStep:
         alive = self.alive()
         ok = tf.logical_and(finite, alive)
         if self.scale_loss is not None:
-            # The scale these gradients were taken at: the update may change it.
-            scale = tf.identity(tf.convert_to_tensor(self.optimizer.dynamic_scale))
-        self._apply_when(alive if self.scale_loss is not None else ok, pairs)
-        if self.scale_loss is not None:
-            bg = G.unscaled(bg, scale)
+            # The views are of the unscaled loss; the update takes the scaled
+            # gradients (the optimizer unscales them, and may change the scale).
+            bg = G.unscaled(bg, tf.convert_to_tensor(self.optimizer.dynamic_scale))
         branches = bg.branches
         if self._jit:  # XLA returns dense tensors only
-            branches = [[G.dense(g, v) for g, v in zip(grads, bg.encoder_vars)]
-                        for grads in branches]
+            branches = [[G.dense(g, v) for g, v in zip(grads_, bg.encoder_vars)]
+                        for grads_ in branches]
+            grads = [G.dense(g, v) for g, v in zip(grads, self._flag_vars)]
         return {"loss": bg.loss, "predictions": bg.predictions, "finite": finite,
-                "ok": ok, "flags": flags, "branches": branches}
+                "ok": ok, "flags": flags, "branches": branches, "grads": grads,
+                "apply": alive if self.scale_loss is not None else ok}
 
     def _branch_tensors(self, inputs, label, weight):
         """`gradients.branch_gradients` as a function's outputs: the loss,
@@ -209,10 +276,10 @@ class TrainStep:
         return self._branch_graph
 
     def _total(self, batch, state):
+        """The check's total gradient of the encoder (sparse stays sparse)."""
         inputs, label, weight = batch
-        total = G.total_gradient(self.model, self.loss_fn, inputs, label, weight,
-                                 training=True, state=state)
-        return [G.dense(g, v) for g, v in zip(total, G.encoder_variables(self.model))]
+        return G.total_gradient(self.model, self.loss_fn, inputs, label, weight,
+                                training=True, state=state)
 
     def alive(self):
         """False once a step was non-finite under "stop": the rest of the
@@ -277,6 +344,13 @@ def cond(pred, true_fn, false_fn):
 
 def _nothing():
     return tf.constant(False)
+
+
+def _any(*flags):
+    """Whether any flag is set: a Python bool for Python bools."""
+    if all(isinstance(f, bool) for f in flags):
+        return any(flags)
+    return tf.reduce_any(tf.stack([tf.convert_to_tensor(f) for f in flags]))
 
 
 def local_variable(value, dtype, name=None):

@@ -27,6 +27,7 @@ import time
 from typing import Callable, Dict, Optional, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from siamese_research import data as data_lib
@@ -39,6 +40,8 @@ from siamese_research.train.diagnostics import Diagnostics
 from siamese_research.train.loop import StepLoop
 from siamese_research.train.schedule import Schedule
 from siamese_research.train.step import NonFiniteError, TrainStep
+from siamese_research.train.views import ViewLayout, code
+from siamese_research.train.readout import unpack
 from siamese_research.train.validation import Validator
 
 SHOWN = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -122,17 +125,20 @@ class Trainer:
         self.schedule = Schedule(log_every=log_every, grad_check_every=grad_check_every,
                                  histogram_every=histogram_every, branch_views=diagnostics,
                                  scheduled=scheduled)
-        self.step = TrainStep(model, loss_fn=loss_fn, optimizer=optimizer,
-                              strategy=strategy, on_nonfinite=on_nonfinite,
-                              jit_compile=jit_compile, scale_loss=scale_loss,
-                              views=scheduled, check=diagnostics)
-        self.loop = StepLoop(self.step)
         if fixed_threshold is None:
             fixed_threshold = metrics_lib.fixed_threshold(model, loss_name)
         self.fixed_threshold = fixed_threshold
-        self.diagnostics = Diagnostics(self.step, gate_gradients=gate_gradients,
-                                       branch_views=diagnostics,
-                                       fixed_threshold=fixed_threshold)
+        layout = ViewLayout(model, gate_gradients=gate_gradients, branch_views=diagnostics,
+                            fixed_threshold=fixed_threshold) if scheduled else None
+        self.step = TrainStep(model, loss_fn=loss_fn, optimizer=optimizer,
+                              strategy=strategy, on_nonfinite=on_nonfinite,
+                              jit_compile=jit_compile, scale_loss=scale_loss,
+                              views=layout, check=diagnostics,
+                              view_slots=steps_per_execution,
+                              histogram_slots=min(steps_per_execution,
+                                                  steps_per_execution // histogram_every + 3))
+        self.loop = StepLoop(self.step)
+        self.diagnostics = Diagnostics(self.step)
         self._writers = writers
         self.steps_per_execution = steps_per_execution
         self.verbose = verbose
@@ -256,34 +262,56 @@ class Trainer:
 
     def _call(self, iterator, train, step: int, epoch: int, span: "Span", cbs,
               bar: "Bar") -> int:
-        """One compiled call after global step `step`; returns the step it
-        ended at (written, shown and passed to the callbacks)."""
+        """One compiled call after global step `step`, holding the view steps
+        that fall in it; returns the step it ended at (written, shown and
+        passed to the callbacks)."""
         spe = train.steps_per_epoch
         end = min(step + self.steps_per_execution, (epoch + 1) * spe)
         if span.interval > 0:
             end = min(end, step + span.interval - step % span.interval)
-        end, due = self.schedule.call_end(step, end, span.first, span.last)
+        views, end = self._within_slots(
+            self.schedule.views(step, end, span.first, span.last), end)
+        codes = np.zeros(self.steps_per_execution, np.int32)
+        for s, due in views:
+            codes[s - step - 1] = code(due)
         if cbs.callbacks:
             cbs.on_train_batch_begin(step - epoch * spe)
-        check = due is not None and (due[1] or due[2])  # histograms: total
+        started = time.perf_counter()
         with encoders.unrolling(span.unroll):
-            state, values = self.loop.run(
-                iterator, tf.constant(end - step, tf.int32), tf.constant(due is not None),
-                tf.constant(check), train.source)
-        # Two reads per call (a .numpy() costs ~0.1-0.3 ms): the state, and
-        # on view steps the views' vector.
-        step, bad, nonfinite = (int(x) for x in state.numpy())
-        self._check_nonfinite(bad)
-        # (With several workers every one makes the writes' metric reads,
-        # which are collectives; the chief alone has writers.)
-        if due is not None:
-            self.diagnostics.write(step, due, (nonfinite, values), pairs=train.pairs_in_batches(
-                self.diagnostics.clock[1] - epoch * spe, step - epoch * spe))
+            values = self.loop.run(iterator, tf.constant(end - step, tf.int32),
+                                   tf.constant(codes), train.source)
+        # One read per call (a .numpy() costs ~0.1-0.3 ms): the state and
+        # every view step's views.
+        out = unpack(self.step, values.numpy(), len(views),
+                     sum(bool(due[2]) for _, due in views))
+        if out.nonfinite_step >= 0 and self.step.on_nonfinite == "stop":
+            views = [(s, due) for s, due in views if s < out.nonfinite_step]
+        if views:  # (a worker without writers writes nothing)
+            self.diagnostics.write(views, out, (step, end, started, time.perf_counter()),
+                                   lambda a, b: train.pairs_in_batches(a - epoch * spe,
+                                                                       b - epoch * spe))
+        self._check_nonfinite(out.nonfinite_step)
+        step, nonfinite = out.global_step, out.nonfinite_count
         done = step - epoch * spe
         if self.verbose and (done >= spe or not self.multi_worker and bar.due()):
             bar.update(done, self._values(True))  # reading metrics costs a little
         cbs.batch_end(done - 1, step, self._values, nonfinite)
         return step
+
+    def _within_slots(self, views, end: int):
+        """(views, end) of a call that its slots can hold: it ends early at
+        a view step only when they are full (never at the defaults: a call
+        has a slot for each of its steps, and its histogram steps' bound)."""
+        if not views:
+            return views, end
+        rows, hists = self.step.view_rows.shape[0], self.step.histogram_rows.shape[0]
+        seen = 0
+        for j, (s, due) in enumerate(views):
+            seen += bool(due[2])
+            if j + 1 == rows or seen == hists:
+                if j + 1 < len(views):
+                    return views[:j + 1], s
+        return views, end
 
     def _end_epoch(self, validation, epoch: int, step: int, cbs, bar: "Bar") -> dict:
         """Validates, shows and hands the epoch's logs to the callbacks."""

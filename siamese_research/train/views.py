@@ -1,0 +1,195 @@
+"""What a view step keeps: its layout, computed in the step, read in Python.
+
+A view step's views are computed inside the compiled call, where the
+gradients are (`core/gradient_stats`), and kept in slots the loop reads once
+at the end of the call (`readout`): a *row* of scalars per view step and,
+on histogram steps, a *histogram row* of binned gradients and weights. Not
+a copy of any gradient: a row is a few dozen float64 numbers, a histogram
+row `buckets + 2` per histogram.
+
+`ViewLayout` fixes the order once, from the model: which tags a row holds
+(the TensorBoard tag contract, docs/tensorboard.md), in three parts written
+on what is due at that step:
+
+* log: loss, accuracy (and the fitted threshold), learning rate, the
+  non-finite count, each branch's norm, every two branches' cosine, per-gate
+  norms of each branch;
+* check: the independent total gradient's norm, the sum check's error and
+  the total's per-gate norms;
+* histograms: gradients/<branch>/<path> (and /<gate>) for each branch and
+  the total, then weights/<path> for every trainable variable.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from siamese_research.core import gradient_stats as S
+from siamese_research.core import gradients as G
+from siamese_research.summaries import views as summaries
+
+LOG, CHECK, HISTOGRAMS = 1, 2, 4  # a view step's code: what is due, as bits
+
+
+def code(due) -> int:
+    """A `schedule.Due` (log, check, histograms) as the step's bits."""
+    log, check, hist = due
+    return LOG * bool(log) | CHECK * bool(check or hist) | HISTOGRAMS * bool(hist)
+
+
+class ViewLayout:
+    """The order of a view step's values, fixed from the model.
+
+    Args:
+      model: the built `SiameseModel`.
+      gate_gradients: per-gate norms and histograms of gated RNN weights.
+      branch_views: False keeps the train scalars only.
+      fixed_threshold: False adds the threshold fitted on the training
+        scores so far (`metrics.streaming.fitted_threshold`) and shows the
+        accuracy at it.
+      buckets: bins per histogram.
+    """
+
+    def __init__(self, model, *, gate_gradients: bool = True, branch_views: bool = True,
+                 fixed_threshold: bool = True,
+                 buckets: int = summaries.HISTOGRAM_BUCKETS):
+        self.branches = tuple(model.branches)
+        self.variables = G.encoder_variables(model)
+        self.weights = list(model.trainable_variables)
+        self.branch_views, self.fixed_threshold = branch_views, fixed_threshold
+        self.buckets = buckets
+        self.gates = summaries.gate_slices(model) if gate_gradients else {}
+        self.absent = _absent(model, self.variables)
+        self.gate_names = gate_names = sorted({g for _, names in self.gates.values() for g in names},
+                            key=lambda g: _gate_order(self.gates, g))
+        self.log_tags = ["loss", "accuracy", "learning_rate", "nonfinite_steps"]
+        if not fixed_threshold:
+            self.log_tags.append("threshold")
+        self.check_tags: List[str] = []
+        self.gradient_histograms: List[tuple] = []  # (tag, branch, index, gate)
+        if branch_views:
+            names = self.branches
+            self.log_tags += [f"branch_gradients/{b}_norm" for b in names]
+            self.log_tags += [f"branch_gradients/{_cosine_tag(a, b)}"
+                              for i, a in enumerate(names) for b in names[i + 1:]]
+            self.log_tags += [f"branch_gradients/{g}/{b}_norm"
+                              for b in names for g in gate_names]
+            self.check_tags = ["branch_gradients/total_norm", "branch_gradients/sum_error"]
+            self.check_tags += [f"branch_gradients/{g}/total_norm" for g in gate_names]
+            for b in names + ("total",):
+                for i, v in enumerate(self.variables):
+                    if (b, id(v)) in self.absent:
+                        continue
+                    self.gradient_histograms.append((f"gradients/{b}/{v.path}", b, i, None))
+                    for gate in self.gates.get(id(v), (None, ()))[1]:
+                        self.gradient_histograms.append(
+                            (f"gradients/{b}/{v.path}/{gate}", b, i, gate))
+        self.weight_tags = [f"weights/{v.path}" for v in self.weights] if branch_views else []
+        self.row_size = len(self.log_tags) + len(self.check_tags)
+        self.histograms = len(self.gradient_histograms) + len(self.weight_tags)
+
+    # -- in the step (graph) ------------------------------------------------------
+    def log_values(self, *, loss, accuracy, learning_rate, nonfinite, threshold,
+                   branches: Sequence[list]) -> tf.Tensor:
+        """The row's log part (float64), from the step's values and each
+        branch's gradients (`branches[k]`: branch k's, per encoder variable)."""
+        values = [loss, accuracy, learning_rate, nonfinite]
+        if not self.fixed_threshold:
+            values.append(threshold)
+        values = [tf.cast(tf.convert_to_tensor(x), tf.float64) for x in values]
+        if self.branch_views:
+            names = self.branches
+            norms, dots = S.norms_and_dots(branches, names)
+            cosines = S.cosines(norms, dots)
+            values += [norms[b] for b in names]
+            values += [cosines[(a, b)] for i, a in enumerate(names) for b in names[i + 1:]]
+            for grads in branches:
+                values += self._gate_norms(grads)
+        return tf.stack(values)
+
+    def _gate_norms(self, grads) -> list:
+        norms = S.gate_norms(grads, self.variables, self.gates)
+        return [norms.get(g, tf.constant(0.0, tf.float64)) for g in self.gate_names]
+
+    def check_values(self, total: list, branches: Sequence[list]) -> tf.Tensor:
+        """The row's check part: |total|, the sum check's error, the total's
+        per-gate norms."""
+        norm, _ = S.norms_and_dots([total], ["total"])
+        values = [norm["total"], S.sum_error(total, branches)]
+        values += self._gate_norms(total)
+        return tf.stack(values)
+
+    def gradient_histogram_values(self, grads: Dict[str, list]) -> tf.Tensor:
+        """[gradient histograms, buckets + 2]: each branch's and the total's."""
+        out = []
+        for _, branch, i, gate in self.gradient_histograms:
+            g, v = grads[branch][i], self.variables[i]
+            if g is None:  # (a tower that does not reach v shows zeros)
+                g = tf.zeros(v.shape, tf.float32)
+            if gate is None:
+                out.append(S.gradient_histogram(g, v, self.buckets))
+            else:
+                names = self.gates[id(v)][1]
+                part = S.gate_parts(g, names)[names.index(gate)]
+                out.append(S.histogram(part, 0, self.buckets))
+        return _stack(out, self.buckets)
+
+    def weight_histogram_values(self) -> tf.Tensor:
+        """[weight histograms, buckets + 2]: every trainable variable's."""
+        return _stack([S.histogram(v.value, 0, self.buckets) for v in self.weights],
+                      self.buckets)
+
+    # -- in Python, from a read row ---------------------------------------------------
+    def scalars(self, row: np.ndarray, due) -> Dict[str, float]:
+        """{tag: value} of a row, for what `due` (log, check, histograms) wrote."""
+        log, check, _ = due
+        out = {}
+        if log:
+            out.update(zip(self.log_tags, map(float, row[:len(self.log_tags)])))
+            if not out["nonfinite_steps"]:  # shown once there is one
+                del out["nonfinite_steps"]
+        if check and self.check_tags:
+            out.update(zip(self.check_tags, map(float, row[len(self.log_tags):])))
+        return out
+
+    def histogram_arrays(self, rows: np.ndarray) -> Dict[str, np.ndarray]:
+        """{tag: (buckets, 3) [left edge, right edge, count]} of a histogram
+        row, TensorBoard's histogram format (`summaries.views.histogram_tensor`)."""
+        tags = [t for t, *_ in self.gradient_histograms] + self.weight_tags
+        out = {}
+        for tag, (lo, hi, *counts) in zip(tags, rows):
+            edges = np.linspace(lo, hi, self.buckets + 1)
+            out[tag] = np.stack([edges[:-1], edges[1:], np.asarray(counts)], axis=1)
+        return out
+
+
+def _stack(histograms, buckets) -> tf.Tensor:
+    if not histograms:
+        return tf.zeros([0, buckets + 2], tf.float64)
+    return tf.stack(histograms)
+
+
+def _cosine_tag(a: str, b: str) -> str:
+    return "cosine" if (a, b) == ("left", "right") else f"cosine/{a}_{b}"
+
+
+def _gate_order(gates: dict, gate: str) -> int:
+    for _, names in gates.values():
+        if gate in names:
+            return list(names).index(gate)
+    return 0
+
+
+def _absent(model, variables) -> set:
+    """(branch, id(variable)) pairs a branch never reaches (untied towers)."""
+    out = set()
+    for branch, tower in zip(model.branches, model.towers):
+        mine = {id(v) for v in tower.trainable_variables}
+        out |= {(branch, id(v)) for v in variables if id(v) not in mine}
+    return out
+
+
+__all__ = ["ViewLayout", "code", "LOG", "CHECK", "HISTOGRAMS"]
