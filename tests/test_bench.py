@@ -54,6 +54,8 @@ def test_startup_jobs_are_the_issue_s_jobs_and_the_table_has_the_ratios(monkeypa
     assert nb[1] == S.TRAIN_PY and "--num_samples=1000" in nb and "--epochs=1" in nb
     assert jobs["notebook, 1 epoch: fit"][-3:] == ["1000", "1", "1"]
     assert jobs["32,000 x 8: fit (steps_per_execution=20)"][-3:] == ["32000", "8", "20"]
+    # The defaults' job (8,000 pairs, 20 steps, 0.2 validation, 3 epochs) with fit.
+    assert jobs["defaults' job (300 steps): fit"][-5:] == ["8000", "3", "1", "20", "0.2"]
     # run() interleaves the jobs round by round and times whole processes.
     order = []
     monkeypatch.setattr(S, "jobs", lambda whole_job: {
@@ -70,8 +72,11 @@ def test_startup_jobs_are_the_issue_s_jobs_and_the_table_has_the_ratios(monkeypa
     result = S.run(rounds=2, quiet=True)
     assert order == ["print(0)", "print(1)", "print(2)"] * 2
     assert all(len(t) == 2 and min(t) > 0 for t in result["times"].values())
+    if S.os.path.exists("/usr/bin/time"):  # its peak resident memory, per process
+        assert all(len(p) == 2 and min(p) > 0 for p in result["peaks"].values())
     text = S.table(result)
     assert "train.py / fit" in text and "(target <= 1.3x)" in text
+    assert "peak RSS MB" in text
 
 
 def test_the_fit_job_trains_the_notebook_model(monkeypatch, capsys):

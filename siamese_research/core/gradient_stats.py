@@ -12,7 +12,8 @@ those rows, never densified: repeated rows are summed first (`aligned`),
 the rows no branch touched count as zeros, and every result equals the same
 arithmetic on the dense gradient (`gradients.sum_error`, `global_norm`,
 `summaries.views.histogram_tensor` in numpy; tests/test_gradient_stats.py).
-Sums of squares and dot products are taken in float64.
+Sums of squares and dot products are summed per row in the gradients'
+dtype and over rows in float64 (no float64 copy of an embedding's rows).
 """
 
 from __future__ import annotations
@@ -33,50 +34,95 @@ def _size(like) -> int:
 
 
 def aligned(grads: Sequence[Optional[tf.Tensor]]) -> List[Optional[tf.Tensor]]:
-    """Gradients of ONE variable on common ground, as float64 tensors.
+    """Gradients of ONE variable on common ground, in their own dtype.
 
     Dense (or None) gradients come back dense. If any is a
     `tf.IndexedSlices`, every one comes back as the rows of the union of
-    their indices, repeated indices summed (a dense one among them is made
-    dense first: they are then all dense). Outside those rows every
+    their indices, repeated indices summed as making it dense sums them
+    (`unsorted_segment_sum`, the same values); a dense one among them is
+    made dense first (they are then all dense). Outside those rows every
     gradient is zero, so any elementwise reduction over the parts equals
-    the one over the dense gradients, with the zeros it leaves out.
-    None (a branch that does not reach the variable) stays None.
+    the one over the dense gradients, with the zeros it leaves out. None (a
+    branch that does not reach the variable) stays None.
     """
     present = [g for g in grads if g is not None]
     sparse = [isinstance(g, tf.IndexedSlices) for g in present]
     if not any(sparse) or not all(sparse):
-        return [None if g is None else tf.cast(tf.convert_to_tensor(g), F64)
-                for g in grads]
+        return [None if g is None else tf.convert_to_tensor(g) for g in grads]
     indices = [tf.cast(g.indices, tf.int64) for g in present]
     union, position = tf.unique(tf.concat(indices, 0))
     positions = tf.split(position, [tf.shape(i)[0] for i in indices])
-    rows = iter(tf.math.unsorted_segment_sum(tf.cast(g.values, F64), p, tf.size(union))
+    rows = iter(tf.math.unsorted_segment_sum(g.values, p, tf.size(union))
                 for g, p in zip(present, positions))
     return [None if g is None else next(rows) for g in grads]
 
 
 def dot(a, b) -> tf.Tensor:
-    """sum(a * b) of two `aligned` parts (None counts zero), float64."""
+    """sum(a * b) of two `aligned` parts (None counts zero), float64: each
+    row's (last axis's) sum in the parts' dtype, their sum in float64 (no
+    float64 copy of an embedding's rows)."""
     if a is None or b is None:
         return tf.constant(0.0, F64)
-    return tf.reduce_sum(a * b)
+    product = a * b
+    if product.shape.rank:
+        product = tf.reduce_sum(product, axis=-1)
+    return tf.reduce_sum(tf.cast(product, F64))
+
+
+# Gradients of up to this many entries are viewed together: one vector per
+# branch (one matmul gives every norm and dot product) and one binning for
+# every histogram, so that a view step runs a few dozen ops, not a chain per
+# variable (TensorFlow's per-op cost, not the arithmetic, is what a view
+# step of small tensors pays). Larger ones, and sparse ones, are viewed one
+# by one, without a copy.
+BATCHED = 1 << 22
+
+
+def _batched(grads) -> bool:
+    present = [g for g in grads if g is not None]
+    return (bool(present) and not any(isinstance(g, tf.IndexedSlices) for g in present)
+            and present[0].shape.is_fully_defined()
+            and present[0].shape.num_elements() <= BATCHED)
+
+
+def _flat(grads) -> list:
+    """One variable's dense gradients, flat float32 (None as zeros)."""
+    like = next(g for g in grads if g is not None)
+    flat = [None if g is None else tf.reshape(tf.cast(g, tf.float32), [-1]) for g in grads]
+    zeros = tf.zeros([like.shape.num_elements()], tf.float32)
+    return [zeros if f is None else f for f in flat]
+
+
+def gram(branches: Sequence[Sequence]) -> tf.Tensor:
+    """[k, k] float64: every two branches' dot product over every variable
+    (`branches[b][i]`: branch b's gradient of variable i; None counts zero)."""
+    k = len(branches)
+    out = tf.zeros([k, k], F64)
+    columns = [[] for _ in range(k)]
+    for grads in zip(*branches):
+        if all(g is None for g in grads):
+            continue
+        if _batched(grads):
+            for column, f in zip(columns, _flat(grads)):
+                column.append(f)
+            continue
+        parts = aligned(grads)
+        out += tf.stack([tf.stack([dot(a, b) for b in parts]) for a in parts])
+    if columns[0]:
+        v = tf.stack([tf.concat(c, 0) for c in columns])
+        out += tf.cast(tf.matmul(v, v, transpose_b=True), F64)
+    return out
 
 
 def norms_and_dots(branches: Sequence[Sequence], names: Sequence[str]):
     """({name: global norm}, {(a, b): dot}) over every variable, for each
     branch's gradient list (`branches[k][i]`: branch k, variable i) and
     every two branches in order."""
-    squares = {n: tf.constant(0.0, F64) for n in names}
-    dots = {(a, b): tf.constant(0.0, F64)
-            for i, a in enumerate(names) for b in names[i + 1:]}
-    for grads in zip(*branches):
-        parts = dict(zip(names, aligned(grads)))
-        for n in names:
-            squares[n] += dot(parts[n], parts[n])
-        for a, b in dots:
-            dots[(a, b)] += dot(parts[a], parts[b])
-    return {n: tf.sqrt(s) for n, s in squares.items()}, dots
+    g = gram(branches)
+    norms = {n: tf.sqrt(tf.maximum(g[i, i], 0.0)) for i, n in enumerate(names)}
+    dots = {(a, b): g[i, j] for i, a in enumerate(names)
+            for j, b in enumerate(names) if j > i}
+    return norms, dots
 
 
 def cosines(norms: dict, dots: dict) -> dict:
@@ -93,12 +139,25 @@ def sum_error(total: Sequence, branches: Sequence[Sequence]) -> tf.Tensor:
     (the denominator at least `ZERO_GRADIENT`), float64: the sum check of
     `gradients.sum_error`, from the rows where the gradients are sparse."""
     num = den = tf.constant(0.0, F64)
+    totals, sums = [], []
     for t, *parts in zip(total, *branches):
-        t, *parts = aligned([t, *parts])
-        t = tf.zeros([], F64) if t is None else t
-        summed = sum((p for p in parts if p is not None), tf.zeros([], F64))
-        num = tf.maximum(num, _max_abs(t - summed))
-        den = tf.maximum(den, _max_abs(t))
+        grads = [t, *parts]
+        if all(g is None for g in grads):
+            continue
+        if _batched(grads):
+            t, *parts = _flat(grads)
+            totals.append(t)
+            sums.append(tf.add_n(parts))
+            continue
+        t, *parts = aligned(grads)
+        t = tf.zeros([], tf.float32) if t is None else t
+        summed = sum((p for p in parts if p is not None), tf.zeros([], t.dtype))
+        num = tf.maximum(num, tf.cast(_max_abs(t - summed), F64))
+        den = tf.maximum(den, tf.cast(_max_abs(t), F64))
+    if totals:
+        t, summed = tf.concat(totals, 0), tf.concat(sums, 0)
+        num = tf.maximum(num, tf.cast(_max_abs(t - summed), F64))
+        den = tf.maximum(den, tf.cast(_max_abs(t), F64))
     return num / tf.maximum(den, ZERO_GRADIENT)
 
 
@@ -109,68 +168,139 @@ def _max_abs(x) -> tf.Tensor:
 def gate_norms(grads: Sequence, variables: Sequence, gates_of: dict) -> dict:
     """{gate: norm of that gate's slices over every gated variable} (the
     variables' last axis stacks the gates; `summaries.views.gate_slices`)."""
-    squares, names = None, ()
-    for g, v in zip(grads, variables):
-        if g is None or id(v) not in gates_of:
-            continue
-        names = gates_of[id(v)][1]
-        part = tf.reshape(tf.cast(tf.convert_to_tensor(g), F64),
-                          [-1, len(names), v.shape[-1] // len(names)])
-        s = tf.reduce_sum(tf.square(part), axis=[0, 2])
-        squares = s if squares is None else squares + s
-    if squares is None:
+    names = next((gates_of[id(v)][1] for g, v in zip(grads, variables)
+                  if g is not None and id(v) in gates_of), ())
+    if not names:
         return {}
-    return dict(zip(names, tf.unstack(tf.sqrt(squares))))
+    norms = branch_gate_norms([grads], variables, gates_of, len(names))[0]
+    return dict(zip(names, tf.unstack(norms)))
+
+
+def branch_gate_norms(branches: Sequence[Sequence], variables: Sequence, gates_of: dict,
+                      gates: int) -> tf.Tensor:
+    """[k, gates] float64: each branch's norm of each gate's slices over
+    every gated variable with `gates` gates (None counts zero)."""
+    squares = tf.zeros([len(branches), gates], F64)
+    for i, v in enumerate(variables):
+        grads = [b[i] for b in branches]
+        if id(v) not in gates_of or len(gates_of[id(v)][1]) != gates or \
+                all(g is None for g in grads):
+            continue
+        like = tf.convert_to_tensor(next(g for g in grads if g is not None))
+        stacked = tf.stack([tf.zeros_like(like) if g is None else tf.convert_to_tensor(g)
+                            for g in grads])
+        part = tf.reshape(stacked, [len(grads), -1, gates, v.shape[-1] // gates])
+        squares += tf.cast(tf.reduce_sum(tf.square(part), axis=[1, 3]), F64)
+    return tf.sqrt(squares)
 
 
 def histogram(values, zeros=0, buckets: int = 30) -> tf.Tensor:
     """[lo, hi, count_1, ..., count_buckets] (float64) of `values` and
-    `zeros` more zeros (the entries of a sparse gradient no row holds),
-    binned as `summaries.views.histogram_tensor` bins the dense array:
-    `buckets` equal bins from its finite minimum to its maximum, a constant
-    array in one bin of width max(1, |x| 1e-6), non-finite values left out.
-    """
-    v = tf.reshape(values, [-1])
-    if v.dtype != tf.float64:
-        v = tf.cast(v, tf.float32)
-    zeros = tf.cast(zeros, tf.int64)
-    ok = tf.math.is_finite(v)
-    finite = tf.math.count_nonzero(ok)
-    bad = tf.cast(tf.size(v, out_type=tf.int64) - finite, F64)
-    inf = tf.constant(np.inf, v.dtype)
+    `zeros` more zeros (the entries of a sparse gradient no row holds):
+    `buckets` equal bins from the finite minimum to the maximum, a constant
+    array in one bin of width max(1, |x| 1e-6), non-finite values left out
+    (`summaries.views.histogram_tensor`'s rule; a value exactly on an inner
+    edge may fall one bin lower than numpy puts it)."""
+    return histograms([(values, zeros)], buckets)[0]
 
-    # (A histogram of a whole embedding's weights is large: no masked copy
-    # of it unless a value is not finite.)
-    lo, hi = tf.cond(bad > 0,
-                     lambda: (tf.reduce_min(tf.where(ok, v, inf)),
-                              tf.reduce_max(tf.where(ok, v, -inf))),
-                     lambda: (tf.reduce_min(v), tf.reduce_max(v)))
-    zero = tf.zeros([], v.dtype)
-    lo = tf.where(finite > 0, tf.where(zeros > 0, tf.minimum(lo, zero), lo), zero)
-    hi = tf.where(finite > 0, tf.where(zeros > 0, tf.maximum(hi, zero), hi), zero)
+
+def histograms(items: Sequence[tuple], buckets: int = 30) -> tf.Tensor:
+    """[len(items), buckets + 2] float64: the `histogram` of each
+    (values, zeros) item. The small ones (a static size up to `BATCHED`)
+    are binned together, in one pass over one vector; each other one alone,
+    with no copy of it unless a value is not finite."""
+    items = [(tf.convert_to_tensor(v), z) for v, z in items]
+    small = [j for j, (v, _) in enumerate(items)
+             if v.shape.is_fully_defined() and v.shape.num_elements() <= BATCHED]
+    large = [j for j in range(len(items)) if j not in small]
+    rows = []
+    if small:
+        rows.append(_binned([items[j] for j in small], buckets))
+    for j in large:
+        rows.append(_binned([items[j]], buckets))
+    if not rows:
+        return tf.zeros([0, buckets + 2], F64)
+    out = tf.concat(rows, 0)
+    order = small + large
+    if order != sorted(order):
+        out = tf.gather(out, np.argsort(order))
+    return out
+
+
+def _binned(items: Sequence[tuple], buckets: int) -> tf.Tensor:
+    """`histograms` of items binned in one pass (one item: no segment ids)."""
+    m = len(items)
+    flat = [tf.reshape(v if v.dtype == tf.float32 else tf.cast(v, tf.float32), [-1])
+            for v, _ in items]
+    zeros = tf.cast(tf.stack([tf.cast(z, tf.int64) for _, z in items]), F64)
+    values = flat[0] if m == 1 else tf.concat(flat, 0)
+    segments = None
+    if m > 1:
+        sizes = [f.shape.num_elements() for f in flat]
+        segments = tf.constant(np.repeat(np.arange(m, dtype=np.int32), sizes))
+    ok = tf.math.is_finite(values)
+    inf = tf.constant(np.inf, tf.float32)
+
+    def reduce(fn_one, fn_seg, x):
+        return tf.reshape(fn_one(x), [1]) if segments is None else fn_seg(x, segments, m)
+
+    if segments is None:
+        count = tf.reshape(tf.cast(tf.math.count_nonzero(ok), F64), [1])
+        size = tf.cast(tf.reshape(tf.size(values), [1]), F64)
+    else:
+        count = tf.cast(tf.math.unsorted_segment_sum(tf.cast(ok, tf.int32), segments, m), F64)
+        size = tf.constant(sizes, F64)
+    bad = tf.reduce_any(count < size)
+    # (A whole embedding's weights are large: no masked copy of them unless
+    # a value is not finite.)
+    lo, hi = tf.cond(
+        bad,
+        lambda: (reduce(tf.reduce_min, tf.math.unsorted_segment_min,
+                        tf.where(ok, values, inf)),
+                 reduce(tf.reduce_max, tf.math.unsorted_segment_max,
+                        tf.where(ok, values, -inf))),
+        lambda: (reduce(tf.reduce_min, tf.math.unsorted_segment_min, values),
+                 reduce(tf.reduce_max, tf.math.unsorted_segment_max, values)))
+    has = count > 0
+    lo = tf.where(has, tf.where(zeros > 0, tf.minimum(lo, 0.0), lo), 0.0)
+    hi = tf.where(has, tf.where(zeros > 0, tf.maximum(hi, 0.0), hi), 0.0)
+    lo = tf.where(has | (zeros > 0), lo, 0.0)
+    hi = tf.where(has | (zeros > 0), hi, 0.0)
     scale = tf.maximum(tf.maximum(tf.abs(lo), tf.abs(hi)), 1.0)
-    flat = tf.logical_not(hi - lo > 1e-12 * scale)
-    hi = tf.where(flat, lo + tf.maximum(tf.ones([], v.dtype), tf.abs(lo) * 1e-6), hi)
-    span = tf.stack([lo, hi])
-    binned = tf.cond(bad > 0, lambda: tf.where(ok, v, lo), lambda: v)
-    counts = tf.cast(tf.histogram_fixed_width(binned, span, nbins=buckets), F64)
-    # The non-finite values went to the first bin (as `lo`); the zeros to
-    # the bin 0.0 falls in.
-    first = tf.one_hot(0, buckets, dtype=F64)
-    at_zero = tf.cast(tf.histogram_fixed_width(tf.zeros([1], v.dtype), span,
-                                               nbins=buckets), F64)
-    counts = counts - bad * first + tf.cast(zeros, F64) * at_zero
-    return tf.concat([tf.cast(span, F64), counts], 0)
+    flat_range = tf.logical_not(hi - lo > 1e-12 * scale)
+    hi = tf.where(flat_range, lo + tf.maximum(1.0, tf.abs(lo) * 1e-6), hi)
+
+    def bin_of(x, lo, hi):
+        index = tf.floor((x - lo) / (hi - lo) * buckets)
+        return tf.cast(tf.clip_by_value(index, 0.0, buckets - 1.0), tf.int32)
+
+    if segments is None and values.shape.is_fully_defined() and \
+            values.shape.num_elements() > BATCHED:
+        # (A large array, binned by one kernel with no index array of it.)
+        counts = tf.cast(tf.histogram_fixed_width(
+            tf.cond(bad, lambda: tf.where(ok, values, lo[0]), lambda: values),
+            tf.stack([lo[0], hi[0]]), nbins=buckets), F64)[None]
+        counts -= tf.reshape((size - count) * tf.one_hot(0, buckets, dtype=F64), [1, -1])
+    else:
+        if segments is None:
+            index = bin_of(values, lo[0], hi[0])
+        else:
+            index = bin_of(values, tf.gather(lo, segments), tf.gather(hi, segments)) + \
+                segments * buckets
+        index = tf.cond(bad, lambda: tf.where(ok, index, m * buckets), lambda: index)
+        counts = tf.math.bincount(index, minlength=m * buckets, maxlength=m * buckets,
+                                  dtype=tf.int64)
+        counts = tf.cast(tf.reshape(counts, [m, buckets]), F64)
+    at_zero = tf.one_hot(bin_of(tf.zeros([m]), lo, hi), buckets, dtype=F64)
+    counts += zeros[:, None] * at_zero
+    return tf.concat([tf.cast(tf.stack([lo, hi], 1), F64), counts], 1)
 
 
 def gradient_histogram(g, like, buckets: int = 30) -> tf.Tensor:
     """`histogram` of variable `like`'s gradient `g`: from its rows if it is
     a `tf.IndexedSlices` (repeated rows summed, untouched rows as zeros)."""
     if isinstance(g, tf.IndexedSlices):
-        # Repeated rows summed in the gradient's own dtype, as making it
-        # dense sums them (unsorted_segment_sum): the same values, binned.
-        unique, position = tf.unique(tf.cast(g.indices, tf.int64))
-        rows = tf.math.unsorted_segment_sum(g.values, position, tf.size(unique))
+        rows = aligned([g])[0]
         return histogram(rows, _size(like) - tf.size(rows, out_type=tf.int64), buckets)
     return histogram(g, 0, buckets)
 
@@ -180,5 +310,6 @@ def gate_parts(g, gates: Sequence[str]) -> list:
     return tf.split(tf.convert_to_tensor(g), len(gates), axis=-1)
 
 
-__all__ = ["aligned", "dot", "norms_and_dots", "cosines", "sum_error", "gate_norms",
-           "histogram", "gradient_histogram", "gate_parts", "ZERO_GRADIENT"]
+__all__ = ["aligned", "dot", "gram", "norms_and_dots", "cosines", "sum_error",
+           "gate_norms", "branch_gate_norms", "histogram", "histograms",
+           "gradient_histogram", "gate_parts", "ZERO_GRADIENT", "BATCHED"]

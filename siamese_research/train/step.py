@@ -11,8 +11,8 @@ The views (what `diagnostics` writes) are computed in the same step, before
 its update, when the step is a view step: its log part (loss, accuracy,
 branch norms and cosines), on check steps an independent total gradient of
 its batch (a plain forward and backward pass) and the sum check, on
-histogram steps the gradients' and (after the update) the weights'
-histograms (`views.ViewLayout`). They are kept in this replica's slot of
+histogram steps the gradients' and the weights' histograms (the weights
+the step's gradients were taken at; `views.ViewLayout`). They are kept in this replica's slot of
 `view_rows` (and `histogram_rows`): a few numbers, never a gradient's copy.
 Each part sits under a `tf.cond` that a plain step does not take, so one
 trace serves plain and view steps alike.
@@ -158,13 +158,9 @@ class TrainStep:
             total = (lambda: self._total(batch, state)) if self.with_check else None
             cond(_any(view, check, histograms),
                  lambda: self._keep_views(loss, out["branches"], total, view, check,
-                                          histograms, slot, histogram_slot), _nothing)
+                                          histograms, slot, histogram_slot), _nothing,
+                 inline=False)
         self._apply_when(out["apply"], list(zip(out["grads"], self._flag_vars)))
-        if self.with_views and self.layout.weight_tags:
-            # The weights as this step's update left them.
-            cond(histograms, lambda: self._keep_histograms(
-                histogram_slot, len(self.layout.gradient_histograms),
-                self.layout.weight_histogram_values()), _nothing)
 
     def _keep_views(self, loss, branches, total, view, check, histograms, slot,
                     histogram_slot):
@@ -198,6 +194,14 @@ class TrainStep:
             if n:
                 cond(histograms, lambda: self._keep_histograms(histogram_slot, 0, hist),
                      _nothing)
+        else:  # (no check: its part stays zero, and is never written)
+            row.append(tf.zeros([len(layout.check_tags)], f64))
+        if layout.weight_tags:
+            # The weights this step's gradients were taken at (before its
+            # update): in this one cond, so that a plain step runs no other.
+            cond(histograms, lambda: self._keep_histograms(
+                histogram_slot, len(layout.gradient_histograms),
+                layout.weight_histogram_values()), _nothing)
         row = tf.concat(row, 0)
         self.view_rows.assign(tf.tensor_scatter_nd_update(
             self.view_rows, tf.reshape(tf.cast(slot, tf.int32), [1, 1]), row[None]))
@@ -334,12 +338,26 @@ class TrainStep:
         return "loss" if index < 0 else f"gradient of {self.variables[index].path}"
 
 
-def cond(pred, true_fn, false_fn):
+def cond(pred, true_fn, false_fn, *, inline: bool = True):
     """`true_fn()` or `false_fn()`: a Python `if` for a Python bool (eager
-    diagnostics), a `tf.cond` for a tensor (compiled ones)."""
+    diagnostics), a `tf.cond` for a tensor (compiled ones).
+
+    `inline=False` puts `true_fn` in a function of its own, called from
+    the `tf.cond` and never inlined (`_noinline`). TensorFlow lowers a
+    `tf.cond` to Switch and Merge ops, and visits every op of the branch not
+    taken, as a dead op, at every step: the views' ops (hundreds) under
+    every plain step cost C (no views) a third of its speed; an un-lowered
+    `If` still cost 9%, its call of the empty branch; a lowered cond around
+    one call op, 5% (`benchmarks/bench.py --breakdown`, "B, no view step",
+    2026-12-03).
+    """
     if isinstance(pred, bool):
         return true_fn() if pred else false_fn()
-    return tf.cond(pred, true_fn, false_fn)
+    if inline:
+        return tf.cond(pred, true_fn, false_fn)
+    call = tf.function(true_fn, autograph=False,
+                       experimental_attributes={"_noinline": True})
+    return tf.cond(pred, call, false_fn)
 
 
 def _nothing():

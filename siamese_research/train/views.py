@@ -99,48 +99,59 @@ class ViewLayout:
         values = [loss, accuracy, learning_rate, nonfinite]
         if not self.fixed_threshold:
             values.append(threshold)
-        values = [tf.cast(tf.convert_to_tensor(x), tf.float64) for x in values]
+        values = [tf.stack([tf.cast(tf.convert_to_tensor(x), tf.float64) for x in values])]
         if self.branch_views:
-            names = self.branches
-            norms, dots = S.norms_and_dots(branches, names)
-            cosines = S.cosines(norms, dots)
-            values += [norms[b] for b in names]
-            values += [cosines[(a, b)] for i, a in enumerate(names) for b in names[i + 1:]]
-            for grads in branches:
-                values += self._gate_norms(grads)
-        return tf.stack(values)
+            # Every norm and cosine from one Gram matrix of the branches.
+            gram = S.gram(branches)
+            norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
+            den = norms[:, None] * norms[None, :]
+            cosines = tf.where(den > 0, gram / tf.where(den > 0, den, 1.0), 0.0)
+            pairs = [(i, j) for i in range(len(self.branches))
+                     for j in range(i + 1, len(self.branches))]
+            values += [norms, tf.gather_nd(cosines, pairs) if pairs
+                       else tf.zeros([0], tf.float64)]
+            values += self._gate_norms(branches)
+        return tf.concat(values, 0)
 
-    def _gate_norms(self, grads) -> list:
-        norms = S.gate_norms(grads, self.variables, self.gates)
-        return [norms.get(g, tf.constant(0.0, tf.float64)) for g in self.gate_names]
+    def _gate_norms(self, branches) -> list:
+        """Each branch's per-gate norms, branch by branch, gate by gate."""
+        if not self.gate_names:
+            return []
+        norms = S.branch_gate_norms(branches, self.variables, self.gates,
+                                    len(self.gate_names))
+        return [tf.reshape(norms, [-1])]
 
     def check_values(self, total: list, branches: Sequence[list]) -> tf.Tensor:
         """The row's check part: |total|, the sum check's error, the total's
         per-gate norms."""
-        norm, _ = S.norms_and_dots([total], ["total"])
-        values = [norm["total"], S.sum_error(total, branches)]
-        values += self._gate_norms(total)
-        return tf.stack(values)
+        norm = tf.sqrt(tf.maximum(S.gram([total])[0], 0.0))
+        error = tf.reshape(S.sum_error(total, branches), [1])
+        return tf.concat([norm, error] + self._gate_norms([total]), 0)
 
     def gradient_histogram_values(self, grads: Dict[str, list]) -> tf.Tensor:
-        """[gradient histograms, buckets + 2]: each branch's and the total's."""
-        out = []
+        """[gradient histograms, buckets + 2]: each branch's and the total's,
+        binned together (`gradient_stats.histograms`); a sparse gradient by
+        its rows, the rest of its entries counted as zeros."""
+        items, parts = [], {}
         for _, branch, i, gate in self.gradient_histograms:
             g, v = grads[branch][i], self.variables[i]
             if g is None:  # (a tower that does not reach v shows zeros)
                 g = tf.zeros(v.shape, tf.float32)
-            if gate is None:
-                out.append(S.gradient_histogram(g, v, self.buckets))
-            else:
+            if gate is not None:
                 names = self.gates[id(v)][1]
-                part = S.gate_parts(g, names)[names.index(gate)]
-                out.append(S.histogram(part, 0, self.buckets))
-        return _stack(out, self.buckets)
+                if (branch, i) not in parts:
+                    parts[(branch, i)] = S.gate_parts(g, names)
+                items.append((parts[(branch, i)][names.index(gate)], 0))
+            elif isinstance(g, tf.IndexedSlices):
+                rows = S.aligned([g])[0]
+                items.append((rows, int(np.prod(v.shape)) - tf.size(rows, out_type=tf.int64)))
+            else:
+                items.append((g, 0))
+        return S.histograms(items, self.buckets)
 
     def weight_histogram_values(self) -> tf.Tensor:
         """[weight histograms, buckets + 2]: every trainable variable's."""
-        return _stack([S.histogram(v.value, 0, self.buckets) for v in self.weights],
-                      self.buckets)
+        return S.histograms([(v.value, 0) for v in self.weights], self.buckets)
 
     # -- in Python, from a read row ---------------------------------------------------
     def scalars(self, row: np.ndarray, due) -> Dict[str, float]:
@@ -164,12 +175,6 @@ class ViewLayout:
             edges = np.linspace(lo, hi, self.buckets + 1)
             out[tag] = np.stack([edges[:-1], edges[1:], np.asarray(counts)], axis=1)
         return out
-
-
-def _stack(histograms, buckets) -> tf.Tensor:
-    if not histograms:
-        return tf.zeros([0, buckets + 2], tf.float64)
-    return tf.stack(histograms)
 
 
 def _cosine_tag(a: str, b: str) -> str:
