@@ -105,7 +105,7 @@ class Config:
     run_dir: str = ""  # default: runs/<UTC timestamp>
     log_every: int = 10  # scalar summaries every N steps
     histogram_every: int = 100  # histograms every N steps
-    grad_check_every: int = 0  # 0 = log_every: left + right = total check
+    grad_check_every: int = 100  # left + right = total check (0 = log_every)
     gate_gradients: bool = True  # per-gate gradients for lstm/gru/bilstm
     checkpoint_every: int = 0  # 0 = at epoch ends only
     keep_checkpoints: int = 3

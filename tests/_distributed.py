@@ -88,10 +88,11 @@ def worker():
 
     config = Config(strategy="multi_worker", num_samples=64, timesteps=6, features=8,
                     units=4, batch_size=8, epochs=1,
-                    # Calls end at the chief's view steps (log every 2) and
-                    # checkpoint steps (every 3); a worker without writers
-                    # or saves must make the same calls.
-                    steps_per_execution=4, log_every=2, checkpoint_every=3,
+                    # Calls hold the view steps (log every 2, the check every
+                    # 2) and end at checkpoint steps (every 3); a worker
+                    # without writers or saves must make the same calls.
+                    steps_per_execution=4, log_every=2, grad_check_every=2,
+                    checkpoint_every=3,
                     histogram_every=4, verbose=0, seed=3, run_dir=sys.argv[2])
     result = training.run(config)
     model = result["model"]

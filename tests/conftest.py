@@ -46,8 +46,8 @@ def tiny(**overrides):
     from siamese_research.config import Config
 
     base = dict(num_samples=48, timesteps=6, features=8, units=4, batch_size=8,
-                epochs=2, validation_split=0.25, log_every=2, histogram_every=4,
-                steps_per_execution=3, prototypes=4, verbose=0, seed=7)
+                epochs=2, validation_split=0.25, log_every=2, grad_check_every=2,
+                histogram_every=4, steps_per_execution=3, prototypes=4, verbose=0, seed=7)
     base.update(overrides)
     return Config(**base)
 

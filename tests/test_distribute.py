@@ -81,6 +81,13 @@ def test_multi_worker_two_processes(tmp_path):
     for name in ("train", "checkpoints", "model.keras", "config.json"):
         assert (run_dirs[0] / name).exists(), name
     assert not run_dirs[1].exists()
+    # The chief wrote each view step once, calls holding several of them.
+    from conftest import read_tags
+
+    tags, _ = read_tags(str(run_dirs[0] / "train"))
+    assert tags["loss"] == [1, 2, 4, 6, 7]
+    assert tags["branch_gradients/sum_error"] == [1, 2, 4, 6, 7]
+    assert all(len(steps) == len(set(steps)) for steps in tags.values())
 
 
 def test_mirrored_on_one_device_trains_past_log_and_check_steps(tmp_path):

@@ -31,7 +31,8 @@ def triplet_run(tmp_path_factory):
     proc = run_main(f"--data={data}", "--loss=triplet", "--merge=cosine",
                     "--margin=0.3", "--encoder=bag", "--features=8", "--units=4",
                     "--batch_size=8", "--epochs=1", "--validation_split=0.25",
-                    "--log_every=1", "--histogram_every=2", "--projector_points=4",
+                    "--log_every=1", "--grad_check_every=1", "--histogram_every=2",
+                    "--projector_points=4",
                     "--verbose=0", f"--run_dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return data, run_dir

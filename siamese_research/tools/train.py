@@ -119,7 +119,8 @@ HELP = {
     "log_every": "scalar summaries every N steps",
     "histogram_every": "histograms every N steps",
     "grad_check_every": "left + right = total gradient check every N steps "
-                        "(0 = --log_every)",
+                        "(0 = --log_every); each check is one more forward and "
+                        "backward pass (docs/performance.md)",
     "gate_gradients": "per-gate gradient norms and histograms for lstm/gru/bilstm",
     "checkpoint_every": "checkpoint every N steps (0 = at epoch ends only)",
     "keep_checkpoints": "checkpoints kept",

@@ -113,7 +113,7 @@ class Trainer:
 
     def __init__(self, model, *, loss_fn, optimizer, strategy=None, writers=None,
                  steps_per_execution: int = 20, log_every: int = 10,
-                 histogram_every: int = 100, grad_check_every: int = 10,
+                 histogram_every: int = 100, grad_check_every: int = 100,
                  gate_gradients: bool = True, diagnostics: bool = True,
                  on_nonfinite: str = "stop", jit_compile: bool = False,
                  scale_loss: Optional[Callable] = None,
