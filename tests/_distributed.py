@@ -19,6 +19,20 @@ def digest(variables):
     return [float(np.sum(np.abs(v.numpy()))) for v in variables]
 
 
+def logged(folder, tag):
+    """{step: value} of scalar `tag` in `folder`'s event files."""
+    import glob
+    import os
+
+    out = {}
+    for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    out[event.step] = float(tf.make_ndarray(value.tensor))
+    return out
+
+
 def mirrored():
     """One step on one device vs MirroredStrategy over 2 logical CPUs, same
     global batch: loss, updated weights and the per-replica branch check."""
@@ -51,7 +65,11 @@ def mirrored():
                           verbose=0, log_every=1, grad_check_every=1)
         data = D.PairDataset(pairs, n, shuffle=False)
         trainer.fit(data, epochs=1)  # one step: rows gathered per replica
+        trainer.flush()
         out[name] = {"loss": float(trainer.train_metrics["loss"].result()),
+                     "accuracy": float(trainer.train_metrics["accuracy"].result()),
+                     "logged_accuracy": logged(sys.argv[2] + "/" + name + "/train",
+                                               "accuracy"),
                      "weights": [v.numpy().tolist() for v in model.trainable_variables],
                      "replicas": strategy.num_replicas_in_sync,
                      "sum_errors": trainer.diagnostics.replica_sum_errors}

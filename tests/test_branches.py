@@ -206,8 +206,10 @@ def test_branch_scalars_name_every_branch_and_pair():
     grads["anchor"][0] = tf.constant(unit)
     grads["positive"][0] = tf.constant(np.roll(unit, 1) * 2.0)
     grads["negative"][0] = tf.constant(-unit)
-    row = layout.log_values(loss=0.0, accuracy=0.0, learning_rate=0.0, nonfinite=0,
-                            threshold=None, branches=[grads[b] for b in model.branches])
+    metrics = metrics_lib.pair_metrics("")
+    layout.bind(metrics)
+    row = layout.log_values(loss=0.0, learning_rate=0.0, nonfinite=0, metrics=metrics,
+                            branches=[grads[b] for b in model.branches])
     out = layout.scalars(row.numpy(), (True, False, False))
     assert out["branch_gradients/positive_norm"] == pytest.approx(2.0)
     assert out["branch_gradients/cosine/anchor_positive"] == pytest.approx(0.0)

@@ -38,6 +38,10 @@ def test_mirrored_matches_one_device(tmp_path):
         np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5)
     # A last batch too short to give every replica a row still trains.
     assert out["remainder"] == {"step": 2, "finite": True, "step_2_moved": True}
+    # The accuracy a view step shows is over every replica's pairs, as the
+    # metric's own read is (each replica keeps its half of the counts).
+    assert mirrored["logged_accuracy"] == {"1": mirrored["accuracy"]}
+    assert mirrored["accuracy"] == one["accuracy"]
     # The branch check held on each replica's own half-batch.
     assert len(mirrored["sum_errors"]) == 2
     assert all(0 <= e <= 1e-6 for e in mirrored["sum_errors"])

@@ -69,7 +69,8 @@ def test_the_histogram_bins_as_the_numpy_one_and_leaves_out_non_finite_values():
     rng = np.random.default_rng(3)
     for x in (rng.standard_normal(500).astype("float32"),
               np.array([1.5, np.nan, -np.inf, 2.25, 3.0, 1.5], "float32"),
-              np.full(4, 3.0, "float32"), np.zeros(0, "float32")):
+              np.full(4, 3.0, "float32"), np.zeros(0, "float32"),
+              np.array([-3e38, 0.0, 3e38], "float32")):  # a range over float32's
         ours, reference = S.histogram(x).numpy(), histogram_tensor(x)
         assert ours[0] == reference[0, 0] and ours[1] == reference[-1, 1]
         assert ours[2:].sum() == reference[:, 2].sum() == np.isfinite(x).sum()

@@ -237,7 +237,7 @@ def _binned(items: Sequence[tuple], buckets: int) -> tf.Tensor:
     segments = None
     if m > 1:
         sizes = [f.shape.num_elements() for f in flat]
-        segments = tf.constant(np.repeat(np.arange(m, dtype=np.int32), sizes))
+        segments = tf.repeat(tf.range(m, dtype=tf.int32), sizes)  # (at run time)
     ok = tf.math.is_finite(values)
     inf = tf.constant(np.inf, tf.float32)
 
@@ -271,7 +271,10 @@ def _binned(items: Sequence[tuple], buckets: int) -> tf.Tensor:
     hi = tf.where(flat_range, lo + tf.maximum(1.0, tf.abs(lo) * 1e-6), hi)
 
     def bin_of(x, lo, hi):
-        index = tf.floor((x - lo) / (hi - lo) * buckets)
+        # (In halves: the same quotient, exactly, and no overflow when the
+        # range is wider than float32's largest number.)
+        index = tf.floor((x * 0.5 - lo * 0.5) / (hi * 0.5 - lo * 0.5) * buckets)
+        index = tf.where(tf.math.is_nan(index), 0.0, index)
         return tf.cast(tf.clip_by_value(index, 0.0, buckets - 1.0), tf.int32)
 
     if segments is None and values.shape.is_fully_defined() and \
@@ -288,9 +291,10 @@ def _binned(items: Sequence[tuple], buckets: int) -> tf.Tensor:
             index = bin_of(values, tf.gather(lo, segments), tf.gather(hi, segments)) + \
                 segments * buckets
         index = tf.cond(bad, lambda: tf.where(ok, index, m * buckets), lambda: index)
-        counts = tf.math.bincount(index, minlength=m * buckets, maxlength=m * buckets,
-                                  dtype=tf.int64)
-        counts = tf.cast(tf.reshape(counts, [m, buckets]), F64)
+        # (A segment sum of ones, not tf.math.bincount: bincount has no
+        # deterministic GPU kernel, and --deterministic would refuse it.)
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(index), index, m * buckets + 1)
+        counts = tf.cast(tf.reshape(counts[:-1], [m, buckets]), F64)
     at_zero = tf.one_hot(bin_of(tf.zeros([m]), lo, hi), buckets, dtype=F64)
     counts += zeros[:, None] * at_zero
     return tf.concat([tf.cast(tf.stack([lo, hi], 1), F64), counts], 1)

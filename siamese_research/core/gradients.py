@@ -183,12 +183,14 @@ def total_gradient(model: SiameseModel, loss_fn, inputs: Sequence, label,
 def unscaled(bg: BranchGradients, scale) -> BranchGradients:
     """`bg` with its branch gradients divided by a loss scale (mixed
     precision: what the branches contribute to the unscaled loss)."""
+    return dataclasses.replace(bg, branches=unscaled_branches(bg.branches, scale))
+
+
+def unscaled_branches(branches, scale) -> list:
+    """Each branch's gradients (`branches[b][i]`) divided by a loss scale."""
     inverse = 1.0 / tf.cast(scale, tf.float32)
-
-    def unscale(grads):
-        return [None if g is None else _scale(g, inverse) for g in grads]
-
-    return dataclasses.replace(bg, branches=[unscale(b) for b in bg.branches])
+    return [[None if g is None else _scale(g, inverse) for g in grads]
+            for grads in branches]
 
 
 def _scale(g, factor):

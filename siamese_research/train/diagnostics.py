@@ -69,24 +69,22 @@ class Diagnostics:
                 scalars.update(summaries.samples_per_second(
                     pairs(self.clock[1], step), at - self.clock[0]))
                 self.clock = (at, step)
-            scalars.update(layout.scalars(readout.rows[0][j], due))
+            scalars.update(layout.scalars(readout.rows[:, j], due))
             if check and SUM_ERROR in scalars:
-                scalars[SUM_ERROR] = self._sum_error(readout.rows[:, j])
+                self._sum_error(readout.rows[:, j])
             histograms = {}
             if hist:
                 histograms = layout.histogram_arrays(readout.histograms[histogram])
                 histogram += 1
             summaries.write_view(step, scalars, histograms, flush=j + 1 == len(views))
 
-    def _sum_error(self, rows) -> float:
-        """The largest of every local replica's sum check (each checks its
-        own split; the other views shown are the first replica's)."""
-        col = self.layout.row_size - len(self.layout.check_tags) + 1
-        self.replica_sum_errors = [float(row[col]) for row in rows]
+    def _sum_error(self, rows) -> None:
+        """Keeps every local replica's sum check (each checks its own split;
+        the largest is written) and the run's largest."""
+        self.replica_sum_errors = [float(row[self.layout.sum_error_column]) for row in rows]
         error = max(self.replica_sum_errors)
         self.last_sum_error = error
         self.max_sum_error = max(self.max_sum_error, error)
-        return error
 
 
 __all__ = ["Diagnostics"]

@@ -83,6 +83,8 @@ class TrainStep:
             if views is True:
                 views = views_lib.ViewLayout(model)
             self.layout = views or None
+            if self.layout is not None:
+                self.layout.bind(self.metrics)  # the row holds their state
             self.branches = tuple(model.branches)
             if self.layout is not None:
                 # This replica's slots: a row per view step, a histogram row
@@ -156,8 +158,17 @@ class TrainStep:
         metrics_lib.update(self.metrics, loss, label, scores, valid=out["ok"])
         if self.with_views:
             total = (lambda: self._total(batch, state)) if self.with_check else None
+            branches = out["branches"]
+            if self.scale_loss is not None:
+                # The views are of the unscaled loss (the update takes the
+                # scaled gradients: the optimizer unscales them, and may
+                # change the scale). Unscaled in the view's function only.
+                scale = tf.convert_to_tensor(self.optimizer.dynamic_scale)
+                unscaled = lambda: G.unscaled_branches(branches, scale)  # noqa: E731
+            else:
+                unscaled = lambda: branches  # noqa: E731
             cond(_any(view, check, histograms),
-                 lambda: self._keep_views(loss, out["branches"], total, view, check,
+                 lambda: self._keep_views(loss, unscaled(), total, view, check,
                                           histograms, slot, histogram_slot), _nothing,
                  inline=False)
         self._apply_when(out["apply"], list(zip(out["grads"], self._flag_vars)))
@@ -169,14 +180,11 @@ class TrainStep:
         f64 = tf.float64
 
         def log():
-            threshold, accuracy = (None, self.metrics["accuracy"].result())
-            if not layout.fixed_threshold:
-                threshold, accuracy = metrics_lib.fitted_threshold(self.metrics["auc"])
             return layout.log_values(
-                loss=loss, accuracy=accuracy, learning_rate=self.optimizer.learning_rate,
-                nonfinite=self.nonfinite_count, threshold=threshold, branches=branches)
+                loss=loss, learning_rate=self.optimizer.learning_rate,
+                nonfinite=self.nonfinite_count, metrics=self.metrics, branches=branches)
 
-        row = [cond(view, log, lambda: tf.zeros([len(layout.log_tags)], f64))]
+        row = [cond(view, log, lambda: tf.zeros([layout.log_size], f64))]
         if total is not None:
             n = len(layout.gradient_histograms)
 
@@ -249,10 +257,6 @@ class TrainStep:
             finite = tf.equal(bad, 0.0)
         alive = self.alive()
         ok = tf.logical_and(finite, alive)
-        if self.scale_loss is not None:
-            # The views are of the unscaled loss; the update takes the scaled
-            # gradients (the optimizer unscales them, and may change the scale).
-            bg = G.unscaled(bg, tf.convert_to_tensor(self.optimizer.dynamic_scale))
         branches = bg.branches
         if self._jit:  # XLA returns dense tensors only
             branches = [[G.dense(g, v) for g, v in zip(grads_, bg.encoder_vars)]

@@ -3,18 +3,20 @@
 Three layers, as in Orbit and Keras's own trainer:
 
 * `step.TrainStep`: one step's math and update per replica, with no
-  summary code; `loop.StepLoop.run(iterator, n, view, check)` is `n` of them
-  in one compiled call, traced once, whose last step can store its views;
-  `readout` packs and unpacks what the call returns.
+  summary code; `loop.StepLoop.run(iterator, n, codes)` is `n` of them in
+  one compiled call, traced once; a view step among them computes its views
+  and keeps them in the call's next slot (`views`); `readout` packs and
+  unpacks what the call returns.
 * `schedule.Schedule` says which steps are view steps (the run's first and
   last, the cadences' multiples); `diagnostics.Diagnostics` writes what
-  TensorBoard shows of them, from the stored views.
-* `Trainer.fit` (here): the Python loop. A call ends at the next view step,
-  after `steps_per_execution` steps, at an epoch's end, or at a callback's
-  `step_interval` multiple. The schedule is a function of the step, the
-  cadences, the callbacks' intervals and the run's first and last step
-  only, so every worker of a multi-worker run (given the same callbacks'
-  intervals) makes the same calls, and their collectives pair.
+  TensorBoard shows of them, each at its own step, from the readout.
+* `Trainer.fit` (here): the Python loop. A call runs `steps_per_execution`
+  steps, or ends at an epoch's end or at a callback's `step_interval`
+  multiple (or, with slots too few for its view steps, at the last one they
+  hold). The schedule is a function of the step, the cadences, the
+  callbacks' intervals and the run's first and last step only, so every
+  worker of a multi-worker run (given the same callbacks' intervals) makes
+  the same calls, and their collectives pair.
 
 Every hook of the loop is a Keras callback (`callbacks`): checkpoints,
 signals, the best epoch, patience and a user's own.

@@ -11,9 +11,11 @@ row `buckets + 2` per histogram.
 (the TensorBoard tag contract, docs/tensorboard.md), in three parts written
 on what is due at that step:
 
-* log: loss, accuracy (and the fitted threshold), learning rate, the
-  non-finite count, each branch's norm, every two branches' cosine, per-gate
-  norms of each branch;
+* log: loss, learning rate, the non-finite count, each branch's norm,
+  every two branches' cosine, per-gate norms of each branch; and the
+  accuracy metric's state (with a fitted threshold, the AUC metric's
+  confusion counts), which Python sums over the local replicas before it
+  shows the accuracy (and the threshold), as a read of the metric would;
 * check: the independent total gradient's norm, the sum check's error and
   the total's per-gate norms;
 * histograms: gradients/<branch>/<path> (and /<gate>) for each branch and
@@ -65,9 +67,7 @@ class ViewLayout:
         self.absent = _absent(model, self.variables)
         self.gate_names = gate_names = sorted({g for _, names in self.gates.values() for g in names},
                             key=lambda g: _gate_order(self.gates, g))
-        self.log_tags = ["loss", "accuracy", "learning_rate", "nonfinite_steps"]
-        if not fixed_threshold:
-            self.log_tags.append("threshold")
+        self.log_tags = ["loss", "learning_rate", "nonfinite_steps"]
         self.check_tags: List[str] = []
         self.gradient_histograms: List[tuple] = []  # (tag, branch, index, gate)
         if branch_views:
@@ -88,18 +88,47 @@ class ViewLayout:
                         self.gradient_histograms.append(
                             (f"gradients/{b}/{v.path}/{gate}", b, i, gate))
         self.weight_tags = [f"weights/{v.path}" for v in self.weights] if branch_views else []
-        self.row_size = len(self.log_tags) + len(self.check_tags)
+        # The metrics' state (`bind`): accuracy's total and count, and with a
+        # fitted threshold the AUC's four confusion counts per threshold.
+        self.thresholds = np.zeros(0)
+        self.metric_size = 2
         self.histograms = len(self.gradient_histograms) + len(self.weight_tags)
 
-    # -- in the step (graph) ------------------------------------------------------
-    def log_values(self, *, loss, accuracy, learning_rate, nonfinite, threshold,
-                   branches: Sequence[list]) -> tf.Tensor:
-        """The row's log part (float64), from the step's values and each
-        branch's gradients (`branches[k]`: branch k's, per encoder variable)."""
-        values = [loss, accuracy, learning_rate, nonfinite]
+    def bind(self, metrics) -> None:
+        """Takes the step's train metrics' shape: the row holds their state."""
         if not self.fixed_threshold:
-            values.append(threshold)
-        values = [tf.stack([tf.cast(tf.convert_to_tensor(x), tf.float64) for x in values])]
+            self.thresholds = np.clip(np.asarray(metrics["auc"].thresholds, np.float64),
+                                      0.0, 1.0)
+        self.metric_size = 2 + 4 * len(self.thresholds)
+
+    @property
+    def log_size(self) -> int:
+        """The row's log part: the log tags' values, then the metrics' state."""
+        return len(self.log_tags) + self.metric_size
+
+    @property
+    def row_size(self) -> int:
+        return self.log_size + len(self.check_tags)
+
+    @property
+    def sum_error_column(self) -> int:
+        return len(self.log_tags) + self.metric_size + 1
+
+    # -- in the step (graph) ------------------------------------------------------
+    def log_values(self, *, loss, learning_rate, nonfinite, metrics,
+                   branches: Sequence[list]) -> tf.Tensor:
+        """The row's log part (float64), from the step's values, its train
+        metrics (this replica's state) and each branch's gradients
+        (`branches[k]`: branch k's, per encoder variable)."""
+        values = [tf.stack([tf.cast(tf.convert_to_tensor(x), tf.float64)
+                            for x in (loss, learning_rate, nonfinite)])]
+        state = list(metrics["accuracy"].variables)  # total, count
+        if not self.fixed_threshold:
+            auc = metrics["auc"]
+            state += [auc.true_positives, auc.true_negatives, auc.false_positives,
+                      auc.false_negatives]
+        state = [tf.reshape(tf.cast(tf.convert_to_tensor(v), tf.float64), [-1])
+                 for v in state]
         if self.branch_views:
             # Every norm and cosine from one Gram matrix of the branches.
             gram = S.gram(branches)
@@ -111,7 +140,7 @@ class ViewLayout:
             values += [norms, tf.gather_nd(cosines, pairs) if pairs
                        else tf.zeros([0], tf.float64)]
             values += self._gate_norms(branches)
-        return tf.concat(values, 0)
+        return tf.concat(values + state, 0)  # (the log tags', then the metrics')
 
     def _gate_norms(self, branches) -> list:
         """Each branch's per-gate norms, branch by branch, gate by gate."""
@@ -154,17 +183,37 @@ class ViewLayout:
         return S.histograms([(v.value, 0) for v in self.weights], self.buckets)
 
     # -- in Python, from a read row ---------------------------------------------------
-    def scalars(self, row: np.ndarray, due) -> Dict[str, float]:
-        """{tag: value} of a row, for what `due` (log, check, histograms) wrote."""
+    def scalars(self, rows: np.ndarray, due) -> Dict[str, float]:
+        """{tag: value} of a view step's rows ([replicas, row_size], or one
+        replica's row), for what `due` (log, check, histograms) wrote: the
+        first replica's views; the accuracy (and fitted threshold) of every
+        replica's metric state summed; the largest sum check."""
+        rows = np.atleast_2d(rows)
         log, check, _ = due
         out = {}
+        n = len(self.log_tags)
         if log:
-            out.update(zip(self.log_tags, map(float, row[:len(self.log_tags)])))
+            out.update(zip(self.log_tags, map(float, rows[0, :n])))
             if not out["nonfinite_steps"]:  # shown once there is one
                 del out["nonfinite_steps"]
+            out.update(self._accuracy(rows[:, n:n + self.metric_size].sum(axis=0)))
         if check and self.check_tags:
-            out.update(zip(self.check_tags, map(float, row[len(self.log_tags):])))
+            at = n + self.metric_size
+            out.update(zip(self.check_tags, map(float, rows[0, at:])))
+            out[self.check_tags[1]] = float(rows[:, self.sum_error_column].max())
         return out
+
+    def _accuracy(self, state: np.ndarray) -> Dict[str, float]:
+        """accuracy (= total / count), or at the fitted threshold the best
+        accuracy of `score > threshold` over the AUC's thresholds and that
+        threshold (`metrics.streaming.fitted_threshold`'s rule)."""
+        total, count = state[:2]
+        if self.fixed_threshold:
+            return {"accuracy": float(total / count) if count else 0.0}
+        tp, tn, fp, fn = np.split(state[2:], 4)
+        accuracy = (tp + tn) / np.maximum(tp + tn + fp + fn, 1e-12)
+        best = int(np.argmax(accuracy))
+        return {"accuracy": float(accuracy[best]), "threshold": float(self.thresholds[best])}
 
     def histogram_arrays(self, rows: np.ndarray) -> Dict[str, np.ndarray]:
         """{tag: (buckets, 3) [left edge, right edge, count]} of a histogram
