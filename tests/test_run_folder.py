@@ -199,3 +199,27 @@ def test_tensorflows_own_write_faults_are_write_errors(tmp_path, monkeypatch):
         events.cut_after([path], -1)  # drops step 5: the file is rewritten
     assert not atomic.remove_partials(str(tmp_path))  # nothing left behind
     assert os.path.getsize(path) > 0  # the old file, whole
+
+
+def test_a_finished_run_run_again_writes_each_tag_once(tmp_path):
+    """The same command on a finished run folder resumes at its end: it
+    trains nothing, and what its finish writes again (the run graph) is
+    written in place of the earlier copy, not beside it."""
+    import collections
+
+    from tensorboard.backend.event_processing import event_file_loader
+
+    from conftest import tiny
+    from siamese_research import runner as training
+
+    run_dir = str(tmp_path / "run")
+    first = training.run(tiny(run_dir=run_dir, projector_points=0))
+    again = training.run(tiny(run_dir=run_dir, projector_points=0))
+    assert again["step"] == first["step"]
+    seen = collections.Counter()
+    for path in glob.glob(os.path.join(run_dir, "train", "events.out.tfevents.*")):
+        for event in event_file_loader.EventFileLoader(path).Load():
+            for value in event.summary.value:
+                seen[(value.tag, event.step)] += 1
+    assert seen[("__run_graph__", 0)] == 1
+    assert [k for k, n in seen.items() if n > 1] == []

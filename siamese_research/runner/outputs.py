@@ -38,7 +38,7 @@ def write_outputs(config: Config, data: Data, session: Session,
     trainer, trained = session.trainer, bool(result["history"]["epochs"])
     result.update(artifacts.save_models(trainer.model, config.run_dir))
     # As the train step traced it (a run that trained no step here traces
-    # it now). (A later process writes it again: one graph, the latest shown.)
+    # it now). (A resuming process drops an earlier copy: `events.cut_after`.)
     extras.write_branch_graph(session.writers[summaries.TRAIN],
                               trainer.step.branch_graph(data.train.element_spec))
     if trained:

@@ -40,16 +40,22 @@ def read_events(path: str) -> List[bytes]:
     return records
 
 
+
+
 def cut_after(paths: Iterable[str], step: int) -> int:
-    """Drops every summary past `step` (all of them for a negative `step`)
-    from the files `paths`; returns how many events it dropped."""
+    """Drops every summary past `step` (all of them for a negative `step`),
+    and the run graph, from the files `paths`; returns how many events it
+    dropped. (The process that finishes a run writes the graph whatever
+    step it starts from: an earlier process's copy goes, so that it is
+    written once.)"""
     dropped = 0
     for path in paths:
         records = read_events(path)
         kept = []
         for record in records:
             event = event_pb2.Event.FromString(record)
-            if event.HasField("summary") and event.step > step:
+            if (event.HasField("summary") and event.step > step) or \
+                    event.HasField("graph_def"):
                 continue
             kept.append(record)
         if len(kept) == len(records) and os.path.getsize(path) == _size(records):
