@@ -33,15 +33,15 @@ def branches():
 
 def test_sparse_norms_cosines_and_check_equal_the_dense_ones(branches):
     left, right, total = branches
-    sparse = S.norms_and_dots([[left], [right]], ["left", "right"])
-    dense = S.norms_and_dots([[_dense(left)], [_dense(right)]], ["left", "right"])
+    sparse = S.norms_and_cosines(S.gram([[left], [right]]))
+    dense = S.norms_and_cosines(S.gram([[_dense(left)], [_dense(right)]]))
     reference = G.branch_norms_and_cosines({"left": [_dense(left).numpy()],
                                             "right": [_dense(right).numpy()]})
-    for name in ("left", "right"):
-        assert float(sparse[0][name]) == float(dense[0][name])
-        assert float(sparse[0][name]) == pytest.approx(reference[0][name], rel=1e-12)
-    cosine = float(S.cosines(*sparse)[("left", "right")])
-    assert cosine == float(S.cosines(*dense)[("left", "right")])
+    for i, name in enumerate(("left", "right")):
+        assert float(sparse[0][i]) == float(dense[0][i])
+        assert float(sparse[0][i]) == pytest.approx(reference[0][name], rel=1e-12)
+    cosine = float(sparse[1][0, 1])
+    assert cosine == float(dense[1][0, 1])
     assert cosine == pytest.approx(reference[1][("left", "right")], rel=1e-12)
     assert cosine != 0  # the branches share row 7
     # left + right = total holds on the rows; a branch left out breaks it.
@@ -56,7 +56,7 @@ def test_sparse_norms_cosines_and_check_equal_the_dense_ones(branches):
 def test_a_sparse_histogram_is_the_dense_ones_untouched_rows_counted_as_zeros(branches):
     left, _, total = branches
     for g in (left, total):
-        sparse = S.gradient_histogram(g, tf.zeros(SHAPE)).numpy()
+        sparse = S.histogram(*S.histogram_item(g, tf.zeros(SHAPE))).numpy()
         dense = S.histogram(_dense(g)).numpy()
         np.testing.assert_array_equal(sparse, dense)
         assert sparse[2:].sum() == np.prod(SHAPE)  # every entry, zeros included

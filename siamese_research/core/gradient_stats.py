@@ -23,14 +23,9 @@ from typing import List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-# Below this a gradient is zero for `sum_error` (`gradients.ZERO_GRADIENT`,
-# the numpy reference, holds the reason).
-ZERO_GRADIENT = 1e-8
+from siamese_research.core.gradients import ZERO_GRADIENT
+
 F64 = tf.float64
-
-
-def _size(like) -> int:
-    return int(np.prod(like.shape))
 
 
 def aligned(grads: Sequence[Optional[tf.Tensor]]) -> List[Optional[tf.Tensor]]:
@@ -114,24 +109,12 @@ def gram(branches: Sequence[Sequence]) -> tf.Tensor:
     return out
 
 
-def norms_and_dots(branches: Sequence[Sequence], names: Sequence[str]):
-    """({name: global norm}, {(a, b): dot}) over every variable, for each
-    branch's gradient list (`branches[k][i]`: branch k, variable i) and
-    every two branches in order."""
-    g = gram(branches)
-    norms = {n: tf.sqrt(tf.maximum(g[i, i], 0.0)) for i, n in enumerate(names)}
-    dots = {(a, b): g[i, j] for i, a in enumerate(names)
-            for j, b in enumerate(names) if j > i}
-    return norms, dots
-
-
-def cosines(norms: dict, dots: dict) -> dict:
-    """{(a, b): cosine} from `norms_and_dots`; 0 when a norm is zero."""
-    out = {}
-    for (a, b), d in dots.items():
-        den = norms[a] * norms[b]
-        out[(a, b)] = tf.where(den > 0, d / tf.where(den > 0, den, 1.0), 0.0)
-    return out
+def norms_and_cosines(gram_matrix) -> tuple:
+    """([k] norms, [k, k] cosines) of the branches of a `gram` matrix; a
+    cosine is 0 where a norm is zero."""
+    norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram_matrix), 0.0))
+    den = norms[:, None] * norms[None, :]
+    return norms, tf.where(den > 0, gram_matrix / tf.where(den > 0, den, 1.0), 0.0)
 
 
 def sum_error(total: Sequence, branches: Sequence[Sequence]) -> tf.Tensor:
@@ -163,17 +146,6 @@ def sum_error(total: Sequence, branches: Sequence[Sequence]) -> tf.Tensor:
 
 def _max_abs(x) -> tf.Tensor:
     return tf.reduce_max(tf.abs(x)) if x.shape.rank else tf.abs(x)
-
-
-def gate_norms(grads: Sequence, variables: Sequence, gates_of: dict) -> dict:
-    """{gate: norm of that gate's slices over every gated variable} (the
-    variables' last axis stacks the gates; `summaries.views.gate_slices`)."""
-    names = next((gates_of[id(v)][1] for g, v in zip(grads, variables)
-                  if g is not None and id(v) in gates_of), ())
-    if not names:
-        return {}
-    norms = branch_gate_norms([grads], variables, gates_of, len(names))[0]
-    return dict(zip(names, tf.unstack(norms)))
 
 
 def branch_gate_norms(branches: Sequence[Sequence], variables: Sequence, gates_of: dict,
@@ -264,8 +236,6 @@ def _binned(items: Sequence[tuple], buckets: int) -> tf.Tensor:
     has = count > 0
     lo = tf.where(has, tf.where(zeros > 0, tf.minimum(lo, 0.0), lo), 0.0)
     hi = tf.where(has, tf.where(zeros > 0, tf.maximum(hi, 0.0), hi), 0.0)
-    lo = tf.where(has | (zeros > 0), lo, 0.0)
-    hi = tf.where(has | (zeros > 0), hi, 0.0)
     scale = tf.maximum(tf.maximum(tf.abs(lo), tf.abs(hi)), 1.0)
     flat_range = tf.logical_not(hi - lo > 1e-12 * scale)
     hi = tf.where(flat_range, lo + tf.maximum(1.0, tf.abs(lo) * 1e-6), hi)
@@ -300,13 +270,14 @@ def _binned(items: Sequence[tuple], buckets: int) -> tf.Tensor:
     return tf.concat([tf.cast(tf.stack([lo, hi], 1), F64), counts], 1)
 
 
-def gradient_histogram(g, like, buckets: int = 30) -> tf.Tensor:
-    """`histogram` of variable `like`'s gradient `g`: from its rows if it is
-    a `tf.IndexedSlices` (repeated rows summed, untouched rows as zeros)."""
+def histogram_item(g, like) -> tuple:
+    """(values, zeros) of variable `like`'s gradient `g` for `histograms`:
+    a `tf.IndexedSlices` by its rows (repeated rows summed), the entries no
+    row holds counted as zeros."""
     if isinstance(g, tf.IndexedSlices):
         rows = aligned([g])[0]
-        return histogram(rows, _size(like) - tf.size(rows, out_type=tf.int64), buckets)
-    return histogram(g, 0, buckets)
+        return rows, int(np.prod(like.shape)) - tf.size(rows, out_type=tf.int64)
+    return g, 0
 
 
 def gate_parts(g, gates: Sequence[str]) -> list:
@@ -314,6 +285,6 @@ def gate_parts(g, gates: Sequence[str]) -> list:
     return tf.split(tf.convert_to_tensor(g), len(gates), axis=-1)
 
 
-__all__ = ["aligned", "dot", "gram", "norms_and_dots", "cosines", "sum_error",
-           "gate_norms", "branch_gate_norms", "histogram", "histograms",
-           "gradient_histogram", "gate_parts", "ZERO_GRADIENT", "BATCHED"]
+__all__ = ["aligned", "dot", "gram", "norms_and_cosines", "sum_error",
+           "branch_gate_norms", "histogram", "histograms", "histogram_item", "gate_parts",
+           "BATCHED"]

@@ -81,14 +81,18 @@ def fitted_threshold(auc: keras.metrics.AUC) -> Tuple[tf.Tensor, tf.Tensor]:
     """(threshold, accuracy): the AUC metric's threshold where the accuracy
     of `score > threshold` is highest over what it has seen, and that
     accuracy. Works in a compiled step and eagerly."""
-    tp, tn = auc.true_positives, auc.true_negatives
-    fp, fn = auc.false_positives, auc.false_negatives
-    correct = tf.convert_to_tensor(tp) + tf.convert_to_tensor(tn)
-    seen = tf.maximum(correct + tf.convert_to_tensor(fp) + tf.convert_to_tensor(fn), 1e-12)
-    accuracy = correct / seen
+    return best_threshold(auc.true_positives, auc.true_negatives, auc.false_positives,
+                          auc.false_negatives, np.clip(auc.thresholds, 0.0, 1.0))
+
+
+def best_threshold(tp, tn, fp, fn, thresholds) -> Tuple[tf.Tensor, tf.Tensor]:
+    """(threshold, accuracy) where (tp + tn) / all is highest, from confusion
+    counts per threshold (variables, tensors or numpy arrays)."""
+    tp, tn, fp, fn = (tf.cast(tf.convert_to_tensor(x), tf.float32) for x in (tp, tn, fp, fn))
+    correct = tp + tn
+    accuracy = correct / tf.maximum(correct + fp + fn, 1e-12)
     best = tf.argmax(accuracy)
-    thresholds = tf.constant(np.clip(auc.thresholds, 0.0, 1.0), tf.float32)
-    return tf.gather(thresholds, best), tf.gather(accuracy, best)
+    return tf.gather(tf.constant(thresholds, tf.float32), best), tf.gather(accuracy, best)
 
 
 def results(metrics, fixed: bool) -> Dict[str, float]:

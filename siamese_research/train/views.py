@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from siamese_research.core import gradient_stats as S
 from siamese_research.core import gradients as G
+from siamese_research.metrics import streaming as metrics_lib
 from siamese_research.summaries import views as summaries
 
 LOG, CHECK, HISTOGRAMS = 1, 2, 4  # a view step's code: what is due, as bits
@@ -65,8 +66,9 @@ class ViewLayout:
         self.buckets = buckets
         self.gates = summaries.gate_slices(model) if gate_gradients else {}
         self.absent = _absent(model, self.variables)
-        self.gate_names = gate_names = sorted({g for _, names in self.gates.values() for g in names},
-                            key=lambda g: _gate_order(self.gates, g))
+        self.gate_names = gate_names = sorted(
+            {g for _, names in self.gates.values() for g in names},
+            key=lambda g: _gate_order(self.gates, g))
         self.log_tags = ["loss", "learning_rate", "nonfinite_steps"]
         self.check_tags: List[str] = []
         self.gradient_histograms: List[tuple] = []  # (tag, branch, index, gate)
@@ -112,7 +114,7 @@ class ViewLayout:
 
     @property
     def sum_error_column(self) -> int:
-        return len(self.log_tags) + self.metric_size + 1
+        return self.log_size + 1  # (after the check part's total_norm)
 
     # -- in the step (graph) ------------------------------------------------------
     def log_values(self, *, loss, learning_rate, nonfinite, metrics,
@@ -131,10 +133,7 @@ class ViewLayout:
                  for v in state]
         if self.branch_views:
             # Every norm and cosine from one Gram matrix of the branches.
-            gram = S.gram(branches)
-            norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
-            den = norms[:, None] * norms[None, :]
-            cosines = tf.where(den > 0, gram / tf.where(den > 0, den, 1.0), 0.0)
+            norms, cosines = S.norms_and_cosines(S.gram(branches))
             pairs = [(i, j) for i in range(len(self.branches))
                      for j in range(i + 1, len(self.branches))]
             values += [norms, tf.gather_nd(cosines, pairs) if pairs
@@ -153,7 +152,7 @@ class ViewLayout:
     def check_values(self, total: list, branches: Sequence[list]) -> tf.Tensor:
         """The row's check part: |total|, the sum check's error, the total's
         per-gate norms."""
-        norm = tf.sqrt(tf.maximum(S.gram([total])[0], 0.0))
+        norm, _ = S.norms_and_cosines(S.gram([total]))
         error = tf.reshape(S.sum_error(total, branches), [1])
         return tf.concat([norm, error] + self._gate_norms([total]), 0)
 
@@ -171,11 +170,8 @@ class ViewLayout:
                 if (branch, i) not in parts:
                     parts[(branch, i)] = S.gate_parts(g, names)
                 items.append((parts[(branch, i)][names.index(gate)], 0))
-            elif isinstance(g, tf.IndexedSlices):
-                rows = S.aligned([g])[0]
-                items.append((rows, int(np.prod(v.shape)) - tf.size(rows, out_type=tf.int64)))
             else:
-                items.append((g, 0))
+                items.append(S.histogram_item(g, v))
         return S.histograms(items, self.buckets)
 
     def weight_histogram_values(self) -> tf.Tensor:
@@ -210,10 +206,9 @@ class ViewLayout:
         total, count = state[:2]
         if self.fixed_threshold:
             return {"accuracy": float(total / count) if count else 0.0}
-        tp, tn, fp, fn = np.split(state[2:], 4)
-        accuracy = (tp + tn) / np.maximum(tp + tn + fp + fn, 1e-12)
-        best = int(np.argmax(accuracy))
-        return {"accuracy": float(accuracy[best]), "threshold": float(self.thresholds[best])}
+        threshold, accuracy = metrics_lib.best_threshold(*np.split(state[2:], 4),
+                                                         self.thresholds)
+        return {"accuracy": float(accuracy), "threshold": float(threshold)}
 
     def histogram_arrays(self, rows: np.ndarray) -> Dict[str, np.ndarray]:
         """{tag: (buckets, 3) [left edge, right edge, count]} of a histogram
