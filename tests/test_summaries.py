@@ -1,6 +1,6 @@
 """The view steps' writer: one raw Summary per view step, read back as the
 same tags, steps, values and plugin metadata as one tf.summary write per
-tag (`summaries.scalar`, `summaries._write_histogram`) gives."""
+tag (`summaries.scalar`, `_reference.write_histogram`) gives."""
 
 import numpy as np
 import tensorflow as tf
@@ -8,6 +8,7 @@ from tensorboard.util import tensor_util
 
 from conftest import read_tags
 from siamese_research.summaries import views as summaries
+import _reference as R
 
 
 def _write(folder, write):
@@ -16,7 +17,7 @@ def _write(folder, write):
     with tf.summary.create_file_writer(str(folder)).as_default() as w:
         for step, g in grads.items():
             write(step, {"loss": step / 10, "branch_gradients/left_norm": np.float64(step)},
-                  {"gradients/left/w": summaries.histogram_tensor(g)})
+                  {"gradients/left/w": R.histogram_tensor(g)})
         write(4, {"loss": 0.4}, {})  # another set of tags
         w.flush()
     return grads
@@ -26,7 +27,7 @@ def _per_tag(step, scalars, histograms):
     for tag, x in scalars.items():
         summaries.scalar(tag, x, step)
     for tag, h in histograms.items():
-        summaries._write_histogram(tag, h, step)
+        R.write_histogram(tag, h, step)
 
 
 def test_write_view_writes_what_one_write_per_tag_writes(tmp_path):

@@ -11,6 +11,7 @@ from siamese_research.train import readout
 from siamese_research.train import views as views_lib
 from siamese_research.train.trainer import Trainer
 from conftest import Probe, read_tags
+import _reference as R
 
 
 def _pairs(n, length, f=8, seed=0):
@@ -325,7 +326,7 @@ def test_the_views_written_at_step_s_are_step_s_s(tmp_path):
     (left, right), label, weight = batches[2]
     bg = G.branch_gradients(reference.model, reference.step.loss_fn, (left, right), label,
                             weight)
-    left_norm, right_norm, _ = G.branch_stats(bg.left, bg.right, bg.encoder_vars)
+    left_norm, right_norm, _ = R.branch_stats(bg.left, bg.right, bg.encoder_vars)
     assert logged("loss")[3] == pytest.approx(float(bg.loss), rel=1e-4)
     assert logged("branch_gradients/left_norm")[3] == pytest.approx(left_norm, rel=1e-3)
     assert logged("branch_gradients/right_norm")[3] == pytest.approx(right_norm, rel=1e-3)

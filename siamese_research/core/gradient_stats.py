@@ -10,8 +10,8 @@ A gradient may be a `tf.IndexedSlices`: an embedding's is the rows a batch
 looked up, a row repeated as often as its word. Its views are computed from
 those rows, never densified: repeated rows are summed first (`aligned`),
 the rows no branch touched count as zeros, and every result equals the same
-arithmetic on the dense gradient (`gradients.sum_error`, `global_norm`,
-`summaries.views.histogram_tensor` in numpy; tests/test_gradient_stats.py).
+arithmetic on the dense gradient (`gradients.sum_error`, and the numpy
+reference in tests/_reference.py; tests/test_gradient_stats.py).
 Sums of squares and dot products are summed per row in the gradients'
 dtype and over rows in float64 (no float64 copy of an embedding's rows).
 """
@@ -171,7 +171,7 @@ def histogram(values, zeros=0, buckets: int = 30) -> tf.Tensor:
     `zeros` more zeros (the entries of a sparse gradient no row holds):
     `buckets` equal bins from the finite minimum to the maximum, a constant
     array in one bin of width max(1, |x| 1e-6), non-finite values left out
-    (`summaries.views.histogram_tensor`'s rule; a value exactly on an inner
+    (the numpy reference's rule, tests/_reference.py; a value exactly on an inner
     edge may fall one bin lower than numpy puts it)."""
     return histograms([(values, zeros)], buckets)[0]
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -199,7 +198,14 @@ def _scale(g, factor):
     return g * factor
 
 
-# -- The views' arithmetic, in numpy (run on values a step stored) ----------------
+# Below this a gradient is zero for `sum_error`: a batch the loss ignores
+# (e.g. every pair beyond the margin) has a gradient of float32 rounding
+# noise (1e-14 was seen), where two equal computations differ by 100%.
+# (numpy's allclose uses the same absolute tolerance.)
+ZERO_GRADIENT = 1e-8
+
+
+# -- The sum check in numpy, on gradients a caller holds (README) -----------------
 def arrays(grads, variables=None) -> list:
     """Gradients as dense float64 numpy arrays: `tf.IndexedSlices` made
     dense and None (a branch that does not reach a variable) as zeros, given
@@ -207,13 +213,6 @@ def arrays(grads, variables=None) -> list:
     if variables is None:
         return [np.asarray(g, np.float64) for g in grads]
     return [np.asarray(dense(g, v), np.float64) for g, v in zip(grads, variables)]
-
-
-# Below this a gradient is zero for `sum_error`: a batch the loss ignores
-# (e.g. every pair beyond the margin) has a gradient of float32 rounding
-# noise (1e-14 was seen), where two equal computations differ by 100%.
-# (numpy's allclose uses the same absolute tolerance.)
-ZERO_GRADIENT = 1e-8
 
 
 def sum_error(total, branches: Sequence[list], variables=None) -> float:
@@ -226,38 +225,3 @@ def sum_error(total, branches: Sequence[list], variables=None) -> float:
               default=0.0)
     den = max((np.max(np.abs(t)) for t in total if t.size), default=0.0)
     return float(num / max(den, ZERO_GRADIENT))
-
-
-def global_norm(grads, variables=None) -> float:
-    return float(np.sqrt(sum(_dot(g, g) for g in arrays(grads, variables))))
-
-
-def _dot(a, b) -> float:
-    """sum(a * b) by numpy's own loops, not BLAS: np.vdot on these arrays
-    (> 10,000 elements) wakes OpenBLAS's threads, which then spin for
-    ~0.1 s on the cores the next compiled train call needs."""
-    return float(np.sum(np.multiply(a, b)))
-
-
-def cosine(a, b) -> float:
-    """The cosine of two branches' gradients (lists of arrays) as if each
-    were one flattened vector; 0 when one is zero."""
-    na, nb = global_norm(a), global_norm(b)
-    dot = float(sum(_dot(x, y) for x, y in zip(a, b)))
-    return dot / (na * nb) if na * nb > 0 else 0.0
-
-
-def branch_stats(left, right, variables=None):
-    """(|g_left|, |g_right|, cosine(g_left, g_right)) over all variables, as
-    if each branch's gradients were one flattened vector."""
-    left, right = arrays(left, variables), arrays(right, variables)
-    return global_norm(left), global_norm(right), cosine(left, right)
-
-
-def branch_norms_and_cosines(branches: Dict[str, list], variables=None):
-    """({branch: norm}, {(a, b): cosine} for every pair of branches in order)."""
-    dense = {name: arrays(g, variables) for name, g in branches.items()}
-    norms = {name: global_norm(g) for name, g in dense.items()}
-    cosines = {(a, b): cosine(dense[a], dense[b])
-               for a, b in itertools.combinations(dense, 2)}
-    return norms, cosines

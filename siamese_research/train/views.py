@@ -212,7 +212,7 @@ class ViewLayout:
 
     def histogram_arrays(self, rows: np.ndarray) -> Dict[str, np.ndarray]:
         """{tag: (buckets, 3) [left edge, right edge, count]} of a histogram
-        row, TensorBoard's histogram format (`summaries.views.histogram_tensor`)."""
+        row, TensorBoard's histogram plugin's format."""
         tags = [t for t, *_ in self.gradient_histograms] + self.weight_tags
         out = {}
         for tag, (lo, hi, *counts) in zip(tags, rows):
