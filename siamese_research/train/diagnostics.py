@@ -70,19 +70,18 @@ class Diagnostics:
                     pairs(self.clock[1], step), at - self.clock[0]))
                 self.clock = (at, step)
             scalars.update(layout.scalars(readout.rows[:, j], due))
-            if check and SUM_ERROR in scalars:
-                self._sum_error(readout.rows[:, j])
+            if SUM_ERROR in scalars:
+                self._keep_sum_errors(readout.rows[:, j], scalars[SUM_ERROR])
             histograms = {}
             if hist:
                 histograms = layout.histogram_arrays(readout.histograms[histogram])
                 histogram += 1
             summaries.write_view(step, scalars, histograms, flush=j + 1 == len(views))
 
-    def _sum_error(self, rows) -> None:
+    def _keep_sum_errors(self, rows, error: float) -> None:
         """Keeps every local replica's sum check (each checks its own split;
-        the largest is written) and the run's largest."""
+        `error`, the largest, is the one written) and the run's largest."""
         self.replica_sum_errors = [float(row[self.layout.sum_error_column]) for row in rows]
-        error = max(self.replica_sum_errors)
         self.last_sum_error = error
         self.max_sum_error = max(self.max_sum_error, error)
 
