@@ -9,34 +9,9 @@ from typing import Dict
 import numpy as np
 import tensorflow as tf
 
-from siamese_research.core.gradients import arrays, sum_error  # noqa: F401 (the API's own)
+from siamese_research.core.gradients import (  # noqa: F401 (the API's own)
+    arrays, branch_stats, cosine, global_norm, sum_error)
 from siamese_research.summaries.views import HISTOGRAM_BUCKETS, HISTOGRAM_METADATA
-
-
-def global_norm(grads, variables=None) -> float:
-    return float(np.sqrt(sum(_dot(g, g) for g in arrays(grads, variables))))
-
-
-def _dot(a, b) -> float:
-    """sum(a * b) by numpy's own loops, not BLAS: np.vdot on these arrays
-    (> 10,000 elements) wakes OpenBLAS's threads, which then spin for
-    ~0.1 s on the cores the next compiled train call needs."""
-    return float(np.sum(np.multiply(a, b)))
-
-
-def cosine(a, b) -> float:
-    """The cosine of two branches' gradients (lists of arrays) as if each
-    were one flattened vector; 0 when one is zero."""
-    na, nb = global_norm(a), global_norm(b)
-    dot = float(sum(_dot(x, y) for x, y in zip(a, b)))
-    return dot / (na * nb) if na * nb > 0 else 0.0
-
-
-def branch_stats(left, right, variables=None):
-    """(|g_left|, |g_right|, cosine(g_left, g_right)) over all variables, as
-    if each branch's gradients were one flattened vector."""
-    left, right = arrays(left, variables), arrays(right, variables)
-    return global_norm(left), global_norm(right), cosine(left, right)
 
 
 def branch_norms_and_cosines(branches: Dict[str, list], variables=None):

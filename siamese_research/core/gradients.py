@@ -205,7 +205,8 @@ def _scale(g, factor):
 ZERO_GRADIENT = 1e-8
 
 
-# -- The sum check in numpy, on gradients a caller holds (README) -----------------
+# -- The sum check and branch statistics in numpy, on gradients a caller holds
+# (the README's example, the notebook) ---------------------------------------------
 def arrays(grads, variables=None) -> list:
     """Gradients as dense float64 numpy arrays: `tf.IndexedSlices` made
     dense and None (a branch that does not reach a variable) as zeros, given
@@ -225,3 +226,29 @@ def sum_error(total, branches: Sequence[list], variables=None) -> float:
               default=0.0)
     den = max((np.max(np.abs(t)) for t in total if t.size), default=0.0)
     return float(num / max(den, ZERO_GRADIENT))
+
+
+def global_norm(grads, variables=None) -> float:
+    return float(np.sqrt(sum(_dot(g, g) for g in arrays(grads, variables))))
+
+
+def _dot(a, b) -> float:
+    """sum(a * b) by numpy's own loops, not BLAS: np.vdot on these arrays
+    (> 10,000 elements) wakes OpenBLAS's threads, which then spin for
+    ~0.1 s on the cores the next compiled train call needs."""
+    return float(np.sum(np.multiply(a, b)))
+
+
+def cosine(a, b) -> float:
+    """The cosine of two branches' gradients (lists of arrays) as if each
+    were one flattened vector; 0 when one is zero."""
+    na, nb = global_norm(a), global_norm(b)
+    dot = float(sum(_dot(x, y) for x, y in zip(a, b)))
+    return dot / (na * nb) if na * nb > 0 else 0.0
+
+
+def branch_stats(left, right, variables=None):
+    """(|g_left|, |g_right|, cosine(g_left, g_right)) over all variables, as
+    if each branch's gradients were one flattened vector."""
+    left, right = arrays(left, variables), arrays(right, variables)
+    return global_norm(left), global_norm(right), cosine(left, right)
