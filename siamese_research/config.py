@@ -17,6 +17,10 @@ from siamese_research.errors import ConfigError, DataError, UserError  # noqa: F
 from siamese_research.text import vectors
 
 BUILTIN_DATA = ("synthetic", "random")
+# Built-in image sets (siamese_research.data.images); a folder of class
+# subfolders is the other image source.
+IMAGE_DATA = ("digits",)
+SPLITS = ("random", "classes")
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd", "adagrad", "nadam")
 SHARES = ("tied", "untied")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
@@ -38,8 +42,14 @@ MONITORS = ("val_loss", "val_accuracy", "val_auc", "val_map", "val_mrr", "val_pe
 
 
 def numeric_data(data: str) -> bool:
-    """Built-in or .npz data: float sequences, no text, no embedding."""
-    return data in BUILTIN_DATA or os.path.splitext(data)[1].lower() == ".npz"
+    """Built-in, .npz or image data: floats, no text, no embedding."""
+    return (data in BUILTIN_DATA or image_data(data)
+            or os.path.splitext(data)[1].lower() == ".npz")
+
+
+def image_data(data: str) -> bool:
+    """A built-in image set or a folder (of class subfolders of images)."""
+    return data in IMAGE_DATA or os.path.isdir(data)
 
 
 def default_run_dir() -> str:
@@ -50,12 +60,15 @@ def default_run_dir() -> str:
 @dataclasses.dataclass(frozen=True)
 class Config:
     # Data.
-    data: str = "synthetic"  # synthetic | random (the notebook's) | a pair file
+    data: str = "synthetic"  # synthetic | random (the notebook's) | digits | a pair file | a folder
     validation_data: Optional[str] = None  # a pair file; else validation_split
-    num_samples: int = 8000  # pairs generated for synthetic/random data
+    num_samples: int = 8000  # pairs generated for synthetic/random/image data
     timesteps: int = 20  # longest sequence generated (synthetic: 5..timesteps)
     features: int = 128  # input feature size (embedding size for text)
     validation_split: float = 0.2  # last fraction held out, as Keras's fit does
+    split: str = "random"  # images: random (a fraction of each class) | classes
+    image_size: str = ""  # images: "height,width" to resize to; "" = as stored
+    channels: int = 0  # images: 1 (grey) or 3 (RGB); 0 = as stored
     prototypes: int = 16  # synthetic: number of hidden prototypes
     noise: float = 0.5  # synthetic: per-step noise std around a prototype
     left_column: Optional[str] = None  # pair files: columns (defaults: see data)
@@ -172,6 +185,10 @@ class Config:
                 self.intra_op_threads, int) or self.intra_op_threads < 0:
             raise ConfigError("intra_op_threads", self.intra_op_threads,
                               "must be >= 0 (0 = auto)")
+        if self.channels not in (0, 1, 3):
+            raise ConfigError("channels", self.channels, "expected 1, 3 or 0 (as stored)")
+        if self.image_size:
+            self.image_shape  # validates
         if self.projector_points < 0:
             raise ConfigError("projector_points", self.projector_points, "must be >= 0")
         if not 0.0 <= self.validation_split < 1.0:
@@ -202,23 +219,34 @@ class Config:
                               "positives (and their negatives) only")
 
     def _validate_data(self) -> None:
-        """--data and --validation_data."""
-        if self.data in BUILTIN_DATA:
+        """--data, --validation_data and the image settings."""
+        if self.data in BUILTIN_DATA or self.data in IMAGE_DATA:
             pass
         elif not self.data or self.data.startswith("-"):
-            raise ConfigError("data", self.data,
-                              "expected synthetic, random or a pair file path")
+            raise ConfigError("data", self.data, "expected synthetic, random, digits, "
+                              "a pair file or a folder of class folders of images")
         elif not os.path.exists(self.data):
             if os.sep not in self.data and "." not in self.data:
                 raise ConfigError("data", self.data,
-                                  "unknown data source; expected synthetic, random "
-                                  "or a path to a .csv/.tsv/.jsonl/.npz file")
-            raise ConfigError("data", self.data, "no such file")
+                                  "unknown data source; expected synthetic, random, "
+                                  "digits, a path to a .csv/.tsv/.jsonl/.npz file or "
+                                  "a folder of class folders of images")
+            raise ConfigError("data", self.data, "no such file or folder")
         if self.validation_data is not None and not os.path.exists(self.validation_data):
             raise ConfigError("validation_data", self.validation_data, "no such file")
-        if self.data in BUILTIN_DATA and self.validation_data is not None:
+        if ((self.data in BUILTIN_DATA or image_data(self.data))
+                and self.validation_data is not None):
             raise ConfigError("validation_data", self.validation_data,
                               "only with a pair file as --data")
+        _choice("split", self.split, SPLITS)
+        images = image_data(self.data)
+        if self.split == "classes" and not images:
+            raise ConfigError("split", self.split, "holds out whole classes of images: "
+                              "needs --data=digits or a folder of class folders")
+        for flag, default in (("image_size", ""), ("channels", 0)):
+            if getattr(self, flag) != default and not images:
+                raise ConfigError(flag, getattr(self, flag), "applies to images: "
+                                  "--data=digits or a folder of class folders")
 
     def _validate_choices(self) -> None:
         """Settings with a fixed set of values, and what --monitor needs."""
@@ -285,6 +313,20 @@ class Config:
     @property
     def encoder_kwargs(self) -> dict:
         return json.loads(self.encoder_args)
+
+    @property
+    def image_shape(self) -> Optional[tuple]:
+        """--image_size as (height, width), or None (as stored)."""
+        if not self.image_size:
+            return None
+        try:
+            height, width = (int(p) for p in self.image_size.split(","))
+        except ValueError:
+            raise ConfigError("image_size", self.image_size,
+                              "expected 'height,width' in pixels, e.g. 28,28") from None
+        if height <= 0 or width <= 0:
+            raise ConfigError("image_size", self.image_size, "needs positive sizes")
+        return height, width
 
     @property
     def label_bounds(self) -> Optional[tuple]:

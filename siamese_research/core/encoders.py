@@ -1,9 +1,11 @@
 """Encoders: one registered builder per name, plus user encoders by import path.
 
-An encoder maps `(batch, time, features)` and an optional boolean `mask`
-`(batch, time)` to `(batch, dim)`. The `SiameseTower` wraps it with the input
-side (Masking for float sequences, `Embedding(mask_zero=True)` for token ids),
-and is the ONE object a tied Siamese model calls on both inputs.
+An encoder maps one example per row to `(batch, dim)`: sequences `(batch,
+time, features)` with an optional boolean `mask` `(batch, time)`, or images
+`(batch, height, width, channels)` without one (`conv2d`). The
+`SiameseTower` wraps it with the input side (Masking for float sequences,
+`Embedding(mask_zero=True)` for token ids, nothing for images), and is the
+ONE object a tied Siamese model calls on both inputs.
 
 To add an encoder, register a builder::
 
@@ -25,6 +27,7 @@ import math
 from typing import Callable, Dict
 
 import keras
+import numpy as np
 from keras import ops
 
 from siamese_research.core import fused, gpu
@@ -260,6 +263,81 @@ class BagEncoder(keras.layers.Layer):
                 "dropout": self.dropout, "seed": self.seed, "pooling": self.pooling}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Conv2DEncoder(keras.layers.Layer):
+    """Images (batch, height, width, channels) -> (batch, units): for each of
+    `filters`, a same-padded 3x3 Conv2D (ReLU) and 2x2 max pooling; then
+    Flatten and a linear Dense(units). The classic Siamese image tower (Koch
+    et al. 2015, scaled down).
+
+    Args:
+      units: the encoding size.
+      filters: the conv layers' widths, in order.
+      kernel_size: the conv kernels' size.
+      normalize: L2-normalise the encoding (for a distance merge whose
+        margin assumes unit vectors; `cosine` normalises anyway).
+      augment: training only: shift each image by up to this fraction of
+        its height and width (`keras.layers.RandomTranslation`, zeros
+        filled), drawn per call, so the two branches see their own shifts.
+      seed: the shifts' seed.
+    """
+
+    def __init__(self, units: int = 64, filters=(32, 64), kernel_size: int = 3,
+                 normalize: bool = False, augment: float = 0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        filters = [int(f) for f in filters]
+        if not filters or min(filters) <= 0:
+            raise ValueError(f"filters={filters}: expected positive widths")
+        if not 0.0 <= augment < 0.5:
+            raise ValueError(f"augment={augment} must be in [0, 0.5)")
+        self.units, self.filters, self.kernel_size = units, filters, kernel_size
+        self.normalize, self.augment, self.seed = normalize, augment, seed
+        self.shift = (keras.layers.RandomTranslation(augment, augment, fill_mode="constant",
+                                                     seed=seed, name="shift")
+                      if augment else None)
+        self.convs = [keras.layers.Conv2D(f, kernel_size, padding="same", activation="relu",
+                                          name=f"conv{i}") for i, f in enumerate(filters)]
+        self.pools = [keras.layers.MaxPooling2D(2, padding="same", name=f"pool{i}")
+                      for i in range(len(filters))]
+        self.flatten = keras.layers.Flatten(name="flatten")
+        self.dense = keras.layers.Dense(units, name="dense")
+
+    def build(self, input_shape):
+        shape = (None,) + tuple(input_shape)[1:]
+        if len(shape) != 4:
+            raise ValueError(f"conv2d takes images (batch, height, width, channels), "
+                             f"got shape {tuple(input_shape)}")
+        for conv, pool in zip(self.convs, self.pools):
+            conv.build(shape)
+            shape = pool.compute_output_shape(conv.compute_output_shape(shape))
+        self.dense.build((None, int(np.prod(shape[1:]))))
+
+    def call(self, inputs, mask=None, training=None):
+        x = inputs
+        if self.shift is not None and training:
+            x = self.shift(x, training=True)
+        for conv, pool in zip(self.convs, self.pools):
+            x = pool(conv(x))
+        x = self.dense(self.flatten(x))
+        if self.normalize:
+            x = x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True),
+                                         1e-12))
+        return x
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "filters": self.filters,
+                "kernel_size": self.kernel_size, "normalize": self.normalize,
+                "augment": self.augment, "seed": self.seed}
+
+
+@register_encoder("conv2d")
+def conv2d(units: int, **kwargs):
+    return Conv2DEncoder(units, name="conv2d", **kwargs)
+
+
 @register_encoder("bag")
 def bag(units: int, **kwargs):
     return BagEncoder(name="bag", **kwargs)
@@ -358,7 +436,7 @@ def _loop_rnns(core) -> list:
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SiameseTower(keras.layers.Layer):
-    """Input side (Masking or Embedding) + a core encoder.
+    """Input side (Masking or Embedding; nothing for images) + a core encoder.
 
     Args:
       core: the encoder layer (see `build_encoder`).
@@ -369,10 +447,11 @@ class SiameseTower(keras.layers.Layer):
       masked: float sequences only: mask all-zero steps. False when the data
         has no padding (every sequence full length, as in the notebook): the
         Keras LSTM's masked loop costs about a third more on a CPU.
+      image_shape: (height, width, channels) for image inputs, else None.
     """
 
     def __init__(self, core, vocab_size: int = 0, features: int = 128,
-                 masked: bool = True, **kwargs):
+                 masked: bool = True, image_shape=None, **kwargs):
         kwargs.setdefault("name", "encoder")
         super().__init__(**kwargs)
         if isinstance(core, dict):
@@ -387,6 +466,13 @@ class SiameseTower(keras.layers.Layer):
             core = keras.saving.deserialize_keras_object(core)
         self.core = core
         self.vocab_size, self.features, self.masked = vocab_size, features, masked
+        # Images: (height, width, channels), no mask; `features` is the channels.
+        self.image_shape = tuple(int(d) for d in image_shape) if image_shape else None
+        if self.image_shape is not None:
+            if vocab_size or len(self.image_shape) != 3:
+                raise ValueError(f"image_shape={image_shape}: expected (height, width, "
+                                 f"channels) and no vocabulary")
+            self.features, self.masked = self.image_shape[-1], False
         if vocab_size:
             self.embedding = keras.layers.Embedding(vocab_size, features,
                                                     mask_zero=True, name="embedding")
@@ -401,6 +487,8 @@ class SiameseTower(keras.layers.Layer):
         # through this too.
         if self.embedding is not None:
             self.call(ops.ones((1, 2), "int32"))
+        elif self.image_shape is not None:
+            self.call(ops.ones((1,) + self.image_shape))
         else:
             self.call(ops.ones((1, 2, input_shape[-1])))
 
@@ -428,7 +516,8 @@ class SiameseTower(keras.layers.Layer):
         return {**super().get_config(),
                 "core": keras.saving.serialize_keras_object(self.core),
                 "vocab_size": self.vocab_size, "features": self.features,
-                "masked": self.masked}
+                "masked": self.masked,
+                "image_shape": list(self.image_shape) if self.image_shape else None}
 
 
 register_encoder("lstm_fused")(fused.fused_lstm)

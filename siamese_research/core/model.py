@@ -123,11 +123,14 @@ class SiameseModel(keras.Model):
         return self.head(merged, training=training)
 
     def get_build_config(self):
-        return {"features": self.encoder.features, "vocab_size": self.encoder.vocab_size}
+        shape = self.encoder.image_shape
+        return {"features": self.encoder.features, "vocab_size": self.encoder.vocab_size,
+                "image_shape": list(shape) if shape else None}
 
     def build_from_config(self, config):
         build_variables(self, features=config["features"],
-                        vocab_size=config.get("vocab_size", 0))
+                        vocab_size=config.get("vocab_size", 0),
+                        image_shape=config.get("image_shape"))
 
     def get_config(self):
         ser = keras.saving.serialize_keras_object
@@ -151,17 +154,17 @@ def triplet_distances(merge, encodings):
 
 def build_tower(*, encoder: str = "lstm", units: int = 32, features: int = 128,
                 vocab_size: int = 0, encoder_args: Optional[dict] = None,
-                masked: bool = True, name: str = "encoder"):
+                masked: bool = True, image_shape=None, name: str = "encoder"):
     core = encoders_lib.build_encoder(encoder, units, **(encoder_args or {}))
     return encoders_lib.SiameseTower(core, vocab_size=vocab_size, features=features,
-                                     masked=masked, name=name)
+                                     masked=masked, image_shape=image_shape, name=name)
 
 
 def build_model(*, encoder: str = "lstm", units: int = 32, features: int = 128,
                 merge: str = "concat_absdiff_product", share: str = "tied",
                 vocab_size: int = 0, encoder_args: Optional[dict] = None,
                 masked: bool = True, build: bool = True,
-                objective: str = "pair") -> SiameseModel:
+                objective: str = "pair", image_shape=None) -> SiameseModel:
     """Builds a `SiameseModel` and (by default) its variables.
 
     Args:
@@ -177,9 +180,12 @@ def build_model(*, encoder: str = "lstm", units: int = 32, features: int = 128,
         whose sequences are all full length.
       build: run one dummy batch so every variable exists.
       objective: "pair", "triplet" or "in_batch" (`SiameseModel`).
+      image_shape: (height, width, channels) for image inputs (no mask;
+        `features` is then the channels).
     """
     kwargs = dict(encoder=encoder, units=units, features=features,
-                  vocab_size=vocab_size, encoder_args=encoder_args, masked=masked)
+                  vocab_size=vocab_size, encoder_args=encoder_args, masked=masked,
+                  image_shape=image_shape)
     left = build_tower(**kwargs)
     right, others = None, []
     if share == "untied":
@@ -190,14 +196,18 @@ def build_model(*, encoder: str = "lstm", units: int = 32, features: int = 128,
     model = SiameseModel(left, merges_lib.build_merge(merge), right_encoder=right,
                          other_encoders=others, objective=objective)
     if build:
-        build_variables(model, features=features, vocab_size=vocab_size)
+        build_variables(model, features=features, vocab_size=vocab_size,
+                        image_shape=image_shape)
     return model
 
 
-def build_variables(model: SiameseModel, *, features: int, vocab_size: int = 0):
+def build_variables(model: SiameseModel, *, features: int, vocab_size: int = 0,
+                    image_shape=None):
     """Creates every variable with one tiny eager forward pass."""
     if vocab_size:
         x = np.ones((2, 3), np.int32)
+    elif image_shape:
+        x = np.ones((2,) + tuple(image_shape), np.float32)
     else:
         x = np.ones((2, 3, features), np.float32)
     for tower in model.towers[2:]:  # untied towers past the pair's two
@@ -240,10 +250,13 @@ def parameter_table(model: SiameseModel) -> str:
 
 def encoder_model(model: SiameseModel) -> keras.Model:
     """The shared tower alone as a functional model (what encoder.keras holds):
-    sequences (batch, time, features) or token ids (batch, time) -> (batch, dim)."""
+    sequences (batch, time, features), token ids (batch, time) or images
+    (batch, height, width, channels) -> (batch, dim)."""
     tower = model.encoder
     if tower.vocab_size:
         inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    elif tower.image_shape:
+        inputs = keras.Input(shape=tower.image_shape, name="image")
     else:
         inputs = keras.Input(shape=(None, tower.features), name="sequence")
     return keras.Model(inputs, tower(inputs), name="encoder_model")

@@ -21,14 +21,15 @@ Two losses train on more than pairs (`config.BRANCH_LOSSES`):
 
 from __future__ import annotations
 
-from siamese_research.config import Config
-from siamese_research.data import builtin, files
+from siamese_research.config import Config, image_data
+from siamese_research.data import builtin, files, images
 from siamese_research.data.batching import (TripletPlan, epoch_order, gather_batch,  # noqa: F401
                                             group_batches, group_index, spread_order,
                                             steps_per_epoch)
 from siamese_research.data.datasets import (TRIPLET_MODES, BatchDataset,  # noqa: F401
                                             PairDataset, as_pair_dataset, train_dataset,
                                             train_description)
+from siamese_research.errors import DataError
 from siamese_research.data.pairs import (PairData, Pairs, apply_class_weight,  # noqa: F401
                                          remap_triplets, split_last)
 
@@ -48,11 +49,34 @@ def load(config: Config) -> PairData:
                                      features=config.features, seed=config.seed)
         desc = (f"random: {config.num_samples} pairs of {config.timesteps} steps x "
                 f"{config.features} features, random labels")
+    elif image_data(config.data):
+        return _describe(load_images(config), config)
     else:
         return _describe(files.load(config), config)
     train, validation = split_last(pairs, config.validation_split)
     apply_class_weight(train, config.class_weight)
     return _describe(PairData(train, validation, None, desc), config)
+
+
+def load_images(config: Config) -> PairData:
+    """--data=digits or a folder: the images split (--split), then
+    --num_samples balanced pairs, the validation's share
+    (--validation_split) drawn from the held-out images."""
+    every = images.load_images(config.data, config.image_shape, config.channels)
+    train, validation = images.split(every, config.validation_split, config.split,
+                                     config.seed)
+    n_val = int(round(config.num_samples * config.validation_split)) if validation else 0
+    if config.num_samples - n_val < 2:
+        raise DataError(f"--num_samples={config.num_samples} leaves no training pairs")
+    train_pairs, _ = images.draw_pairs(train, config.num_samples - n_val, config.seed)
+    val_pairs = None
+    if validation is not None and n_val:
+        val_pairs, _ = images.draw_pairs(validation, n_val, config.seed,
+                                         images.VALIDATION_SALT, "validation")
+    apply_class_weight(train_pairs, config.class_weight)
+    source = "digits (MNIST, 5,000 of them)" if config.data == "digits" else config.data
+    desc = images.describe(every, train, validation, config.split, source)
+    return PairData(train_pairs, val_pairs, None, desc, images=(train, validation))
 
 
 def _describe(data: PairData, config: Config) -> PairData:

@@ -138,7 +138,9 @@ class PairDataset:
         label, weight) for triplets -- with None batch and time dims: the
         compiled steps' signature, which any length fits. (An epoch's dataset
         of `fixed_length` data has a static time dim, see `epoch`.)"""
-        side = tf.TensorSpec([None, None] + list(self.pairs.left.shape[2:]),
+        # Images keep their static (height, width, channels).
+        static = 1 if self.pairs.is_image else 2
+        side = tf.TensorSpec([None] * static + list(self.pairs.left.shape[static:]),
                              tf.as_dtype(self.pairs.left.dtype))
         vec = tf.TensorSpec([None], tf.float32)
         return ((side,) * self.sides, vec, vec)

