@@ -38,6 +38,7 @@ import tensorflow as tf
 from siamese_research import atomic
 from siamese_research.config import Config
 from siamese_research.core import model as model_lib
+from siamese_research.data import images as images_lib
 from siamese_research.data import vocab
 from siamese_research.errors import DataError
 from siamese_research.metrics.pairs import predicted
@@ -130,6 +131,8 @@ class Run:
         tower = model.encoder
         if tower.vocab_size:
             side = tf.TensorSpec([None, None], tf.int32)
+        elif tower.image_shape:
+            side = tf.TensorSpec([None, *tower.image_shape], tf.float32)
         else:
             side = tf.TensorSpec([None, None, tower.features], tf.float32)
         encoding = tf.TensorSpec([None, None], tf.float32)
@@ -150,6 +153,15 @@ class Run:
         return self.vectorizer is not None
 
     @property
+    def image_shape(self) -> Optional[tuple]:
+        """(height, width, channels) of an image run's inputs, else None."""
+        return self.model.encoder.image_shape
+
+    @property
+    def is_image(self) -> bool:
+        return self.image_shape is not None
+
+    @property
     def dim(self) -> int:
         """The encoding size."""
         return int(self._encode_left(self._dummy()).shape[-1])
@@ -157,6 +169,8 @@ class Run:
     def _dummy(self):
         if self.is_text:
             return np.ones((1, 1), np.int32)
+        if self.is_image:
+            return np.zeros((1, *self.image_shape), np.float32)
         return np.zeros((1, 1, self.model.encoder.features), np.float32)
 
     def _score_query(self, query, corpus):
@@ -179,6 +193,8 @@ class Run:
             if isinstance(items, str):
                 raise DataError("expected a list of texts, got one string")
             return self.token_ids(list(items))
+        if self.is_image:
+            return self.images(items)
         x = np.asarray(items, np.float32)
         features = self.model.encoder.features
         if x.ndim != 3 or x.shape[2] != features:
@@ -186,10 +202,30 @@ class Run:
                             f"shape {x.shape}")
         return x
 
+    def images(self, items) -> np.ndarray:
+        """An image run's inputs: float32 (n, height, width, channels) in [0,
+        1], from image files (paths: resized and converted as the run's
+        images were) or an array of that shape (uint8 is scaled by 1/255;
+        (n, height, width) is one channel)."""
+        h, w, c = self.image_shape
+        if isinstance(items, str):
+            raise DataError("expected a list of image files or an array, got one string")
+        if isinstance(items, (list, tuple)) and items and isinstance(items[0], str):
+            return images_lib.read_images(items, (h, w), c)
+        x = np.asarray(items)
+        scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
+        x = x.astype(np.float32) * np.float32(scale)
+        if x.ndim == 3 and c == 1:
+            x = x[..., None]
+        if x.ndim != 4 or x.shape[1:] != (h, w, c):
+            raise DataError(f"expected images (n, {h}, {w}, {c}), got shape {x.shape}")
+        return x
+
     # -- the API ------------------------------------------------------------------
     def encode(self, items, batch_size: int = 256, side: str = "left") -> np.ndarray:
-        """Encodings (n, dim) float32 of texts (text runs) or float sequences
-        (n, time, features) (float runs), through the left tower (the right
+        """Encodings (n, dim) float32 of texts (text runs), float sequences
+        (n, time, features) (float runs) or images (image runs: see
+        `images`), through the left tower (the right
         one with `side="right"`; the same object when tied)."""
         fn = self._encode_left if side == "left" else self._encode_right
         return self._encode_with(fn, self._inputs(items), batch_size)

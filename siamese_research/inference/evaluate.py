@@ -13,19 +13,23 @@ import tensorflow as tf
 
 from siamese_research import artifacts, atomic
 from siamese_research import data as data_lib
-from siamese_research.config import BUILTIN_DATA, Config
-from siamese_research.data import files
+from siamese_research.config import BUILTIN_DATA, Config, image_data
+from siamese_research.data import files, images
 from siamese_research.data import vocab
 from siamese_research.errors import ConfigError, DataError, UserError
 from siamese_research.metrics.overlap import overlap_scores
+from siamese_research.metrics import verification
 from siamese_research.metrics.pairs import best_threshold, compute_metrics
 from siamese_research.summaries import extras
 from siamese_research.summaries import views as summaries
 
-BASELINES = ("none", "overlap")
+BASELINES = ("none", "overlap", "pixels")
+# The columns of `format_table`, each a scorer: the model and its baselines.
+SCORERS = ("model", "overlap", "pixels")
 METRIC_ORDER = ("pairs", "positives", "accuracy", "threshold", "accuracy_best_threshold",
                 "f1", "roc_auc", "average_precision", "map", "mrr", "groups_scored",
-                "pearson", "spearman", "triplets", "triplet_accuracy")
+                "pearson", "spearman", "triplets", "triplet_accuracy", "eer",
+                "far_at_frr_1", "far_at_frr_5", "one_shot_accuracy", "one_shot_ways")
 
 
 def predict(model, pairs, batch_size: int = 256) -> np.ndarray:
@@ -90,6 +94,15 @@ def evaluate_run(run_dir: str, data_path: str, *, baseline: str = "none",
         raise DataError(f"--baseline={baseline}: expected one of {', '.join(BASELINES)}")
     if not os.path.isdir(run_dir):
         raise DataError(f"--run_dir={run_dir}: no such folder")
+    if image_data(data_path) or image_data(str(artifacts.read_config(run_dir).get("data"))):
+        return evaluate_images(run_dir, data_path, baseline=baseline,
+                               batch_size=batch_size, which=which,
+                               **{k: v for k, v in data_flags.items()
+                                  if k in ("num_pairs", "ways", "draws")})
+    if baseline == "pixels":
+        raise DataError("--baseline=pixels compares images: for an image run")
+    data_flags = {k: v for k, v in data_flags.items()
+                  if k not in ("num_pairs", "ways", "draws")}
     if data_path in BUILTIN_DATA:
         return _evaluate_builtin(run_dir, data_path, batch_size, which)
     if not os.path.isfile(data_path):
@@ -126,6 +139,92 @@ def evaluate_run(run_dir: str, data_path: str, *, baseline: str = "none",
     return results
 
 
+def evaluate_images(run_dir: str, data_path: str, *, baseline: str = "none",
+                    batch_size: int = 256, which: str = "best", num_pairs: int = 0,
+                    ways: int = 10, draws: int = verification.ONE_SHOT_DRAWS
+                    ) -> Dict[str, dict]:
+    """An image run's verification measures.
+
+    On the run's own `--data` (digits, or its folder) the images scored are
+    the ones training held out (`--split`: held-out images of every class,
+    or held-out classes), re-made from config.json; on another folder, all
+    of its images (resized and converted to the run's shape). Pairs are
+    drawn from them as validation's were (`images.draw_pairs`, the run's
+    seed): `num_pairs` of them, 0 = as many as the run validated on.
+
+    Besides the pair metrics: the equal error rate, the false-accept rate
+    at 1% and 5% false rejects, and `ways`-way one-shot accuracy over
+    `draws` seeded draws (capped at the classes there are). The model scores
+    pairs by its merge and head on the encodings; `baseline="pixels"`
+    scores them by the cosine of the raw pixels.
+
+    Raises:
+      UserError: not an image run, no held-out images, a bad folder.
+    """
+    run = artifacts.load_run(run_dir, which)
+    if not run.is_image:
+        raise DataError(f"--data={data_path}: this run was not trained on images")
+    if baseline not in ("none", "pixels"):
+        raise DataError(f"--baseline={baseline}: an image run compares with pixels "
+                        f"(--baseline=pixels) or none")
+    run_config, _ = _run_config(run_dir, data_path)
+    height, width, channels = run.image_shape
+    if _same_data(data_path, run_config.data):
+        every = images.load_images(run_config.data, run_config.image_shape,
+                                   run_config.channels)
+        _, held = images.split(every, run_config.validation_split, run_config.split,
+                               run_config.seed)
+        if held is None:
+            raise DataError(f"--data={data_path}: the run held out no images "
+                            f"(--validation_split=0); evaluate it on another folder")
+        what = "held-out classes" if run_config.split == "classes" else "held-out images"
+    elif image_data(data_path):
+        held = images.load_images(data_path, (height, width), channels)
+        held.images = images.convert(held.images, (height, width), channels)
+        what = "every image"
+    else:
+        raise DataError(f"--data={data_path}: this run was trained on images; evaluate "
+                        f"it on digits or a folder of class folders")
+    if not num_pairs:
+        num_pairs = max(2, int(round(run_config.num_samples *
+                                     run_config.validation_split)))
+    pairs, rows = images.draw_pairs(held, num_pairs, run_config.seed,
+                                    images.VALIDATION_SALT, "evaluated")
+    encodings = run.encode(held.images, batch_size=batch_size)
+
+    def model_scores(left, right):
+        return run.score_encodings(encodings[left], encodings[right])
+
+    def pixel_scores(left, right):
+        return verification.cosine_scores(held.images, left, right)
+
+    scorers = {"model": model_scores}
+    if baseline == "pixels":
+        scorers["pixels"] = pixel_scores
+    results = {"info": {"skipped": 0, "labels": pairs.label, "what": what,
+                        "images": len(held), "classes": len(held.classes)}}
+    for name, score in scorers.items():
+        scores = score(rows[:, 0], rows[:, 1])
+        metrics = compute_metrics(pairs.label, scores)
+        metrics.update(verification.verification_metrics(pairs.label, scores))
+        try:
+            accuracy, n = verification.one_shot_accuracy(score, held.labels, ways,
+                                                         draws, run_config.seed)
+            metrics.update(one_shot_accuracy=accuracy, one_shot_ways=n)
+        except ValueError:
+            pass  # fewer than two classes of two images: no one-shot task
+        results[name] = metrics
+        results["info"]["scores" if name == "model" else f"{name}_scores"] = scores
+    return results
+
+
+def _same_data(data_path: str, run_data: str) -> bool:
+    if data_path == run_data:
+        return True
+    return (os.path.isdir(data_path) and os.path.isdir(run_data)
+            and os.path.realpath(data_path) == os.path.realpath(run_data))
+
+
 def _run_config(run_dir: str, data_path: str):
     """(the run's Config, whether its validation split can be re-made)."""
     try:
@@ -157,7 +256,7 @@ def _read_pairs(data_path: str, config: Config, vectorizer, baseline: str):
 
 def format_table(results: Dict[str, dict]) -> str:
     """A fixed-width table: one row per metric, one column per scorer."""
-    names = [k for k in ("model", "overlap") if k in results]
+    names = [k for k in SCORERS if k in results]
     keys = [k for k in METRIC_ORDER if any(k in results[n] for n in names)]
     lines = [f"{'metric':<24}" + "".join(f"{n:>12}" for n in names)]
     for k in keys:
