@@ -33,8 +33,9 @@ def finish(config: Config, setup: Setup, data: Data, session: Session,
 
 def write_outputs(config: Config, data: Data, session: Session,
                   result: RunResult) -> None:
-    """model.keras, encoder.keras, the run graph, HParams and the projector
-    (threshold.json is written at every epoch's end)."""
+    """model.keras, encoder.keras, the run graph, HParams and the projector:
+    the validation pairs' encodings, or an image run's held-out images with
+    their sprite (threshold.json is written at every epoch's end)."""
     trainer, trained = session.trainer, bool(result["history"]["epochs"])
     result.update(artifacts.save_models(trainer.model, config.run_dir))
     # As the train step traced it (a run that trained no step here traces
@@ -45,7 +46,12 @@ def write_outputs(config: Config, data: Data, session: Session,
         extras.write_hparams(None, config, dict(result["final"],
                                                 max_sum_error=result["max_sum_error"]),
                              step=result["step"])
-    if data.validation is not None and config.projector_points:
+    held = data.pairs.images[1] if data.pairs.images is not None else None
+    if held is not None and config.projector_points:
+        projector.export_image_projector(config.run_dir, trainer.model, held,
+                                         max_points=config.projector_points,
+                                         seed=config.seed)
+    elif data.validation is not None and config.projector_points:
         projector.export_validation_projector(config.run_dir, trainer.model,
                                               data.validation,
                                               max_points=config.projector_points)

@@ -12,6 +12,8 @@ Where each piece lands in a run folder `runs/<name>/`:
 * custom scalars layout: `train/`, tag `custom_scalars__config__`;
 * PR curve of the validation predictions: `validation/`, tag `pr_curve`, every
   epoch;
+* image runs: the validation's most confident mistakes, side by side:
+  `validation/`, image tag `hardest_pairs`, every epoch;
 * projector (encoder outputs, left and right): `validation/` (see
   `projector`).
 
@@ -53,6 +55,8 @@ FINAL_PREFIX = "final/"
 FINAL_METRICS = ("val_accuracy", "val_auc", "val_loss", "accuracy", "loss",
                  "max_sum_error")
 PR_CURVE_TAG = "pr_curve"
+HARDEST_PAIRS_TAG = "hardest_pairs"
+HARDEST_PAIRS = 8
 PR_THRESHOLDS = 201
 # The custom scalars layout: (category, [(chart title, tag regex), ...]).
 LAYOUT = (
@@ -252,6 +256,41 @@ def pr_curve(writer: tf.summary.SummaryWriter, labels, predictions, step: int,
         tf.summary.write(name, tf.constant(data), step=step,
                          metadata=meta.SerializeToString())
     writer.flush()
+
+
+# -- Image pairs ------------------------------------------------------------------
+def hardest_pairs(writer: tf.summary.SummaryWriter, pairs, scores, threshold: float,
+                  step: int, k: int = HARDEST_PAIRS, name: str = HARDEST_PAIRS_TAG) -> int:
+    """The `k` most confident mistakes among scored image pairs, each pair's
+    two images side by side (a grey bar between), as one image summary: the
+    dissimilar pairs scored furthest above `threshold` and the similar ones
+    furthest at or below it, most confident first.
+
+    Args:
+      pairs: a `Pairs` of images, in the order of `scores`.
+      scores: (n,) the model's scores; `threshold`: its decision rule's.
+
+    Returns:
+      The number of pairs shown (0: no mistake, nothing written).
+    """
+    labels = np.asarray(pairs.label) >= 0.5
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    wrong = np.flatnonzero(labels != (scores > threshold))
+    if not len(wrong):
+        return 0
+    margin = np.abs(scores[wrong] - threshold)
+    worst = wrong[np.argsort(-margin, kind="stable")[:k]]
+    left, right = pairs.left[worst], pairs.right[worst]
+    bar = np.full(left.shape[:2] + (max(1, left.shape[2] // 8), left.shape[3]), 0.5,
+                  np.float32)
+    side_by_side = np.concatenate([left, bar, right], axis=2)
+    what = ", ".join(f"{'similar' if labels[i] else 'different'} scored {scores[i]:.3f}"
+                     for i in worst)
+    with writer.as_default():
+        tf.summary.image(name, side_by_side, step=step, max_outputs=k,
+                         description=f"most confident mistakes at threshold "
+                                     f"{threshold:.3f}: {what}")
+    return len(worst)
 
 
 # -- Custom scalars ----------------------------------------------------------------

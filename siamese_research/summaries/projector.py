@@ -21,6 +21,8 @@ PROJECTOR_FOLDER = "validation"
 PROJECTOR_TENSOR = "encoder_outputs"
 PROJECTOR_METADATA = "projector_metadata.tsv"
 PROJECTOR_CONFIG = "projector_config.pbtxt"  # the name the plugin reads
+PROJECTOR_SPRITE = "projector_sprite.png"
+SPRITE_MAX_SIDE = 8192  # the plugin's limit on a sprite sheet's side, in pixels
 
 
 def encode_pairs(model, dataset, max_pairs: Optional[int] = None):
@@ -103,7 +105,7 @@ def export_projector(run_dir: str, encodings_left, encodings_right, labels,
 
 
 def write_projector(folder: str, points, header: Sequence[str],
-                    rows: Sequence[Sequence[str]]) -> str:
+                    rows: Sequence[Sequence[str]], sprite=None) -> str:
     """Writes points for the Projector plugin into `folder`: a checkpoint of
     one variable `encoder_outputs` (n, dim), `projector_metadata.tsv` (the
     header, then one row of cells per point) and `projector_config.pbtxt`.
@@ -114,6 +116,8 @@ def write_projector(folder: str, points, header: Sequence[str],
       points: (n, dim) floats.
       header, rows: the metadata columns, and n rows of cells (tabs and
         newlines inside a cell become spaces).
+      sprite: images (n, height, width, channels) in [0, 1], one per point:
+        `projector_sprite.png`, which the plugin shows at each point.
 
     Returns:
       The checkpoint path.
@@ -140,6 +144,12 @@ def write_projector(folder: str, points, header: Sequence[str],
     emb = config.embeddings.add()
     emb.tensor_name = f"{PROJECTOR_TENSOR}/.ATTRIBUTES/VARIABLE_VALUE"
     emb.metadata_path = PROJECTOR_METADATA
+    if sprite is not None:
+        sheet, (height, width) = sprite_sheet(sprite)
+        with atomic.replacing(os.path.join(folder, PROJECTOR_SPRITE)) as tmp:
+            tf.io.write_file(tmp, tf.io.encode_png(sheet))
+        emb.sprite.image_path = PROJECTOR_SPRITE
+        emb.sprite.single_image_dim.extend([width, height])
     atomic.write_text(os.path.join(folder, PROJECTOR_CONFIG),
                       text_format.MessageToString(config))
     return path
@@ -167,6 +177,55 @@ def export_validation_projector(run_dir: str, model, dataset,
                             pairs.right_text, max_points=max_points)
 
 
+def sprite_sheet(images):
+    """(uint8 (side, side, channels) sheet, (tile height, tile width)): the
+    images in rows of ceil(sqrt(n)), in order, shrunk so that the sheet's
+    side stays within `SPRITE_MAX_SIDE`."""
+    x = np.asarray(images, np.float32)
+    n, height, width, channels = x.shape
+    cols = int(np.ceil(np.sqrt(n)))
+    scale = min(1.0, SPRITE_MAX_SIDE / (cols * max(height, width)))
+    if scale < 1.0:
+        height, width = max(1, int(height * scale)), max(1, int(width * scale))
+        x = tf.image.resize(x, (height, width)).numpy()
+    tiles = np.zeros((cols * cols, height, width, channels), np.float32)
+    tiles[:n] = x
+    sheet = tiles.reshape(cols, cols, height, width, channels).transpose(0, 2, 1, 3, 4)
+    sheet = sheet.reshape(cols * height, cols * width, channels)
+    return np.round(np.clip(sheet, 0, 1) * 255).astype(np.uint8), (height, width)
+
+
+def export_image_projector(run_dir: str, model, images, max_points: int = 1000,
+                           seed: int = 0) -> Optional[str]:
+    """The Projector for an image run's held-out images: each image's
+    encoding (the left tower), its class in the metadata and its picture in
+    the sprite. Up to `max_points` images, a seeded sample kept in order.
+
+    Args:
+      images: a `data.images.ImageSet`.
+
+    Returns:
+      The checkpoint path, or None when nothing was written.
+    """
+    if images is None or not len(images) or max_points < 1:
+        return None
+    rows = np.arange(len(images))
+    if len(rows) > max_points:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_points,
+                                                          replace=False))
+    tower = model.towers[0]
+    encode = tf.function(lambda x: tower(x, training=False), autograph=False)
+    x = images.images[rows]
+    points = np.concatenate([encode(x[i:i + 256]).numpy()
+                             for i in range(0, len(x), 256)])
+    names = [images.class_names[c] for c in images.labels[rows]]
+    files = images.paths
+    cells = [(names[i], str(r), os.path.basename(files[r]) if files else "")
+             for i, r in enumerate(rows)]
+    return write_projector(os.path.join(run_dir, PROJECTOR_FOLDER), points,
+                           ("class", "image", "file"), cells, sprite=x)
+
+
 def _tsv_cell(text) -> str:
     # A tab or newline inside a cell would shift every later column.
     return " ".join(str(text).split())
@@ -177,11 +236,12 @@ def _label_cell(label) -> str:
     return str(int(value)) if value.is_integer() else f"{value:g}"
 
 
-def write_encodings(folder: str, encodings, rows, texts=None) -> str:
-    """`write_projector` for encoded items (metadata: their row and text),
-    plus an empty event file, so that TensorBoard lists `folder` as a run."""
+def write_encodings(folder: str, encodings, rows, texts=None, sprite=None) -> str:
+    """`write_projector` for encoded items (metadata: their row and text:
+    an image's file), plus an empty event file, so that TensorBoard lists
+    `folder` as a run; `sprite`: the images, for image runs."""
     cells = [(str(r), texts[i] if texts is not None else "")
              for i, r in enumerate(rows)]
-    path = write_projector(folder, encodings, ("row", "text"), cells)
+    path = write_projector(folder, encodings, ("row", "text"), cells, sprite=sprite)
     tf.summary.create_file_writer(folder).close()
     return path

@@ -2,8 +2,9 @@
 
 The loss, accuracy and AUC are Keras metrics updated in one compiled eval
 step; the threshold accuracy (for scores that are not a probability), MAP
-and MRR (text pairs: each left text's candidates ranked) and Pearson
-(graded labels) are computed from the pass's scores. `Trainer` calls it at
+and MRR (text pairs: each left text's candidates ranked), Pearson (graded
+labels) and the equal error rate (images) are computed from the pass's
+scores, and an image run's most confident mistakes shown. `Trainer` calls it at
 each epoch's end.
 """
 
@@ -16,6 +17,7 @@ import tensorflow as tf
 
 from siamese_research import data as data_lib
 from siamese_research.metrics import streaming as metrics_lib
+from siamese_research.metrics import verification
 from siamese_research.metrics.pairs import accuracy
 from siamese_research.summaries import views as summaries
 from siamese_research.summaries import extras
@@ -47,7 +49,8 @@ class Validator:
         Returns:
           (logs {"val_loss" (not for a triplet or in-batch objective),
           "val_accuracy", "val_auc"[, "val_threshold"]
-          [, "val_map", "val_mrr"][, "val_pearson"]}, scores (n,)).
+          [, "val_map", "val_mrr"][, "val_pearson"][, "val_eer" (images)]},
+          scores (n,)).
         """
         data = data_lib.as_pair_dataset(data)
         if self.eval_step is None:
@@ -73,11 +76,18 @@ class Validator:
             logs["val_accuracy"] = accuracy(labels, scores, threshold)
             logs["val_threshold"] = threshold
         logs.update(metrics_lib.ranked_and_graded(labels, scores, data.ranking_groups))
+        pairs = getattr(data, "pairs", None)
+        images = pairs is not None and pairs.is_image and len(scores)
+        if images:
+            logs["val_eer"] = verification.equal_error_rate(labels, scores)
         if step is not None and writer is not None:
             with writer.as_default():
                 summaries.epoch_scalars(step, {k[4:]: v for k, v in logs.items()})
             if len(scores):
                 extras.pr_curve(writer, labels, scores, step)
+            if images:
+                extras.hardest_pairs(writer, pairs, scores,
+                                     0.5 if threshold is None else threshold, step)
         return logs, scores
 
     def _distributed_step(self, batch):
