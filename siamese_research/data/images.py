@@ -92,6 +92,25 @@ def image_files(folder: str) -> List[str]:
                   if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
 
 
+def folder_images(folder: str, flag: str = "data") -> List[str]:
+    """Every image file of `folder` and of its subfolders (class folders or
+    not), sorted by relative path: what encode and search read.
+
+    Raises:
+      DataError: not a folder, or no image in it.
+    """
+    if not os.path.isdir(folder):
+        raise DataError(f"--{flag}={folder}: not a folder of images")
+    out = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out.extend(os.path.join(root, n) for n in names
+                   if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
+    if not out:
+        raise DataError(f"--{flag}={folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return sorted(out, key=lambda p: os.path.relpath(p, folder))
+
+
 def read_folder(folder: str, image_size: Optional[Tuple[int, int]] = None,
                 channels: int = 0, flag: str = "data") -> ImageSet:
     """A folder of class folders of images.

@@ -7,18 +7,29 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from siamese_research.data import files
+from siamese_research.data import files, images
 from siamese_research.data import tables
 from siamese_research.errors import DataError
 
 
 def read_column(run, path: str, column: Optional[str]) -> Tuple[object, np.ndarray]:
-    """The items to encode: (texts list, row indices) for a text run, or
-    (array (n, time, features), row indices) for a float run.
+    """The items to encode: (texts list, row indices) for a text run,
+    (array (n, time, features), row indices) for a float run, or (image
+    file paths, row indices) for an image run: every image of the folder
+    `path` and its subfolders, by relative path (`column` does not apply).
 
     Raises:
-      DataError: a bad file or column, or a file of the wrong kind.
+      DataError: a bad file, folder or column, or data of the wrong kind.
     """
+    if run.is_image:
+        if column:
+            raise DataError(f"--column={column}: an image run encodes every image of a "
+                            f"folder; leave --column out")
+        paths = images.folder_images(path)
+        return paths, np.arange(len(paths))
+    if os.path.isdir(path):
+        raise DataError(f"--data={path}: a folder of images, but this run was trained "
+                        f"on {'text' if run.is_text else 'float sequences'}")
     if not os.path.isfile(path):
         raise DataError(f"--data={path}: no such file")
     kind = files.file_kind(path)
@@ -60,8 +71,8 @@ def read_column(run, path: str, column: Optional[str]) -> Tuple[object, np.ndarr
 
 
 def encode_items(run, items, batch_size: int = 256):
-    """Encodes `items` (texts or an array) with `run`, leaving out texts with
-    no words.
+    """Encodes `items` (texts, an array or image files) with `run`, leaving
+    out texts with no words.
 
     Returns:
       (encodings (m, dim) float32, kept: indices into items).

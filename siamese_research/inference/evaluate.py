@@ -177,11 +177,13 @@ def evaluate_images(run_dir: str, data_path: str, *, baseline: str = "none",
         if held is None:
             raise DataError(f"--data={data_path}: the run held out no images "
                             f"(--validation_split=0); evaluate it on another folder")
-        what = "held-out classes" if run_config.split == "classes" else "held-out images"
+        what = (f"images of {len(held.classes)} held-out classes"
+                if run_config.split == "classes" else
+                f"held-out images of {len(held.classes)} classes")
     elif image_data(data_path):
         held = images.load_images(data_path, (height, width), channels)
         held.images = images.convert(held.images, (height, width), channels)
-        what = "every image"
+        what = f"images of {len(held.classes)} classes"
     else:
         raise DataError(f"--data={data_path}: this run was trained on images; evaluate "
                         f"it on digits or a folder of class folders")
@@ -201,8 +203,8 @@ def evaluate_images(run_dir: str, data_path: str, *, baseline: str = "none",
     scorers = {"model": model_scores}
     if baseline == "pixels":
         scorers["pixels"] = pixel_scores
-    results = {"info": {"skipped": 0, "labels": pairs.label, "what": what,
-                        "images": len(held), "classes": len(held.classes)}}
+    results = {"info": {"skipped": 0, "labels": pairs.label,
+                        "what": f"{len(held):,} {what}"}}
     for name, score in scorers.items():
         scores = score(rows[:, 0], rows[:, 1])
         metrics = compute_metrics(pairs.label, scores)

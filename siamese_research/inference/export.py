@@ -85,6 +85,8 @@ def build_module(run):
             return dense[:, :tf.maximum(steps, 1)]
 
         spec = tf.TensorSpec([None], tf.string)
+    elif run.is_image:
+        return _image_module(module, run)
     else:
         def inputs(x):
             return x
@@ -97,12 +99,56 @@ def build_module(run):
     return module
 
 
+def _image_module(module, run):
+    """An image run's serving functions: `score(left, right)` and
+    `encode(images)` on float32 (n, height, width, channels) in [0, 1], and
+    `score_files` / `encode_files` on encoded PNG/JPEG/BMP/GIF strings (n,),
+    decoded, resized and scaled in the graph as `images.read_images` does."""
+    height, width, channels = run.image_shape
+    model = run.model
+    left_tower, right_tower = model.towers[:2]
+
+    def decode(raw):
+        image = tf.io.decode_image(raw, channels=channels, expand_animations=False)
+        image = tf.image.resize(tf.cast(image, tf.float32), (height, width)) / 255.0
+        return tf.clip_by_value(tf.ensure_shape(image, (height, width, channels)), 0, 1)
+
+    def decoded(files):
+        return tf.map_fn(decode, files, fn_output_signature=tf.TensorSpec(
+            (height, width, channels), tf.float32))
+
+    def score(left, right):
+        h_l = left_tower(left, training=False)
+        h_r = right_tower(right, training=False)
+        return {"score": tf.reshape(model.score(h_l, h_r, training=False), [-1])}
+
+    def encode(images):
+        return {"encoding": left_tower(images, training=False)}
+
+    def score_files(left, right):
+        return score(decoded(left), decoded(right))
+
+    def encode_files(images):
+        return encode(decoded(images))
+
+    pixels = tf.TensorSpec([None, height, width, channels], tf.float32)
+    files = tf.TensorSpec([None], tf.string)
+    compiled = {"score": (score, [pixels, pixels]), "encode": (encode, [pixels]),
+                "score_files": (score_files, [files, files]),
+                "encode_files": (encode_files, [files])}
+    for name, (fn, signature) in compiled.items():
+        setattr(module, name, tf.function(fn, input_signature=signature, autograph=False))
+    return module
+
+
 def export_run(run, output: str) -> str:
     """Saves `run` as a SavedModel in `output` with signatures `score(left,
-    right)` and `encode(text)`; returns `output`."""
+    right)` and `encode(text)` (image runs: `encode(images)`, and
+    `score_files` / `encode_files` on encoded image strings); returns
+    `output`."""
     module = build_module(run)
-    signatures = {"score": module.score.get_concrete_function(),
-                  "encode": module.encode.get_concrete_function()}
+    names = ("score", "encode") + (("score_files", "encode_files") if run.is_image else ())
+    signatures = {name: getattr(module, name).get_concrete_function() for name in names}
     with atomic.replacing(output) as tmp:  # a whole SavedModel or none
         tf.saved_model.save(module, tmp, signatures=signatures)
     return output

@@ -99,8 +99,7 @@ def main(argv=None) -> int:
             if name in results:
                 paths.append(write_outputs(fv.run_dir, stem, name, results[name],
                                            info["labels"], info[f"{name}_scores"]))
-    what = (f" from {info['images']:,} {info['what']} of {info['classes']} classes"
-            if "what" in info else "")
+    what = f" from {info['what']}" if "what" in info else ""
     print(f"{fv.data}: {results['model']['pairs']} pairs{what}"
           + (f" ({info['skipped']} skipped: empty text)" if info["skipped"] else ""))
     print(format_table(results))

@@ -17,6 +17,14 @@ tokens). Float runs take float32 (n, time, features), right-padded with
 zeros. `score` puts `left` through the left tower and `right` through the
 right one (the same when tied), as the model does.
 
+Image runs take float32 images (n, height, width, channels) in [0, 1]
+(`score(left, right)`, `encode(images)`), or the files' encoded bytes
+(PNG/JPEG/BMP/GIF, `tf.string` (n,)): `score_files(left, right)`,
+`encode_files(images)` decode, resize (bilinear) and scale them in the
+graph, as training read its folder:
+
+    m.signatures["encode_files"](images=tf.constant([open("a.png", "rb").read()]))
+
 Exit status: 0 done, 2 bad input (one line on stderr).
 """
 
@@ -57,6 +65,12 @@ def main(argv=None) -> int:
         cli.fail(str(e))
     except WriteError as e:  # the folder the user named: a bad --output
         cli.fail(f"--output={fv.output}: cannot write ({e.reason})")
+    if run.is_image:
+        shape = ", ".join(str(d) for d in run.image_shape)
+        print(f"{fv.output}: SavedModel of {run.model_path}; signatures score(left, "
+              f"right) -> score, encode(images) -> encoding on float32 (n, {shape}), "
+              f"and score_files, encode_files on encoded images, tf.string (n,)")
+        return 0
     kind = "tf.string (n,)" if run.is_text else \
         f"float32 (n, time, {run.model.encoder.features})"
     print(f"{fv.output}: SavedModel of {run.model_path}; signatures score(left, "
