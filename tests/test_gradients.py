@@ -151,3 +151,27 @@ def test_the_views_arithmetic_stays_out_of_blas(monkeypatch):
     assert norms["left"] == pytest.approx(want_norm, rel=1e-12)
     assert cosines[("left", "right")] == pytest.approx(want_cos, rel=1e-9)
     assert R.sum_error(a, [a, [np.zeros_like(a[0])]]) == 0.0
+
+
+@pytest.mark.parametrize("encoder, args, shape", [
+    ("bag", {"dropout": 0.5, "word_dropout": 0.3, "seed": 1}, (6, 5, 8)),
+    ("conv2d", {"filters": [3], "augment": 0.2, "seed": 1}, (6, 8, 8, 1)),
+])
+def test_a_random_tied_encoder_checks_against_the_same_draws(encoder, args, shape):
+    """A tied tower called twice draws its dropout or shifts anew at each
+    call; the check, run from the state the branch pass started from, must
+    draw the same as each call did (the second call's from the state the
+    first left), or it differentiates another function."""
+    keras.utils.set_random_seed(5)
+    image = len(shape) == 4
+    model = M.build_model(encoder=encoder, units=4, features=shape[-1],
+                          encoder_args=args, image_shape=shape[1:] if image else None)
+    loss_fn = keras.losses.BinaryCrossentropy()
+    rng = np.random.default_rng(5)
+    left, right = (tf.constant(rng.random(shape), tf.float32) for _ in range(2))
+    label = tf.constant([1, 0, 1, 0, 1, 0], tf.float32)
+    state = [tf.identity(v.value) for v in model.non_trainable_variables]
+    assert state  # the seeds
+    bg = G.branch_gradients(model, loss_fn, (left, right), label)
+    total = G.total_gradient(model, loss_fn, (left, right), label, state=state)
+    assert float(R.sum_error(total, bg.branches, bg.encoder_vars)) <= 1e-6

@@ -167,12 +167,14 @@ def total_gradient(model: SiameseModel, loss_fn, inputs: Sequence, label,
     with tf.GradientTape() as tape:
         # Each tower runs on the real variables' values (reads the tape
         # watches) from the given state; what it updates is dropped.
-        encodings = []
+        # A tied tower's second call starts from the state its first left,
+        # as in the branch pass (a dropout seed drawn anew per call).
+        encodings, tower_nt = [], {}
         for tower, x in zip(model.towers, inputs):
-            h, _ = tower.stateless_call(
-                [v.value for v in tower.trainable_variables],
-                [state[id(v)] for v in tower.non_trainable_variables], x,
-                training=training)
+            nt = tower_nt.get(id(tower),
+                              [state[id(v)] for v in tower.non_trainable_variables])
+            h, tower_nt[id(tower)] = tower.stateless_call(
+                [v.value for v in tower.trainable_variables], nt, x, training=training)
             encodings.append(h)
         predictions = model.objective_output(encodings, training=training)
         loss = loss_fn(label, predictions, sample_weight=sample_weight)
