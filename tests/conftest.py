@@ -121,6 +121,26 @@ def read_tags(folder):
     return {tag: [e.step for e in acc.Tensors(tag)] for tag in acc.Tags()["tensors"]}, acc
 
 
+def write_image_folder(path, classes=3, per_class=6, size=(8, 8), channels=1, seed=0):
+    """A tiny folder of class folders of PNGs: class c is a bright square
+    at its own place (a step along the diagonal) on faint noise, so a conv
+    encoder can tell the classes apart. Returns the folder's path."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    height, width = size
+    for c in range(classes):
+        folder = os.path.join(str(path), f"class_{c}")
+        os.makedirs(folder, exist_ok=True)
+        for i in range(per_class):
+            image = rng.integers(0, 40, (height, width, channels))
+            top, left = (c * 2) % (height - 2), (c * 3) % (width - 2)
+            image[top:top + 3, left:left + 3] = 200 + rng.integers(0, 55)
+            png = tf.io.encode_png(image.astype(np.uint8))
+            tf.io.write_file(os.path.join(folder, f"{i}.png"), png)
+    return str(path)
+
+
 def write_pairs(path, questions=6):
     """A tiny question/answer pair file: per question one answer that repeats
     its rare word (label 1) and two that do not (label 0)."""

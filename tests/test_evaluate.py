@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, SHARED_DATA, read_tags, run_main, run_train, tiny
+from conftest import ROOT, SHARED_DATA, read_tags, run_main, tiny
 from siamese_research import artifacts
 from siamese_research.errors import DataError
 from siamese_research.inference import evaluate as ev

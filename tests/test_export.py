@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from conftest import ROOT, run_tool
+from conftest import run_tool
 from siamese_research.inference import export
 from siamese_research import artifacts as runs
 

@@ -25,7 +25,7 @@ from siamese_research.core import losses
 from siamese_research.summaries import extras as tensorboard_extras
 from siamese_research.core import model as model_lib
 from siamese_research.config import Config
-from conftest import read_tags, run_main, run_train
+from conftest import read_tags, run_main, run_train, write_image_folder
 
 # 64 pairs, validation 0.2: 51 train pairs in batches of 8 = 7 steps an
 # epoch, 14 in all: views at 1, 2, 4, ..., 14 (log), 1, 3, 6, 9, 12, 14
@@ -38,7 +38,8 @@ BASE = {"num_samples": "64", "timesteps": "5", "features": "8", "units": "4",
 
 # name -> (flags over BASE, "ok" or the refusal's expected words). {data} and
 # {dev} are a text pair file and its validation file, {tsv} a graded TSV,
-# {vectors} a gzipped word-vector file (see `files`).
+# {vectors} a gzipped word-vector file, {images} a folder of 4 class
+# folders of 10x9 RGB PNGs (see `files`).
 MATRIX = {
     "notebook_xla": ({"data": "random", "merge": "concat", "timesteps": "6",
                       "validation_split": "0.25", "jit_compile": "true",
@@ -80,6 +81,15 @@ MATRIX = {
                                 "loss": "mnrl", "temperature": "0.1",
                                 "merge": "euclidean", "validation_split": "0.25",
                                 "monitor": "val_mrr"}, "ok"),
+    # Images: a conv encoder called three times on a folder's classes,
+    # triplets drawn by class, two of four classes held out whole.
+    "images_classes_triplets": ({"data": "{images}", "split": "classes",
+                                 "validation_split": "0.5", "image_size": "8,8",
+                                 "channels": "1", "encoder": "conv2d",
+                                 "encoder_args": '{"filters": [4], "augment": 0.1}',
+                                 "merge": "euclidean", "loss": "triplet",
+                                 "triplets": "from_pairs"}, "ok"),
+    "split_classes_synthetic": ({"split": "classes"}, "holds out whole classes"),
     "mixed_precision_cpu": ({"mixed_precision": "mixed_float16"}, "needs a GPU"),
     "jit_mirrored": ({"jit_compile": "true", "strategy": "mirrored"},
                      "not --strategy=mirrored"),
@@ -127,7 +137,9 @@ def files(tmp_path_factory):
         for i in range(48):
             q = sentence()
             f.write(f"{q},{q} w{i % 30},{sentence()}\n")
-    return {"data": str(base / "train.csv"), "dev": str(base / "dev.csv"),
+    write_image_folder(base / "images", classes=4, per_class=5, size=(10, 9), channels=3)
+    return {"images": str(base / "images"),
+            "data": str(base / "train.csv"), "dev": str(base / "dev.csv"),
             "triplets": str(base / "triplets.csv"),
             "tsv": str(base / "graded.tsv"), "vectors": str(base / "vectors.vec.gz")}
 

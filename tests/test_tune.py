@@ -5,7 +5,7 @@ batches of one left text."""
 import numpy as np
 import pytest
 
-from conftest import run_main, run_train, tiny, write_pairs
+from conftest import run_main, tiny, write_pairs
 from siamese_research import data as data_lib
 from siamese_research.core import encoders as E
 from siamese_research.core import losses as L
