@@ -269,6 +269,9 @@ def test_evaluate_scores_the_held_out_images_beside_raw_pixels(image_run):
     with open(os.path.join(run_dir, "eval_digits.json")) as f:
         model = json.load(f)
     assert model["one_shot_ways"] == pixels["one_shot_ways"] == 3
+    # The model's decision rule is the run's own threshold, not one fitted here.
+    assert model["threshold"] == pytest.approx(artifacts.load_run(run_dir).threshold)
+    assert "threshold" not in pixels
     # The baseline, recomputed here from the same pairs and images.
     config = Config(**{k: v for k, v in json.load(open(os.path.join(run_dir,
                                                                     "config.json"))).items()

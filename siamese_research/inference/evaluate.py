@@ -207,7 +207,11 @@ def evaluate_images(run_dir: str, data_path: str, *, baseline: str = "none",
                         "what": f"{len(held):,} {what}"}}
     for name, score in scorers.items():
         scores = score(rows[:, 0], rows[:, 1])
-        metrics = compute_metrics(pairs.label, scores)
+        # The model's decision rule is the run's threshold (fitted on its
+        # training pairs for a score that is not a probability), not one
+        # chosen on the images scored here.
+        metrics = compute_metrics(pairs.label, scores,
+                                  threshold=run.threshold if name == "model" else None)
         metrics.update(verification.verification_metrics(pairs.label, scores))
         try:
             accuracy, n = verification.one_shot_accuracy(score, held.labels, ways,

@@ -21,7 +21,10 @@ The metrics:
   on the run's OWN validation data (re-created exactly as training made it:
   `--validation_data`, or the seeded split of `--data`, re-scored here), and
   the accuracy on this file at it. Choosing it on the evaluated file would
-  flatter the model. Absent when the run had no validation data.
+  flatter the model. Absent when the run had no validation data. Image
+  runs: the run's own threshold (`threshold.json`: 0.5 for a probability,
+  else fitted on its training pairs), whose data the evaluated images are
+  not.
 - `f1`: F1 of the positive class at 0.5.
 - `roc_auc`, `average_precision`: threshold-free, over all pairs.
 - `map`, `mrr`, `groups_scored`: each left text's candidates ranked by score;
