@@ -7,6 +7,7 @@ import glob
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -331,3 +332,24 @@ def test_export_serves_image_arrays_and_encoded_files(image_run, tmp_path):
                                encoded, atol=1e-5)
     scores = served.signatures["score_files"](left=raw, right=raw[::-1])["score"]
     np.testing.assert_allclose(scores, run.score(files, files[::-1]), atol=1e-5)
+
+
+def test_augment_shifts_are_fresh_per_call_and_resume_from_the_checkpoint(tmp_path):
+    """conv2d's augment draws its shifts from a seed state the run's
+    checkpoint holds: a resumed run shifts as the uninterrupted one did."""
+    from siamese_research.core import model as model_lib
+    from siamese_research.train.checkpoints import Checkpointer
+
+    model = model_lib.build_model(encoder="conv2d", units=4, image_shape=(8, 8, 1),
+                                  encoder_args={"filters": [2], "augment": 0.25, "seed": 3})
+    x = np.random.default_rng(0).random((2, 8, 8, 1)).astype(np.float32)
+    checkpoint = Checkpointer(str(tmp_path / "ckpt"), model=model,
+                              optimizer=keras.optimizers.Adam(),
+                              global_step=tf.Variable(0, dtype=tf.int64))
+    path = checkpoint.manager.save()
+    first = model.encoder(x, training=True).numpy()
+    assert not np.allclose(first, model.encoder(x, training=True).numpy())
+    np.testing.assert_array_equal(model.encoder(x, training=False).numpy(),
+                                  model.encoder(x, training=False).numpy())
+    assert checkpoint.restore_latest() == path
+    np.testing.assert_array_equal(model.encoder(x, training=True).numpy(), first)

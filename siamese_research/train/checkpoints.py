@@ -7,7 +7,8 @@ newest checkpoint that cannot be restored (damaged, truncated) is named on
 stderr and the one before it is restored instead.
 
 A checkpoint holds the model, the optimizer (slots and iterations), the global
-step and the epoch. The data position needs nothing more: the batch order of
+step, the epoch, and the model's state a step changes (`model_state`: seed
+states of random layers). The data position needs nothing more: the batch order of
 epoch e is a function of (seed, e), so step s resumes at batch
 s % steps_per_epoch of epoch s // steps_per_epoch.
 """
@@ -25,6 +26,7 @@ import tensorflow as tf
 
 from siamese_research import artifacts
 from siamese_research.config import Config
+from siamese_research.core import model as model_lib
 from siamese_research.errors import CheckpointError, WriteError
 
 # Settings that change the variables' shapes or meaning: a checkpoint made
@@ -35,6 +37,18 @@ MODEL_FIELDS = ("encoder", "units", "features", "merge", "share", "encoder_args"
                 "max_tokens", "oov_buckets", "optimizer", "freeze_embeddings")
 
 
+def model_state(model) -> list:
+    """The model's non-trainable variables a step changes, which a
+    checkpoint must hold for an exact resume: random layers' seed states
+    (dropout, conv2d's augment shifts), normalisation statistics. Keras
+    models reach a `tf.train.Checkpoint` through their attributes, not the
+    layers kept in lists (the trainable ones are saved through the
+    optimizer, which holds them all), so these are named here. A frozen
+    embedding table is left out: the build makes it again."""
+    tables = {id(layer.embeddings) for layer in model_lib.embedding_layers(model)}
+    return [v for v in model.non_trainable_variables if id(v) not in tables]
+
+
 class Checkpointer:
     """Saves every `every` steps (0: epoch ends only) and restores the latest."""
 
@@ -42,8 +56,12 @@ class Checkpointer:
                  max_to_keep: int = 3, every: int = 0):
         self.directory, self.every = directory, every
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
-                                              global_step=global_step, epoch=self.epoch)
+        parts = dict(model=model, optimizer=optimizer, global_step=global_step,
+                     epoch=self.epoch)
+        state = model_state(model)
+        if state:
+            parts["model_state"] = state
+        self.checkpoint = tf.train.Checkpoint(**parts)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                                   max_to_keep=max_to_keep)
         self._last_saved = 0  # step 0 is the initialisation: nothing to save
