@@ -36,9 +36,11 @@ TRIPLETS = ("none", "from_pairs")
 BRANCH_LOSSES = ("triplet", "mnrl")
 
 
-# What --monitor can watch ("min" for the loss, "max" for the rest);
+# What --monitor can watch ("min" for the loss and the equal error rate,
+# "max" for the rest);
 # siamese_research.train.callbacks.MONITORS is this list.
-MONITORS = ("val_loss", "val_accuracy", "val_auc", "val_map", "val_mrr", "val_pearson")
+MONITORS = ("val_loss", "val_accuracy", "val_auc", "val_map", "val_mrr", "val_pearson",
+            "val_eer")
 
 
 def numeric_data(data: str) -> bool:
@@ -267,6 +269,9 @@ class Config:
         if self.monitor in ("val_map", "val_mrr") and not text:
             raise ConfigError("monitor", self.monitor, "ranks each left text's candidates: "
                               "needs a text pair file (.csv/.tsv/.jsonl)")
+        if self.monitor == "val_eer" and not image_data(self.data):
+            raise ConfigError("monitor", self.monitor, "the equal error rate is an "
+                              "image run's: needs --data=digits or a folder of images")
         if self.monitor == "val_pearson" and self.label_range is None:
             raise ConfigError("monitor", self.monitor, "needs graded labels "
                               "(--label_range)")

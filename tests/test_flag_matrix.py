@@ -88,7 +88,7 @@ MATRIX = {
                                  "channels": "1", "encoder": "conv2d",
                                  "encoder_args": '{"filters": [4], "augment": 0.1}',
                                  "merge": "euclidean", "loss": "triplet",
-                                 "triplets": "from_pairs"}, "ok"),
+                                 "triplets": "from_pairs", "monitor": "val_eer"}, "ok"),
     "split_classes_synthetic": ({"split": "classes"}, "holds out whole classes"),
     "mixed_precision_cpu": ({"mixed_precision": "mixed_float16"}, "needs a GPU"),
     "jit_mirrored": ({"jit_compile": "true", "strategy": "mirrored"},

@@ -129,6 +129,8 @@ def test_image_flags_are_refused_for_sequences():
         Config(data="digits", image_size="8")
     with pytest.raises(ConfigError, match="--channels=2"):
         Config(data="digits", channels=2)
+    with pytest.raises(ConfigError, match="--monitor=val_eer.*image run"):
+        Config(data="synthetic", monitor="val_eer")
 
 
 # -- measures -----------------------------------------------------------------------

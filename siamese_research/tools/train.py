@@ -141,7 +141,7 @@ HELP = {
                "evaluate, predict, search, export and load_run unless --which=last): "
                "val_loss (lower is better), val_accuracy, val_auc, val_map, val_mrr "
                "(text pairs: each left text's candidates ranked), val_pearson "
-               "(graded labels); default val_loss, or val_auc for triplet and mnrl "
+               "(graded labels), val_eer (images; lower is better); default val_loss, or val_auc for triplet and mnrl "
                "runs (they validate on pairs)",
     "patience": "stop after N epochs in which --monitor did not improve (0 = never; "
                 "a resumed run counts the epochs it waited before)",

@@ -37,7 +37,8 @@ from siamese_research.errors import DataError
 
 
 def mode(monitor: str) -> str:
-    return "min" if monitor.endswith("loss") else "max"
+    """"min" for a loss or an error rate, "max" for the rest."""
+    return "min" if monitor.endswith(("loss", "eer")) else "max"
 
 
 class CallbackModel:
