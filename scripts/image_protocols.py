@@ -5,6 +5,8 @@ table of the verification measures (mean and spread over the seeds).
         --seeds=0,1,2 --out=runs/digits
     python scripts/image_protocols.py --flagfile=recipes/digits_classes.flags \
         --seeds=0,1,2 --out=runs/digits_classes --ways=4
+    python scripts/image_protocols.py --flagfile=recipes/digits_classes.flags \
+        --seeds=0,1,2 --out=runs/other --ways=4 --data=my_folder   # flags for train.py
 
 Each seed is one `python train.py --flagfile=... --seed=S` process into
 <out>/seed_<S> (a finished run is reused, not retrained), timed (wall
@@ -49,7 +51,7 @@ def main() -> None:
     parser.add_argument("--num_pairs", type=int, default=20000)
     parser.add_argument("--ways", type=int, default=10)
     parser.add_argument("--draws", type=int, default=2000)
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # the rest goes to train.py
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = {}
     for seed in seeds:
@@ -58,7 +60,7 @@ def main() -> None:
         if not os.path.exists(os.path.join(run_dir, "model.keras")):
             code, seconds, rss = timed([sys.executable, "train.py",
                                         f"--flagfile={args.flagfile}", f"--seed={seed}",
-                                        f"--run_dir={run_dir}", "--verbose=0"])
+                                        f"--run_dir={run_dir}", "--verbose=0", *extra])
             if code:
                 sys.exit(f"seed {seed}: train.py exited {code}")
             cost = {"seconds": seconds, "peak_rss_mb": rss}

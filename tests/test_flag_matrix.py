@@ -81,9 +81,9 @@ MATRIX = {
                                 "loss": "mnrl", "temperature": "0.1",
                                 "merge": "euclidean", "validation_split": "0.25",
                                 "monitor": "val_mrr"}, "ok"),
-    # Images: a conv encoder called three times on a folder's classes,
-    # triplets drawn by class, two of four classes held out whole.
-    "images_classes_triplets": ({"data": "{images}", "split": "classes",
+    # Images: three untied conv towers on a folder's classes, triplets
+    # drawn by class, two of four classes held out whole.
+    "images_classes_triplets": ({"data": "{images}", "split": "classes", "share": "untied",
                                  "validation_split": "0.5", "image_size": "8,8",
                                  "channels": "1", "encoder": "conv2d",
                                  "encoder_args": '{"filters": [4], "augment": 0.1}',
