@@ -29,9 +29,9 @@ from siamese_research.data.batching import (TripletPlan, epoch_order, gather_bat
 from siamese_research.data.datasets import (TRIPLET_MODES, BatchDataset,  # noqa: F401
                                             PairDataset, as_pair_dataset, train_dataset,
                                             train_description)
-from siamese_research.errors import DataError
 from siamese_research.data.pairs import (PairData, Pairs, apply_class_weight,  # noqa: F401
                                          remap_triplets, split_last)
+from siamese_research.errors import DataError
 
 def load(config: Config) -> PairData:
     """Builds the run's train/validation `Pairs` from `config.data`."""

@@ -182,7 +182,6 @@ def evaluate_images(run_dir: str, data_path: str, *, baseline: str = "none",
                 f"held-out images of {len(held.classes)} classes")
     elif image_data(data_path):
         held = images.load_images(data_path, (height, width), channels)
-        held.images = images.convert(held.images, (height, width), channels)
         what = f"images of {len(held.classes)} classes"
     else:
         raise DataError(f"--data={data_path}: this run was trained on images; evaluate "
