@@ -292,11 +292,8 @@ class Config:
             self.label_bounds  # validates
         numeric = numeric_data(self.data)
         if self.char_ngrams:
-            try:
-                lo, hi = (int(p) for p in self.char_ngrams.split(","))
-            except ValueError:
-                raise ConfigError("char_ngrams", self.char_ngrams,
-                                  "expected 'lo,hi' n-gram lengths, e.g. 3,5") from None
+            lo, hi = _two("char_ngrams", self.char_ngrams, int,
+                          "expected 'lo,hi' n-gram lengths, e.g. 3,5")
             if not 1 <= lo <= hi <= 10:
                 raise ConfigError("char_ngrams", self.char_ngrams,
                                   "needs 1 <= lo <= hi <= 10")
@@ -324,11 +321,8 @@ class Config:
         """--image_size as (height, width), or None (as stored)."""
         if not self.image_size:
             return None
-        try:
-            height, width = (int(p) for p in self.image_size.split(","))
-        except ValueError:
-            raise ConfigError("image_size", self.image_size,
-                              "expected 'height,width' in pixels, e.g. 28,28") from None
+        height, width = _two("image_size", self.image_size, int,
+                             "expected 'height,width' in pixels, e.g. 28,28")
         if height <= 0 or width <= 0:
             raise ConfigError("image_size", self.image_size, "needs positive sizes")
         return height, width
@@ -337,11 +331,8 @@ class Config:
     def label_bounds(self) -> Optional[tuple]:
         if self.label_range is None:
             return None
-        try:
-            lo, hi = (float(p) for p in self.label_range.split(","))
-        except ValueError:
-            raise ConfigError("label_range", self.label_range,
-                              "expected two numbers 'lo,hi', e.g. 1,5") from None
+        lo, hi = _two("label_range", self.label_range, float,
+                      "expected two numbers 'lo,hi', e.g. 1,5")
         if not hi > lo:
             raise ConfigError("label_range", self.label_range, "needs lo < hi")
         return lo, hi
@@ -359,6 +350,15 @@ class Config:
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
+
+
+def _two(flag: str, value: str, kind, expected: str) -> tuple:
+    """`value` "a,b" as two numbers of `kind`; ConfigError(`expected`) else."""
+    try:
+        a, b = (kind(p) for p in value.split(","))
+    except ValueError:
+        raise ConfigError(flag, value, expected) from None
+    return a, b
 
 
 def _choice(flag: str, value: str, choices) -> None:

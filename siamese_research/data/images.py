@@ -154,15 +154,10 @@ def read_images(paths: Sequence[str], image_size: Optional[Tuple[int, int]] = No
     for path in paths:
         try:
             with open(path, "rb") as f:
-                raw = f.read()
-            image = tf.io.decode_image(raw, channels=channels, expand_animations=False)
+                image = decode(f.read(), image_size, channels)
         except (OSError, tf.errors.InvalidArgumentError) as e:
             reason = getattr(e, "message", None) or getattr(e, "strerror", None) or str(e)
             raise DataError(f"{path}: unreadable image ({reason.splitlines()[0]})") from None
-        if image_size is not None:
-            image = tf.image.resize(tf.cast(image, tf.float32), image_size) / 255.0
-        else:
-            image = tf.cast(image, tf.float32) / 255.0
         shape = tuple(image.shape)
         if first is None:
             first = (path, shape)
@@ -174,7 +169,19 @@ def read_images(paths: Sequence[str], image_size: Optional[Tuple[int, int]] = No
         out.append(image.numpy())
     if not out:
         return np.zeros((0, 1, 1, max(channels, 1)), np.float32)
-    return np.clip(np.stack(out), 0.0, 1.0).astype(np.float32)
+    return np.stack(out).astype(np.float32)
+
+
+def decode(raw, image_size: Optional[Tuple[int, int]] = None, channels: int = 0):
+    """One encoded image (PNG/JPEG/BMP/GIF bytes, a scalar tf.string) as
+    float32 (height, width, channels) in [0, 1]: `channels` 1 or 3 converts
+    (0: as stored), `image_size` resizes (bilinear). The one decoding rule:
+    reading files here and an exported run's `*_files` signatures."""
+    image = tf.io.decode_image(raw, channels=channels, expand_animations=False)
+    image = tf.cast(image, tf.float32)
+    if image_size is not None:
+        image = tf.image.resize(image, image_size)
+    return tf.clip_by_value(image / 255.0, 0.0, 1.0)
 
 
 def _size(shape: tuple) -> str:

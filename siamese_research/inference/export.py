@@ -6,6 +6,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from siamese_research import atomic
+from siamese_research.data import images
 from siamese_research.errors import DataError
 from siamese_research.text.tokens import STRIP_PUNCTUATION
 
@@ -103,15 +104,15 @@ def _image_module(module, run):
     """An image run's serving functions: `score(left, right)` and
     `encode(images)` on float32 (n, height, width, channels) in [0, 1], and
     `score_files` / `encode_files` on encoded PNG/JPEG/BMP/GIF strings (n,),
-    decoded, resized and scaled in the graph as `images.read_images` does."""
+    decoded, resized and scaled in the graph by `images.decode`, as
+    `load_run` reads files."""
     height, width, channels = run.image_shape
     model = run.model
     left_tower, right_tower = model.towers[:2]
 
     def decode(raw):
-        image = tf.io.decode_image(raw, channels=channels, expand_animations=False)
-        image = tf.image.resize(tf.cast(image, tf.float32), (height, width)) / 255.0
-        return tf.clip_by_value(tf.ensure_shape(image, (height, width, channels)), 0, 1)
+        image = images.decode(raw, (height, width), channels)
+        return tf.ensure_shape(image, (height, width, channels))
 
     def decoded(files):
         return tf.map_fn(decode, files, fn_output_signature=tf.TensorSpec(
