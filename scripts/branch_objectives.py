@@ -1,5 +1,6 @@
-"""Pointwise bce vs triplets from pairs vs in-batch negatives on one
-encoder: dev MAP/MRR over seeds, and what each call's gradient did.
+"""Objectives and negatives on one encoder: dev measures over seeds, and
+what each call's gradient did (pointwise bce, triplets and in-batch
+negatives; random, mined and cached).
 
     python scripts/branch_objectives.py --seeds=42,1,2 --out=runs/objectives \
         -- <train.py flags shared by every objective>
@@ -14,10 +15,18 @@ cosines between branches, averaged over the first and the last fifth of the
 logged steps, and each branch's share of the summed norms. Prints Markdown
 tables (the README's research note) and writes <out>/summary.json.
 
-The objectives (flags added to the shared ones):
-  bce:     --loss=bce
-  triplet: --loss=triplet --triplets=from_pairs --margin=<--margin>
-  mnrl:    --loss=mnrl --temperature=<--temperature>
+The objectives (flags added to the shared ones; --only picks some):
+  bce:            --loss=bce
+  triplet:        --loss=triplet --triplets=from_pairs --margin=<--margin>
+  triplet_corpus: --loss=triplet --triplets=from_corpus (random negatives)
+  triplet_hard:   --loss=triplet --negatives=hard (mined, --mine_range's default)
+  mnrl:           --loss=mnrl --temperature=<--temperature>
+  mnrl_corpus:    --loss=mnrl --triplets=from_corpus (+ a random negative per row)
+  mnrl_hard:      --loss=mnrl --negatives=hard (+ a mined negative per row)
+  mnrl_cached256: --loss=mnrl --batch_size=256 --mini_batch_size=32
+
+--measures names the dev measures tabled (evaluate's keys: map, mrr, auc,
+accuracy, pearson, ...).
 """
 
 import argparse
@@ -34,9 +43,19 @@ sys.path.insert(0, ROOT)
 
 
 def objectives(margin: float, temperature: float) -> dict:
+    triplet = ["--loss=triplet", f"--margin={margin}"]
+    mnrl = ["--loss=mnrl", f"--temperature={temperature}"]
     return {"bce": ["--loss=bce"],
-            "triplet": ["--loss=triplet", "--triplets=from_pairs", f"--margin={margin}"],
-            "mnrl": ["--loss=mnrl", f"--temperature={temperature}"]}
+            "triplet": [*triplet, "--triplets=from_pairs"],
+            "triplet_corpus": [*triplet, "--triplets=from_corpus"],
+            "triplet_hard": [*triplet, "--negatives=hard"],
+            "mnrl": mnrl,
+            "mnrl_corpus": [*mnrl, "--triplets=from_corpus"],
+            "mnrl_hard": [*mnrl, "--negatives=hard"],
+            "mnrl_cached256": [*mnrl, "--batch_size=256", "--mini_batch_size=32"]}
+
+
+DEFAULT = ("bce", "triplet", "mnrl")  # (without --only)
 
 
 def train(run_dir: str, flags: list) -> None:
@@ -110,7 +129,9 @@ def main() -> int:
     parser.add_argument("--out", default="runs/objectives")
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--temperature", type=float, default=0.05)
-    parser.add_argument("--only", default="", help="comma-separated objectives")
+    parser.add_argument("--only", default="", help="comma-separated objectives "
+                        f"(default: {','.join(DEFAULT)})")
+    parser.add_argument("--measures", default="map,mrr", help="dev measures to table")
     parser.add_argument("flags", nargs="*", help="train.py flags for every run")
     args = parser.parse_args()
     dev = next((f.split("=", 1)[1] for f in args.flags
@@ -119,8 +140,11 @@ def main() -> int:
         parser.error("pass --validation_data=<dev file> among the train.py flags")
     seeds = [int(s) for s in args.seeds.split(",")]
     chosen = objectives(args.margin, args.temperature)
-    if args.only:
-        chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
+    only = args.only.split(",") if args.only else DEFAULT
+    unknown = set(only) - set(chosen)
+    if unknown:
+        parser.error(f"--only: unknown {', '.join(sorted(unknown))}")
+    chosen = {k: chosen[k] for k in only}
     summary = {f"step0_{seed}": {"dev": step_zero(args.flags, seed)} for seed in seeds}
     for name, extra in chosen.items():
         for seed in seeds:
@@ -131,19 +155,23 @@ def main() -> int:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    print(tables(summary, chosen, seeds))
+    print(tables(summary, chosen, seeds, args.measures.split(",")))
     return 0
 
 
-def tables(summary: dict, chosen: dict, seeds: list) -> str:
-    lines = ["| objective | dev MAP | dev MRR | MAP per seed |", "| --- | ---: | ---: | --- |"]
+def tables(summary: dict, chosen: dict, seeds: list, measures=("map", "mrr")) -> str:
+    lines = ["| objective | " + " | ".join(f"dev {m}" for m in measures)
+             + f" | {measures[0]} per seed |",
+             "| --- |" + " ---: |" * len(measures) + " --- |"]
     for name in ["step0", *chosen]:
         runs = [summary[f"{name}_{s}"]["dev"] for s in seeds]
-        m = np.array([r["map"] for r in runs])
-        r = np.array([x["mrr"] for x in runs])
-        lines.append(f"| {name} | {m.mean():.3f} ({m.min():.3f}-{m.max():.3f}) | "
-                     f"{r.mean():.3f} ({r.min():.3f}-{r.max():.3f}) | "
-                     + ", ".join(f"{s}: {v:.3f}" for s, v in zip(seeds, m)) + " |")
+        cells = []
+        for m in measures:
+            v = np.array([r[m] for r in runs])
+            cells.append(f"{v.mean():.3f} ({v.min():.3f}-{v.max():.3f})")
+        first = [r[measures[0]] for r in runs]
+        lines.append(f"| {name} | " + " | ".join(cells) + " | "
+                     + ", ".join(f"{s}: {v:.3f}" for s, v in zip(seeds, first)) + " |")
     lines += ["", "| objective | branch | norm, first fifth | norm, last fifth | "
               "share of the branches' norms (last) |", "| --- | --- | ---: | ---: | ---: |"]
     for name in chosen:

@@ -7,6 +7,7 @@
       best.keras best_encoder.keras best.json   the best epoch (--monitor)
       threshold.json vectorizer.json embeddings.json
       checkpoints/ train/ validation/   tf.train checkpoints; event files
+      mined/epoch-0003.npz        --negatives=hard: the windows mined at epoch 3
 
     run = load_run("runs/qa")                      # best.keras, else model.keras
     run.score(["what is x?"], ["x is a thing"])    # (n,) float32
@@ -50,6 +51,7 @@ COMMAND_FILE = "command.txt"
 BEST_FILE = "best.json"
 THRESHOLD_FILE = "threshold.json"
 CHECKPOINTS = "checkpoints"
+MINED = "mined"
 TRAIN_EVENTS, VALIDATION_EVENTS = "train", "validation"
 # Merges whose output is a sigmoid (as the Dense head's is): 0.5 is their
 # decision point. cosine and manhattan are similarities with no such point.
@@ -393,10 +395,41 @@ def save_threshold(run_dir: str, threshold: float, fitted: bool) -> str:
     return write_json(run_dir, THRESHOLD_FILE, {"threshold": threshold, "fitted": fitted})
 
 
+def mined_path(run_dir: str, epoch: int) -> str:
+    return os.path.join(run_dir, MINED, f"epoch-{epoch:04d}.npz")
+
+
+def save_mined(run_dir: str, epoch: int, window: np.ndarray, info: dict) -> str:
+    """mined/epoch-NNNN.npz: the negative rows mined at the start of `epoch`
+    (`data.mining`: int64 (triplets, w), -1 pads) and what they were mined
+    with (`info`, as JSON): a resumed run draws from these, not from a new
+    mining."""
+    path = mined_path(run_dir, epoch)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic.replacing(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, window=np.asarray(window, np.int64),
+                     info=np.array(json.dumps(info, sort_keys=True)))
+    return path
+
+
+def read_mined(run_dir: str, epoch: int) -> Optional[tuple]:
+    """(window, info) saved by `save_mined` for `epoch`, or None."""
+    path = mined_path(run_dir, epoch)
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return npz["window"], json.loads(str(npz["info"]))
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{path}: not a readable mined-negatives file ({e}); "
+                        f"remove it to mine again") from None
+
+
 def clear_run(run_dir: str) -> None:
-    """--restart: drop the old checkpoints, event files and best epoch, keep
-    the folder."""
-    for name in (CHECKPOINTS, TRAIN_EVENTS, VALIDATION_EVENTS):
+    """--restart: drop the old checkpoints, event files, mined negatives and
+    best epoch, keep the folder."""
+    for name in (CHECKPOINTS, TRAIN_EVENTS, VALIDATION_EVENTS, MINED):
         path = os.path.join(run_dir, name)
         if os.path.isdir(path):
             shutil.rmtree(path)

@@ -29,11 +29,15 @@ CLASS_WEIGHTS = ("none", "balanced")
 EMBEDDING_INITS = ("uniform", "idf")
 QUOTINGS = ("auto", "csv", "none")
 MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
-TRIPLETS = ("none", "from_pairs")
+TRIPLETS = ("none", "from_pairs", "from_corpus")
+NEGATIVES = ("random", "hard")
 # Losses over more than one pair of encoder calls: their training batches are
 # (anchor, positive, negative) triplets or (anchor, positive) rows whose
 # negatives are the batch's other positives (siamese_research.core.losses).
-BRANCH_LOSSES = ("triplet", "mnrl")
+BRANCH_LOSSES = ("triplet", "mnrl", "batch_hard_triplet", "batch_semi_hard_triplet")
+# The online miners: batches of --per_group rows per group, every anchor's
+# hardest (or semi-hard) positive and negative chosen inside the batch.
+GROUP_LOSSES = ("batch_hard_triplet", "batch_semi_hard_triplet")
 
 
 # What --monitor can watch ("min" for the loss and the equal error rate,
@@ -93,7 +97,13 @@ class Config:
     loss: str = "bce"  # bce | contrastive | mse | pairwise | triplet | mnrl
     margin: float = 1.0  # contrastive and triplet loss margin (on the distance)
     temperature: float = 0.05  # mnrl: softmax temperature on -distance
-    triplets: str = "none"  # triplet loss on pair data: from_pairs
+    triplets: str = "none"  # triplet (or mnrl) on pair data: from_pairs | from_corpus
+    negatives: str = "random"  # triplets' negatives: random | hard (mined, see mining)
+    mine_every: int = 1  # hard negatives: mined again every N epochs
+    mine_range: str = "1,10"  # hard negatives: "lo,hi" ranks of non-positives kept
+    mine_margin: str = ""  # hard negatives: keep d(a, n) >= d(a, p) + margin; "" = off
+    per_group: int = 0  # batch-hard losses: rows per group in a batch (M)
+    mini_batch_size: int = 0  # mnrl: cached (GradCache) chunks of this many rows; 0 = off
     anchor_column: Optional[str] = None  # triplet files: columns (default: by name)
     positive_column: Optional[str] = None
     negative_column: Optional[str] = None
@@ -204,13 +214,56 @@ class Config:
             raise ConfigError("margin", self.margin, "must be > 0")
         if not self.temperature > 0:
             raise ConfigError("temperature", self.temperature, "must be > 0")
+        for name in ("mine_every", "per_group", "mini_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(name, value, "must be a non-negative integer")
+        if self.mine_every == 0:
+            raise ConfigError("mine_every", 0, "must be a positive integer")
+        self.mine_window  # validates
+        self.mine_margin_value  # validates
 
     def _validate_objective(self) -> None:
         """The loss and what it trains on."""
         _choice("triplets", self.triplets, TRIPLETS)
-        if self.triplets != "none" and self.loss != "triplet":
-            raise ConfigError("triplets", self.triplets, "forms triplets for --loss=triplet; "
-                              f"--loss={self.loss} trains on pairs")
+        _choice("negatives", self.negatives, NEGATIVES)
+        if self.triplets != "none" and self.loss not in ("triplet", "mnrl"):
+            raise ConfigError("triplets", self.triplets, "forms triplets for --loss=triplet "
+                              f"or mnrl; --loss={self.loss} trains on pairs")
+        if self.negatives == "hard":
+            if self.triplets != "none":
+                raise ConfigError("triplets", self.triplets, "--negatives=hard mines the "
+                                  "triplets' negatives; leave --triplets out")
+            if self.loss not in ("triplet", "mnrl"):
+                raise ConfigError("negatives", "hard", "mines a negative per positive for "
+                                  f"--loss=triplet or mnrl; --loss={self.loss} has none")
+            if numeric_data(self.data):
+                raise ConfigError("negatives", "hard", "mines among a text pair file's "
+                                  "candidates (each left text's labelled positives "
+                                  f"left out); --data={self.data} has no texts")
+        else:
+            for flag, default in (("mine_range", "1,10"), ("mine_margin", ""),
+                                  ("mine_every", 1)):
+                if getattr(self, flag) != default:
+                    raise ConfigError(flag, getattr(self, flag),
+                                      "applies to mined negatives: add --negatives=hard")
+        if self.per_group and self.loss not in GROUP_LOSSES:
+            raise ConfigError("per_group", self.per_group, "draws batches M per group "
+                              f"for {' and '.join(GROUP_LOSSES)}; not --loss={self.loss}")
+        if self.loss in GROUP_LOSSES:
+            if self.per_group < 2:
+                raise ConfigError("per_group", self.per_group, f"--loss={self.loss} needs "
+                                  "at least 2 rows of a group in a batch (its positives)")
+            if self.batch_size % self.per_group or self.batch_size < 2 * self.per_group:
+                raise ConfigError("per_group", self.per_group, f"must divide --batch_size="
+                                  f"{self.batch_size} into at least two groups")
+        if self.mini_batch_size:
+            if self.loss != "mnrl":
+                raise ConfigError("mini_batch_size", self.mini_batch_size, "caches an "
+                                  f"in-batch loss's encodings: --loss=mnrl, not {self.loss}")
+            if self.mini_batch_size >= self.batch_size:
+                raise ConfigError("mini_batch_size", self.mini_batch_size,
+                                  f"must be smaller than --batch_size={self.batch_size}")
         if self.loss in BRANCH_LOSSES and self.monitor == "val_loss":
             raise ConfigError("monitor", self.monitor, f"--loss={self.loss} validates on "
                               "pairs, which have no triplet or in-batch loss: use "
@@ -326,6 +379,34 @@ class Config:
         if height <= 0 or width <= 0:
             raise ConfigError("image_size", self.image_size, "needs positive sizes")
         return height, width
+
+    @property
+    def row_negatives(self) -> bool:
+        """Whether each training row carries a negative of its own: triplets
+        (a file's, drawn from the groups, or mined)."""
+        return self.loss in ("triplet", "mnrl") and (
+            self.loss == "triplet" or self.triplets != "none" or self.negatives == "hard")
+
+    @property
+    def mine_window(self) -> tuple:
+        """--mine_range as (lo, hi): the ranks, among an anchor's non-positive
+        candidates nearest first, that mined negatives come from."""
+        lo, hi = _two("mine_range", self.mine_range, int,
+                      "expected 'lo,hi' ranks, e.g. 1,10")
+        if not 0 <= lo < hi:
+            raise ConfigError("mine_range", self.mine_range, "needs 0 <= lo < hi")
+        return lo, hi
+
+    @property
+    def mine_margin_value(self) -> Optional[float]:
+        """--mine_margin as a float, or None (off)."""
+        if not self.mine_margin:
+            return None
+        try:
+            return float(self.mine_margin)
+        except ValueError:
+            raise ConfigError("mine_margin", self.mine_margin,
+                              "expected a number (a distance), or nothing") from None
 
     @property
     def label_bounds(self) -> Optional[tuple]:

@@ -90,7 +90,8 @@ def dense(g, like):
 
 def branch_gradients(model: SiameseModel, loss_fn, inputs: Sequence, label,
                      sample_weight=None, *, training: bool = True,
-                     scale_loss=None) -> BranchGradients:
+                     scale_loss=None, mini_batch_size: int = 0,
+                     batch_size: Optional[int] = None) -> BranchGradients:
     """Forward every branch through identity copies of the tower weights and
     return the loss, predictions and per-branch gradients.
 
@@ -104,11 +105,18 @@ def branch_gradients(model: SiameseModel, loss_fn, inputs: Sequence, label,
       training: passed to the layers.
       scale_loss: optional `f(loss) -> scaled loss` (mixed-precision loss
         scaling); the gradients are then of the scaled loss.
+      mini_batch_size: > 0: the cached (GradCache) pass, `cached_pass`, in
+        chunks of at most this many rows; `batch_size` is the most rows a
+        batch can have when its size is not static (a traced step's).
     """
     enc_vars = encoder_variables(model)
     head_vars = head_variables(model)
     towers = model.towers
     _check_inputs(model, inputs)
+    if mini_batch_size:
+        return cached_pass(model, loss_fn, inputs, label, sample_weight,
+                           training=training, scale_loss=scale_loss,
+                           mini_batch_size=mini_batch_size, batch_size=batch_size)
     with tf.GradientTape() as tape:
         copies, encodings = [], []
         tower_nt = {}
@@ -150,7 +158,8 @@ def _by_var(variables, grads) -> dict:
 
 
 def total_gradient(model: SiameseModel, loss_fn, inputs: Sequence, label,
-                   sample_weight=None, *, training: bool = True, state=None) -> list:
+                   sample_weight=None, *, training: bool = True, state=None,
+                   mini_batch_size: int = 0, batch_size: Optional[int] = None) -> list:
     """dL/dW on the encoder variables by a plain forward pass (the check).
 
     With `state` (values of `model.non_trainable_variables`, e.g. dropout
@@ -158,9 +167,17 @@ def total_gradient(model: SiameseModel, loss_fn, inputs: Sequence, label,
     state and leaves the model's own untouched: the check then
     differentiates the very function the branch pass did, and costs the
     step's randomness nothing.
+
+    With `mini_batch_size` it is the cached pass's total (`cached_pass`,
+    `split=False`): each chunk's backward through the real variables, for
+    all the calls at once, at the memory of a chunk.
     """
     enc_vars = encoder_variables(model)
     _check_inputs(model, inputs)
+    if mini_batch_size:
+        return cached_pass(model, loss_fn, inputs, label, sample_weight,
+                           training=training, state=state, split=False,
+                           mini_batch_size=mini_batch_size, batch_size=batch_size)
     if state is None:
         state = [v.value for v in model.non_trainable_variables]
     state = dict(zip([id(v) for v in model.non_trainable_variables], state))
@@ -179,6 +196,131 @@ def total_gradient(model: SiameseModel, loss_fn, inputs: Sequence, label,
         predictions = model.objective_output(encodings, training=training)
         loss = loss_fn(label, predictions, sample_weight=sample_weight)
     return tape.gradient(loss, enc_vars)
+
+
+def chunk_bounds(n, mini_batch_size: int, batch_size: Optional[int] = None) -> list:
+    """[(start, size, owned)] of the chunks a batch of `n` rows (a scalar
+    tensor, or an int) is encoded in: ceil(batch / m) chunks, the batch's
+    size static or `batch_size`, each of at most m rows.
+
+    A chunk is never empty (a convolution cannot take zero rows): where a
+    batch is shorter than the chunks planned for it, the chunks past its end
+    repeat its last row and are not `owned` (their output gradient is zero,
+    so they add nothing).
+    """
+    m = int(mini_batch_size)
+    static = n if isinstance(n, int) else tf.get_static_value(n)
+    most = int(static) if static is not None else batch_size
+    if not most:
+        raise ValueError("a cached pass over a batch of unknown size needs "
+                         "batch_size (the most rows a batch can have)")
+    out = []
+    for c in range(-(-most // m)):
+        start = tf.minimum(c * m, tf.maximum(n - 1, 0))
+        out.append((start, tf.minimum(m, n - start), tf.less(c * m, n)))
+    return out
+
+
+def cached_pass(model: SiameseModel, loss_fn, inputs: Sequence, label,
+                sample_weight=None, *, training: bool = True, scale_loss=None,
+                state=None, split: bool = True, mini_batch_size: int,
+                batch_size: Optional[int] = None):
+    """The GradCache pass (Gao et al. 2021; sentence-transformers'
+    CachedMultipleNegativesRankingLoss) of a loss over the whole batch's
+    encodings, at the memory of `mini_batch_size` rows:
+
+    1. every call's encodings, chunk by chunk, with no tape (no activations
+       kept), each chunk from the layer state (a dropout seed) the previous
+       one left;
+    2. the loss and its gradient with respect to the encodings (and the
+       head), over the whole batch: the in-batch negatives see all B rows;
+    3. each chunk again, from the state it started from in 1 (the same
+       function), under a tape, and ONE backward pass per chunk for all the
+       calls, with the encodings' gradients of 2 as output gradients.
+
+    Chunks run one after another (each waits for the previous one's
+    gradients), so a traced step never holds two chunks' activations.
+
+    With `split` (the train step), each call reads the weights through its
+    own copies and the result is a `BranchGradients`: the calls' gradients
+    summed over the chunks, the same as `branch_gradients`' at the same
+    batch up to float32 rounding (and the same random draws only without
+    dropout or augmentation: each chunk draws its own). Without `split`
+    (the check), the encoder's total gradient through the real variables,
+    from `state` (see `total_gradient`).
+    """
+    enc_vars, head_vars = encoder_variables(model), head_variables(model)
+    towers = model.towers
+    if state is None:
+        state = [v.value for v in model.non_trainable_variables]
+    state = dict(zip([id(v) for v in model.non_trainable_variables], state))
+    tower_nt = {}
+    n = tf.shape(inputs[0])[0]
+    bounds = chunk_bounds(inputs[0].shape[0] if inputs[0].shape[0] is not None else n,
+                          mini_batch_size, batch_size)
+    # 1. The encodings, chunk by chunk; starts[b][c] = the state chunk c of
+    # call b starts from.
+    encodings, starts, after = [], [], []
+    for tower, x in zip(towers, inputs):
+        nt = tower_nt.get(id(tower),
+                          [state[id(v)] for v in tower.non_trainable_variables])
+        values = [v.value for v in tower.trainable_variables]
+        parts, mine = [], []
+        for start, size, owned in bounds:
+            with tf.control_dependencies(after):
+                chunk = tf.identity(x[start:start + size])
+            mine.append(nt)
+            h, nt = tower.stateless_call(values, nt, chunk, training=training)
+            h = tf.stop_gradient(h)
+            after = [h]
+            parts.append(h[:tf.where(owned, size, 0)])
+        tower_nt[id(tower)] = nt
+        encodings.append(tf.concat(parts, 0))
+        starts.append(mine)
+    # 2. The loss, and its gradient with respect to each call's encodings.
+    with tf.GradientTape() as tape:
+        tape.watch(encodings)
+        predictions = model.objective_output(encodings, training=training)
+        loss = loss_fn(label, predictions, sample_weight=sample_weight)
+        target = scale_loss(loss) if scale_loss is not None else loss
+    *g_encodings, g_head = tape.gradient(target, [*encodings, head_vars])
+    # 3. Each chunk again, under a tape: one backward pass for all calls.
+    sums = [[None] * len(enc_vars) for _ in towers] if split else [None] * len(enc_vars)
+    after = list(g_encodings)
+    for c, (start, size, owned) in enumerate(bounds):
+        with tf.control_dependencies(after):
+            chunks = [tf.identity(x[start:start + size]) for x in inputs]
+        with tf.GradientTape() as tape:
+            if split:
+                weights = [[tf.identity(v) for v in t.trainable_variables] for t in towers]
+                tape.watch(weights)
+            else:  # the real variables' reads, which the tape watches
+                weights = [[v.value for v in t.trainable_variables] for t in towers]
+            hs = [tower.stateless_call(w, starts[b][c], x, training=training)[0]
+                  for b, (tower, w, x) in enumerate(zip(towers, weights, chunks))]
+        out = [tf.cast(g[start:start + size] * tf.cast(owned, g.dtype), h.dtype)
+               for g, h in zip(g_encodings, hs)]
+        if split:
+            grads = tape.gradient(hs, weights, output_gradients=out)
+            for b, tower in enumerate(towers):
+                mine = _by_var(tower.trainable_variables, grads[b])
+                sums[b] = [add(s, mine.get(id(v))) for s, v in zip(sums[b], enc_vars)]
+            after = [g for g in tf.nest.flatten(grads) if g is not None]
+        else:
+            grads = tape.gradient(hs, enc_vars, output_gradients=out)
+            sums = [add(s, g) for s, g in zip(sums, grads)]
+            after = [g for g in tf.nest.flatten(grads) if g is not None]
+        after = [a.values if isinstance(a, tf.IndexedSlices) else a for a in after]
+    if not split:
+        return sums
+    # The state the calls left is written back once per step, as in
+    # `branch_gradients`.
+    for tower in dict.fromkeys(towers):
+        for var, value in zip(tower.non_trainable_variables, tower_nt[id(tower)]):
+            var.assign(value)
+    return BranchGradients(loss=loss, predictions=predictions, encoder_vars=enc_vars,
+                           head_vars=head_vars, names=model.branches, branches=sums,
+                           head=list(g_head))
 
 
 def unscaled(bg: BranchGradients, scale) -> BranchGradients:

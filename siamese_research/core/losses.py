@@ -5,11 +5,14 @@ score it directly; `contrastive` converts it back to the merge's distance;
 `pairwise` ranks a batch's positives above its negatives (the training
 batches then hold one left text's candidates each, see `GROUPED`).
 
-`triplet` and `mnrl` train on more than one pair of encoder calls
-(`SiameseModel.objective`): the model's training output is then distances
-straight from the encodings, (batch, 2) [d(a, p), d(a, n)] for a triplet
-and the (batch, batch) matrix d(anchor_i, positive_j) for in-batch
-negatives; their label is unused (every row is a positive).
+`triplet`, `mnrl` and the online miners `batch_hard_triplet` and
+`batch_semi_hard_triplet` train on more than one pair of encoder calls
+(`SiameseModel.objective`, `objective`): the model's training output is
+then distances straight from the encodings, (batch, 2) [d(a, p), d(a, n)]
+for a triplet and the (batch, batch) matrix d(anchor_i, positive_j) for
+in-batch negatives ((batch, 2 * batch) with a mined negative per row). Their
+label is unused (every row is a positive), except the miners': each row's
+group, whose rows are one another's positives.
 """
 
 from __future__ import annotations
@@ -21,9 +24,17 @@ from siamese_research.core import merges as merges_lib
 from siamese_research.errors import ConfigError
 
 PACKAGE = "siamese_research"
-LOSSES = ("bce", "contrastive", "mse", "pairwise", "triplet", "mnrl")
-# What each k-branch loss trains on: the model's `objective` and branch names.
-OBJECTIVES = {"triplet": "triplet", "mnrl": "in_batch"}
+LOSSES = ("bce", "contrastive", "mse", "pairwise", "triplet", "mnrl",
+          "batch_hard_triplet", "batch_semi_hard_triplet")
+# What each k-branch loss trains on: the model's `objective` and branch names
+# (mnrl with a negative per row: see `objective`).
+OBJECTIVES = {"triplet": "triplet", "mnrl": "in_batch",
+              "batch_hard_triplet": "in_batch_groups",
+              "batch_semi_hard_triplet": "in_batch_groups"}
+DISTANCE_LOSSES = ("contrastive", *OBJECTIVES)
+# The scalars a miner's step shows (`BatchHardTripletLoss.miner_stats`).
+MINER_TAGS = ("miner/active_fraction", "miner/positive_distance",
+              "miner/negative_distance")
 # Losses that compare the pairs of a batch with each other: their training
 # batches hold the candidates of one left text (data.train_dataset).
 GROUPED = ("pairwise",)
@@ -141,12 +152,91 @@ class MultipleNegativesRankingLoss(keras.losses.Loss):
         return {**super().get_config(), "temperature": self.temperature}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BatchHardTripletLoss(keras.losses.Loss):
+    """Online triplet mining inside a batch drawn M rows per group
+    (`--per_group`), on the (batch, batch) distances d(anchor_i,
+    positive_j); `y_true` is each row's group, and j is one of anchor i's
+    positives when its group is i's (j = i among them):
+
+    - batch-hard (Hermans, Beyer & Leibe 2017): each anchor's farthest
+      positive and nearest negative, L_i = max(0, d+ - d- + margin);
+    - semi-hard (FaceNet, Schroff et al. 2015, as TensorFlow Addons'
+      `triplet_semihard_loss`): for every positive pair (i, j), the nearest
+      negative farther than the positive, or the farthest negative when none
+      is; L_i is the mean over anchor i's positive pairs.
+
+    An anchor with no negative in the batch (every row of its group) adds 0.
+    """
+
+    def __init__(self, margin: float = 1.0, semi_hard: bool = False,
+                 name: str = "batch_hard_triplet", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.margin, self.semi_hard = float(margin), bool(semi_hard)
+
+    def mine(self, y_true, y_pred):
+        """(loss (batch,), active (pairs,), positive distances (pairs,),
+        negative distances (pairs,), anchor of each pair (pairs,)): a pair
+        is an anchor (batch-hard) or a positive pair (semi-hard)."""
+        d = ops.cast(y_pred, "float32")
+        group = ops.reshape(y_true, (-1,))
+        same = ops.equal(group[:, None], group[None, :])
+        has_negative = ops.any(ops.logical_not(same), axis=1)
+        big = ops.max(d) + 1.0
+        if not self.semi_hard:
+            d_pos = ops.max(ops.where(same, d, -big), axis=1)
+            d_neg = ops.min(ops.where(same, big, d), axis=1)
+            loss = ops.where(has_negative, ops.relu(d_pos - d_neg + self.margin), 0.0)
+            valid = ops.cast(has_negative, "float32")
+            return loss, valid * ops.cast(loss > 0, "float32"), d_pos, d_neg, valid
+        # [i, j, k]: anchor i, positive j, negative k.
+        neg = ops.logical_not(same)[:, None, :]
+        d_ap = d[:, :, None]
+        d_an = d[:, None, :]
+        outside = ops.logical_and(neg, d_an > d_ap)
+        nearest_outside = ops.min(ops.where(outside, d_an, big), axis=2)
+        farthest = ops.max(ops.where(neg, d_an, -big), axis=2)
+        d_neg = ops.where(ops.any(outside, axis=2), nearest_outside, farthest)
+        pair = ops.logical_and(same, has_negative[:, None])
+        weight = ops.cast(pair, "float32")
+        terms = ops.relu(d - d_neg + self.margin) * weight
+        loss = ops.sum(terms, axis=1) / ops.maximum(ops.sum(weight, axis=1), 1.0)
+        return (loss, ops.reshape(weight * ops.cast(terms > 0, "float32"), (-1,)),
+                ops.reshape(d, (-1,)), ops.reshape(d_neg, (-1,)),
+                ops.reshape(weight, (-1,)))
+
+    def call(self, y_true, y_pred):
+        return self.mine(y_true, y_pred)[0]
+
+    def miner_stats(self, y_true, y_pred):
+        """[the fraction of active triplets (a positive loss), their mean
+        positive distance, mean negative distance] over the batch's mined
+        triplets (`MINER_TAGS`)."""
+        _, active, d_pos, d_neg, valid = self.mine(y_true, y_pred)
+        n = ops.maximum(ops.sum(valid), 1.0)
+        return ops.stack([ops.sum(active) / n, ops.sum(d_pos * valid) / n,
+                          ops.sum(d_neg * valid) / n])
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin,
+                "semi_hard": self.semi_hard}
+
+
+def objective(loss: str, negatives: bool = False) -> str:
+    """The model's objective (`SiameseModel`) for `loss`: "pair" for the
+    pair losses; mnrl with a negative per row (`negatives`: mined, or drawn
+    from the anchor's group) is "in_batch_negatives"."""
+    if loss == "mnrl" and negatives:
+        return "in_batch_negatives"
+    return OBJECTIVES.get(loss, "pair")
+
+
 def check_loss(name: str, merge: str) -> None:
     """Refuses (`ConfigError`) an unknown loss, or one that `merge` cannot
     serve (a distance loss without a distance merge)."""
     if name not in LOSSES:
         raise ConfigError("loss", name, f"unknown loss; available: {', '.join(LOSSES)}")
-    if name in ("contrastive", "triplet", "mnrl"):
+    if name in DISTANCE_LOSSES:
         if not merges_lib.get_merge_class(merge).has_distance:
             distance = [m for m in merges_lib.available()
                         if merges_lib.get_merge_class(m).has_distance]
@@ -168,4 +258,7 @@ def build_loss(name: str, *, merge: str, margin: float = 1.0,
         return TripletLoss(margin)
     if name == "mnrl":
         return MultipleNegativesRankingLoss(temperature)
+    if name in ("batch_hard_triplet", "batch_semi_hard_triplet"):
+        return BatchHardTripletLoss(margin, semi_hard=name.startswith("batch_semi"),
+                                    name=name)
     return PairwiseRankingLoss()  # (check_loss refused any other name)

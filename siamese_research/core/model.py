@@ -15,7 +15,14 @@ PACKAGE = "siamese_research"
 # What a model trains on, and its branches (the encoder calls), by name.
 BRANCHES = {"pair": ("left", "right"),
             "triplet": ("anchor", "positive", "negative"),
-            "in_batch": ("anchor", "positive")}
+            "in_batch": ("anchor", "positive"),
+            "in_batch_negatives": ("anchor", "positive", "negative"),
+            "in_batch_groups": ("anchor", "positive")}
+# In-batch objectives: the output is anchor i against every candidate j of
+# the batch, (batch, candidates) distances: the positives (and, with
+# negatives, then each row's negative); for "in_batch_groups" the label is
+# each row's group, and a row's positives are its group's.
+IN_BATCH = ("in_batch", "in_batch_negatives", "in_batch_groups")
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -32,9 +39,11 @@ class SiameseModel(keras.Model):
     negative))` for the distances [d(a, p), d(a, n)], (batch, 2).
 
     `objective` is what training optimises over the encodings
-    (`objective_output`): "pair" scores, "triplet" distances, or "in_batch"
-    (anchors against every positive of the batch, the (batch, batch)
-    distances). `branches` names the encoder calls it makes.
+    (`objective_output`): "pair" scores, "triplet" distances, or an
+    in-batch objective (`IN_BATCH`): anchors against every positive of the
+    batch, the (batch, batch) distances ("in_batch", "in_batch_groups"),
+    or against every positive and every negative, (batch, 2 * batch)
+    ("in_batch_negatives"). `branches` names the encoder calls it makes.
     """
 
     def __init__(self, encoder, merge, head=None, right_encoder=None,
@@ -110,9 +119,10 @@ class SiameseModel(keras.Model):
         """What the loss sees, from one encoding per branch (`branches`)."""
         if self.objective == "triplet":
             return triplet_distances(self.merge, encodings)
-        if self.objective == "in_batch":
-            anchor, positive = (keras.ops.cast(h, "float32") for h in encodings)
-            return self.merge.distances(anchor[:, None, :], positive[None, :, :])[..., 0]
+        if self.objective in IN_BATCH:
+            anchor, *candidates = (keras.ops.cast(h, "float32") for h in encodings)
+            candidates = keras.ops.concatenate(candidates, axis=0)
+            return self.merge.distances(anchor[:, None, :], candidates[None, :, :])[..., 0]
         return self.score(*encodings, training=training)
 
     def score(self, h_left, h_right, training=None):
@@ -179,7 +189,7 @@ def build_model(*, encoder: str = "lstm", units: int = 32, features: int = 128,
       masked: mask all-zero steps of float inputs (padding); False for data
         whose sequences are all full length.
       build: run one dummy batch so every variable exists.
-      objective: "pair", "triplet" or "in_batch" (`SiameseModel`).
+      objective: "pair", "triplet" or an in-batch one (`SiameseModel`).
       image_shape: (height, width, channels) for image inputs (no mask;
         `features` is then the channels).
     """

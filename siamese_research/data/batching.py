@@ -134,6 +134,38 @@ def spread_order(groups: np.ndarray, batch_size: int, seed: int, epoch: int,
     return out
 
 
+def per_group_order(groups: np.ndarray, per_group: int, seed: int, epoch: int,
+                    shuffle: bool = True) -> np.ndarray:
+    """Rows in blocks of `per_group` rows of ONE group (pytorch-metric-
+    learning's MPerClassSampler), blocks in a random order: cut every
+    `batch_size` (a multiple of `per_group`), a batch holds batch_size /
+    per_group blocks, so every row has positives in its batch.
+
+    Each group's rows are shuffled and cut into blocks; a group's last
+    block, when short, is filled with rows of the group drawn again (with
+    replacement, so a group of one row gives a block of that row). The
+    length, sum over groups of ceil(n_g / M) * M, is the same every epoch.
+    A function of (seed, epoch) only.
+    """
+    m = int(per_group)
+    rng = np.random.default_rng([seed, epoch, 5])
+    group = group_index(groups)
+    by_group = np.argsort(group, kind="stable")
+    bounds = np.flatnonzero(np.diff(group[by_group])) + 1
+    blocks = []
+    for rows in np.split(by_group, bounds) if len(group) else []:
+        if shuffle:
+            rows = rng.permutation(rows)
+        short = -len(rows) % m
+        if short:
+            rows = np.concatenate([rows, rng.choice(rows, short, replace=True)])
+        blocks.extend(rows.reshape(-1, m))
+    if not blocks:
+        return np.zeros(0, np.int64)
+    order = rng.permutation(len(blocks)) if shuffle else np.arange(len(blocks))
+    return np.concatenate([blocks[i] for i in order]).astype(np.int64)
+
+
 def group_batches(groups: np.ndarray, batch_size: int, seed: int, epoch: int,
                   shuffle: bool = True) -> list:
     """One epoch's batches of row indices, each from ONE group: the groups

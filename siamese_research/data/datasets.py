@@ -9,15 +9,16 @@ from typing import Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from siamese_research.config import Config
+from siamese_research.config import GROUP_LOSSES, Config
 from siamese_research.core import losses
 from siamese_research.data.batching import (TripletPlan, epoch_order, gather_batch,
-                                            group_batches, group_index, spread_order,
-                                            steps_per_epoch)
+                                            group_batches, group_index, per_group_order,
+                                            spread_order, steps_per_epoch)
+from siamese_research.data.mining import MinedPlan, MiningPool
 from siamese_research.data.pairs import Pairs
 from siamese_research.errors import ConfigError, DataError
 
-TRIPLET_MODES = ("none", "fixed", "from_pairs")
+TRIPLET_MODES = ("none", "fixed", "from_pairs", "from_corpus", "mined")
 
 
 class PairDataset:
@@ -39,16 +40,23 @@ class PairDataset:
         or "from_pairs" (each positive row of a group that has a negative,
         with one of its group's negatives drawn per (seed, epoch)). Index
         batches are then int64 (batch, 2) `[positive_row, negative_row]`.
+        Or "mined": each positive row with a negative drawn per epoch from
+        its mined window (`data.mining`; `set_mined` gives the windows);
+        "from_corpus": from all the candidates not labelled positive for
+        its anchor, uniformly (mining's pool, no window: the random control).
       positives_only: the rows with label >= 0.5 only (in-batch negatives);
         with `pairs.groups`, a batch holds at most one row of a group
         wherever the group sizes allow it (`spread_order`; `bucket_by_length`
         then does not apply).
+      per_group: with positives_only, batches of blocks of this many rows
+        of one group (`per_group_order`), and each row's label is its
+        group's number (the online miners' positives).
     """
 
     def __init__(self, pairs: Pairs, batch_size: int, *, seed: int = 0,
                  shuffle: bool = True, bucket_by_length: bool = False,
                  groups: Optional[np.ndarray] = None, triplets: str = "none",
-                 positives_only: bool = False):
+                 positives_only: bool = False, per_group: int = 0):
         if triplets not in TRIPLET_MODES:
             raise ValueError(f"triplets={triplets!r}: expected one of "
                              f"{', '.join(TRIPLET_MODES)}")
@@ -57,6 +65,9 @@ class PairDataset:
                              "positives_only with groups")
         if triplets != "none" and positives_only:
             raise ValueError("positives_only is for pair batches, not triplets")
+        if per_group and (not positives_only or pairs.groups is None):
+            raise ValueError("per_group batches are of grouped positives_only pairs")
+        self.per_group = per_group
         self.pairs = pairs
         self.batch_size = batch_size
         self.seed = seed
@@ -85,12 +96,26 @@ class PairDataset:
             if not len(self._plan.positives):
                 raise DataError("no triplets: no group has both a positive "
                                 "(label >= 0.5) and a negative pair")
+        self.pool = MiningPool(pairs) if triplets in ("mined", "from_corpus") else None
+        self.mined: Optional[MinedPlan] = None  # (set_mined)
+        if triplets == "from_corpus":  # every window empty: uniform draws
+            self.mined = MinedPlan(self.pool, np.full((len(self.pool), 1), -1, np.int64))
         self._fixed_length = not pairs.is_text and not pairs.padded
+        label = pairs.label.astype(np.float32)
+        if per_group:
+            label = group_index(pairs.groups).astype(np.float32)
         with tf.device("/cpu:0"):
             self._arrays = tuple(tf.constant(a) for a in (
                 pairs.left, pairs.right, pairs.left_length.astype(np.int32),
-                pairs.right_length.astype(np.int32), pairs.label.astype(np.float32),
+                pairs.right_length.astype(np.int32), label,
                 pairs.weight.astype(np.float32)))
+        self._length = len(self.epoch_items(0)) if per_group else None
+
+    def set_mined(self, window: np.ndarray) -> MinedPlan:
+        """The windows ("mined" triplets) the next epochs draw from: int64
+        (triplets, w) negative rows, -1 pads (`MiningPool.rows_of`)."""
+        self.mined = MinedPlan(self.pool, window)
+        return self.mined
 
     def __len__(self) -> int:
         """The rows an epoch trains on: pairs, or triplets."""
@@ -98,6 +123,10 @@ class PairDataset:
             return len(self.pairs.triplets)
         if self.triplets == "from_pairs":
             return len(self._plan.positives)
+        if self.pool is not None:
+            return len(self.pool)
+        if self._length is not None:  # per_group: the blocks' rows
+            return self._length
         if self._rows is not None:
             return len(self._rows)
         return len(self.pairs)
@@ -172,7 +201,10 @@ class PairDataset:
         epoch) only. (Not for group batches, see `group_batches`.)"""
         lengths = None
         if self.triplets != "none":
+            if self.triplets == "mined" and self.mined is None:
+                raise RuntimeError("mined triplets before any mining (set_mined)")
             items = (self.pairs.triplets if self.triplets == "fixed"
+                     else self.mined.draw(self.seed, epoch) if self.pool is not None
                      else self._plan.draw(self.seed, epoch))
             if self.bucket_by_length:
                 p = self.pairs
@@ -181,6 +213,10 @@ class PairDataset:
                                              p.right_length[items[:, 1]]])
         else:
             items = self._rows if self._rows is not None else np.arange(len(self.pairs))
+            if self.per_group:
+                # Blocks of a group, cut every batch_size: no further shuffle.
+                return items[per_group_order(self.pairs.groups[items], self.per_group,
+                                             self.seed, epoch, self.shuffle)]
             if self._rows is not None and self.pairs.groups is not None:
                 order = spread_order(self.pairs.groups[items], self.batch_size,
                                      self.seed, epoch, self.shuffle)
@@ -284,16 +320,28 @@ def train_dataset(pairs: Pairs, config: Config) -> "PairDataset":
       ConfigError: the data cannot give the loss its batches (naming the flag).
     """
     kwargs = dict(seed=config.seed, bucket_by_length=config.bucket_by_length)
-    if config.loss == "triplet":
+    if config.row_negatives:
         mode = _triplet_mode(pairs, config)
         if mode == "from_pairs" and not len(TripletPlan(pairs).positives):
             raise ConfigError("triplets", "from_pairs", "no group has both a positive "
                               "(label >= 0.5) and a negative pair to form a triplet")
+        if mode in ("mined", "from_corpus") and not np.any(pairs.label >= 0.5):
+            flag, value = (("negatives", "hard") if mode == "mined"
+                           else ("triplets", "from_corpus"))
+            raise ConfigError(flag, value, f"draws a negative for each positive "
+                              f"pair (label >= 0.5); the {len(pairs)} training pairs have "
+                              f"none")
         return PairDataset(pairs, config.batch_size, triplets=mode, **kwargs)
-    if config.loss == "mnrl":
+    if config.loss in ("mnrl", *GROUP_LOSSES):
         if not np.any(pairs.label >= 0.5):
-            raise ConfigError("loss", "mnrl", f"trains on positive pairs (label >= 0.5); "
-                              f"the {len(pairs)} training pairs have none")
+            raise ConfigError("loss", config.loss, f"trains on positive pairs (label >= "
+                              f"0.5); the {len(pairs)} training pairs have none")
+        if config.loss in GROUP_LOSSES:
+            if pairs.groups is None:
+                raise ConfigError("loss", config.loss, "draws batches per group: needs "
+                                  "grouped pairs (a text pair file: each left text's "
+                                  "candidates; image classes; or --data=synthetic)")
+            kwargs["per_group"] = config.per_group
         return PairDataset(pairs, config.batch_size, positives_only=True, **kwargs)
     groups = None
     if config.loss in losses.GROUPED:
@@ -306,7 +354,18 @@ def train_dataset(pairs: Pairs, config: Config) -> "PairDataset":
 
 
 def _triplet_mode(pairs: Pairs, config: Config) -> str:
-    """"from_pairs" or "fixed" for a `--loss=triplet` run on `pairs`."""
+    """"mined", "from_pairs" or "fixed" for a run with a negative per row
+    (`Config.row_negatives`) on `pairs`."""
+    if config.negatives == "hard":
+        if pairs.left_text is None:
+            raise ConfigError("negatives", "hard", "mines among a text pair file's "
+                              "candidates: these pairs have no texts")
+        return "mined"
+    if config.triplets == "from_corpus":
+        if pairs.left_text is None:
+            raise ConfigError("triplets", "from_corpus", "draws among a text pair file's "
+                              "candidates: these pairs have no texts")
+        return "from_corpus"
     if config.triplets == "from_pairs":
         if pairs.groups is None:
             raise ConfigError("triplets", "from_pairs", "needs grouped pairs: a text pair "
@@ -324,11 +383,22 @@ def train_description(pairs: Pairs, config: Config) -> str:
     """What a triplet or mnrl run trains on, e.g. "1,229 triplets from 1,229
     positives of 94 groups; 12 positives without a negative dropped"; "" for
     other losses (or data that cannot give the loss its batches)."""
-    if config.loss == "triplet":
+    if config.row_negatives:
         try:
             mode = _triplet_mode(pairs, config)
         except ConfigError:
             return ""
+        n_pos = int((pairs.label >= 0.5).sum())
+        if mode == "from_corpus":
+            return (f"{n_pos:,} triplets, one per positive pair, each negative drawn "
+                    f"every epoch from the training right texts not labelled positive "
+                    f"for its anchor")
+        if mode == "mined":
+            lo, hi = config.mine_window
+            return (f"{n_pos:,} triplets, one per positive pair, each negative drawn "
+                    f"every epoch from ranks {lo}-{hi - 1} of its anchor's nearest "
+                    f"non-positive candidates, mined every {config.mine_every} "
+                    f"epoch(s) with the encoder as it then is")
         if mode == "fixed":
             text = f"{len(pairs.triplets):,} triplets from the file"
             if pairs.groups is not None and len(pairs.triplets):
@@ -352,4 +422,11 @@ def train_description(pairs: Pairs, config: Config) -> str:
                      f"where possible)")
         text += f", in-batch negatives; {len(pairs) - n_pos:,} other pairs unused"
         return text
+    if config.loss in GROUP_LOSSES:
+        positive = pairs.label >= 0.5
+        groups = (len(np.unique(group_index(pairs.groups)[positive]))
+                  if pairs.groups is not None else 0)
+        return (f"{int(positive.sum()):,} positive pairs of {groups:,} groups, in batches "
+                f"of {config.per_group} per group; each anchor's triplet mined in its "
+                f"batch")
     return ""

@@ -44,8 +44,10 @@ def pairs_of(model, label, output):
     metrics: the output itself for pair scores; for a triplet's [d(a, p),
     d(a, n)], the pair (a, p) labelled 1 and (a, n) labelled 0; for
     in-batch negatives' (batch, batch) distances, the diagonal's pairs
-    labelled 1 and the rest 0. Distances become the merge's similarity, so
-    AUC and the fitted threshold read as on pairs."""
+    labelled 1 and the rest 0 (with mined negatives, (batch, 2 * batch):
+    every negative column 0; for group batches, the pairs of a group 1).
+    Distances become the merge's similarity, so AUC and the fitted
+    threshold read as on pairs."""
     objective = getattr(model, "objective", "pair")
     if objective == "pair":
         return label, output
@@ -55,7 +57,12 @@ def pairs_of(model, label, output):
         return tf.concat([tf.ones([n]), tf.zeros([n])], 0), tf.concat(
             [scores[:, 0], scores[:, 1]], 0)
     n = tf.shape(scores)[0]
-    return tf.reshape(tf.eye(n), [-1]), tf.reshape(scores, [-1])
+    if objective == "in_batch_groups":
+        group = tf.reshape(label, [-1])
+        same = tf.cast(tf.equal(group[:, None], group[None, :]), tf.float32)
+        return tf.reshape(same, [-1]), tf.reshape(scores, [-1])
+    positive = tf.eye(n, num_columns=tf.shape(scores)[1])
+    return tf.reshape(positive, [-1]), tf.reshape(scores, [-1])
 
 
 def update(metrics, loss, label, pred, valid=None) -> None:

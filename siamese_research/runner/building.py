@@ -67,7 +67,7 @@ def build(config: Config, data: data_lib.PairData, strategy=None):
             encoder=config.encoder, units=config.units, features=config.features,
             merge=config.merge, share=config.share, vocab_size=vocab_size,
             encoder_args=config.encoder_kwargs, masked=data.padded or vocab_size > 0,
-            objective=losses.OBJECTIVES.get(config.loss, "pair"),
+            objective=losses.objective(config.loss, config.row_negatives),
             image_shape=data.train.left.shape[1:] if data.is_image else None)
         if config.embedding_init == "idf":
             model_lib.scale_embeddings(model, vocab.token_idf(data.train, vocab_size))

@@ -14,6 +14,7 @@ from siamese_research.errors import EXIT_INTERRUPTED, EXIT_NONFINITE
 from siamese_research.runner.setup import Data, Setup
 from siamese_research.runner.session import Session
 from siamese_research.train import callbacks as callbacks_lib
+from siamese_research.train import mining as mining_lib
 from siamese_research.train.step import NonFiniteError
 
 
@@ -25,9 +26,16 @@ class RunResult(dict):
 def actions(config: Config, setup: Setup, data: Data, session: Session) -> list:
     """The run's hooks, in the order they see an epoch's end: the best
     epoch, patience (which reads it), the threshold and checkpoints (chief:
-    an epoch's files are on disk before its checkpoint), signals."""
+    an epoch's files are on disk before its checkpoint), signals; and, at
+    an epoch's begin, the hard-negative mining."""
     out = []
     trainer = session.trainer
+    if config.negatives == "hard":
+        lo, hi = config.mine_window
+        out.append(mining_lib.Mining(data.train, every=config.mine_every, lo=lo, hi=hi,
+                                     margin=config.mine_margin_value,
+                                     run_dir=config.run_dir, save=setup.chief,
+                                     verbose=config.verbose))
     if data.validation is not None:
         best = callbacks_lib.BestModel(config.run_dir, config.monitor, save=setup.chief,
                                        resume=session.restored is not None)
@@ -80,7 +88,7 @@ def train(config: Config, setup: Setup, data: Data, session: Session) -> RunResu
         return result
     result.update(final=history["epochs"][-1] if history["epochs"] else {},
                   stopped_early=history["stopped_early"])
-    best = hooks[0] if isinstance(hooks[0], callbacks_lib.BestModel) else None
+    best = next((h for h in hooks if isinstance(h, callbacks_lib.BestModel)), None)
     if best is not None and best.best_epoch is not None:
         result.update(best_epoch=best.best_epoch, best_value=best.best,
                       best_path=os.path.join(config.run_dir,

@@ -80,7 +80,8 @@ def _open(config, setup, data, built, argv, lock, earlier) -> Session:
         histogram_every=config.histogram_every, grad_check_every=config.grad_check_every,
         gate_gradients=config.gate_gradients, on_nonfinite=config.on_nonfinite,
         jit_compile=config.jit_compile, scale_loss=built.scale_loss,
-        loss_name=config.loss, verbose=config.verbose)
+        loss_name=config.loss, verbose=config.verbose,
+        mini_batch_size=config.mini_batch_size, batch_size=config.batch_size)
     with setup.strategy.scope():
         checkpointer = Checkpointer(
             os.path.join(config.run_dir, artifacts.CHECKPOINTS), model=built.model,

@@ -80,15 +80,40 @@ HELP = {
             "over (anchor, positive, negative), three calls of the encoder (a distance "
             "merge; a triplet file, or --triplets=from_pairs), or mnrl: in-batch "
             "negatives, each anchor's softmax over the batch's positives at "
-            "--temperature (a distance merge; the positive pairs of the data). "
+            "--temperature (a distance merge; the positive pairs of the data), "
+            "or batch_hard_triplet / batch_semi_hard_triplet: online mining of "
+            "each anchor's triplet inside batches of --per_group rows per group. "
             "Labels: 1 = similar, 0 = dissimilar",
     "margin": "contrastive and triplet loss margin on the merge's distance",
     "temperature": "mnrl: logits are -distance / temperature (cosine: cos / T, "
                    "sentence-transformers' scale 20 = 1 / 0.05)",
-    "triplets": "none, or from_pairs: --loss=triplet on grouped pair data (each "
+    "triplets": "none, or from_pairs: --loss=triplet (or mnrl) on grouped pair data (each "
                 "left text's labelled candidates; synthetic: by prototype): "
                 "(left, a positive right, a negative right of the same group) for "
-                "every positive, negatives drawn again each epoch (seeded)",
+                "every positive, negatives drawn again each epoch (seeded); or "
+                "from_corpus: a text pair file's every positive with a negative drawn "
+                "each epoch from all the right texts not labelled positive for its "
+                "left (the random control of --negatives=hard)",
+    "negatives": "random, or hard: --loss=triplet or mnrl on a text pair file, each "
+                 "positive pair's negative mined with the run's own encoder among "
+                 "the training right texts: ranks --mine_range of its anchor's "
+                 "nearest candidates not labelled positive (mnrl then adds each "
+                 "row's negative to the batch's candidates); kept in "
+                 "<run_dir>/mined/",
+    "mine_every": "hard negatives: mined again at the start of every N-th epoch "
+                  "(epoch 1 first)",
+    "mine_range": "hard negatives: 'lo,hi': the ranks (0 = nearest) among an "
+                  "anchor's non-positive candidates a negative is drawn from; lo > 0 "
+                  "skips the nearest, likeliest unlabelled positives",
+    "mine_margin": "hard negatives: keep a negative only if its score (the merge's "
+                   "similarity) is at most the positive's minus this margin; empty = "
+                   "no margin",
+    "per_group": "batch_hard_triplet, batch_semi_hard_triplet: rows of one group "
+                 "(left text, image class) per block, batch_size / M blocks a batch",
+    "mini_batch_size": "mnrl: the cached (GradCache) loss: the batch is encoded and "
+                       "back-propagated in chunks of this many rows, the loss over "
+                       "the whole batch (memory of a chunk, the same gradients); 0 = "
+                       "off",
     "anchor_column": "triplet files: anchor text column (default: 'anchor')",
     "positive_column": "triplet files: positive text column (default: 'positive')",
     "negative_column": "triplet files: negative text column (default: 'negative')",

@@ -59,13 +59,22 @@ class TrainStep:
         once: without them the compiled call holds no code for them.
       view_slots, histogram_slots: how many view steps (histogram steps)
         one compiled call can hold.
+      mini_batch_size: > 0: the branch pass and the check's total are the
+        cached (GradCache) pass in chunks of this many rows
+        (`gradients.cached_pass`), for batches of at most `batch_size` rows
+        (global: each replica's share is planned for).
     """
 
     def __init__(self, model, *, loss_fn, optimizer, strategy,
                  on_nonfinite: str = "stop", jit_compile: bool = False,
                  scale_loss: Optional[Callable] = None, views=True,
-                 check: bool = True, view_slots: int = 1, histogram_slots: int = 1):
+                 check: bool = True, view_slots: int = 1, histogram_slots: int = 1,
+                 mini_batch_size: int = 0, batch_size: Optional[int] = None):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        replicas = strategy.num_replicas_in_sync
+        # (A replica's rows: the global batch split, the first ones longer.)
+        self._cached = dict(mini_batch_size=mini_batch_size, batch_size=(
+            -(-batch_size // replicas) if batch_size else None))
         self.strategy = strategy
         self.on_nonfinite, self.scale_loss = on_nonfinite, scale_loss
         # Bookkeeping variables are SyncOnRead: each replica updates its own
@@ -158,6 +167,9 @@ class TrainStep:
         metrics_lib.update(self.metrics, loss, label, scores, valid=out["ok"])
         if self.with_views:
             total = (lambda: self._total(batch, state)) if self.with_check else None
+            predictions = out["predictions"]
+            miner = ((lambda: self.loss_fn.miner_stats(batch[1], predictions))
+                     if self.layout.miner_tags else None)
             branches = out["branches"]
             if self.scale_loss is not None:
                 # The views are of the unscaled loss (the update takes the
@@ -169,12 +181,13 @@ class TrainStep:
                 unscaled = lambda: branches  # noqa: E731
             cond(_any(view, check, histograms),
                  lambda: self._keep_views(loss, unscaled(), total, view, check,
-                                          histograms, slot, histogram_slot), _nothing,
+                                          histograms, slot, histogram_slot, miner),
+                 _nothing,
                  inline=False)
         self._apply_when(out["apply"], list(zip(out["grads"], self._flag_vars)))
 
     def _keep_views(self, loss, branches, total, view, check, histograms, slot,
-                    histogram_slot):
+                    histogram_slot, miner=None):
         """Computes what is due of a view step's views and keeps them."""
         layout = self.layout
         f64 = tf.float64
@@ -182,7 +195,8 @@ class TrainStep:
         def log():
             return layout.log_values(
                 loss=loss, learning_rate=self.optimizer.learning_rate,
-                nonfinite=self.nonfinite_count, metrics=self.metrics, branches=branches)
+                nonfinite=self.nonfinite_count, metrics=self.metrics, branches=branches,
+                miner=miner() if miner is not None else None)
 
         row = [cond(view, log, lambda: tf.zeros([layout.log_size], f64))]
         if total is not None:
@@ -272,7 +286,8 @@ class TrainStep:
         if not tf.executing_eagerly():
             self._branch_graph = tf.compat.v1.get_default_graph()  # (at trace time)
         bg = G.branch_gradients(self.model, self.loss_fn, inputs, label, weight,
-                                training=True, scale_loss=self.scale_loss)
+                                training=True, scale_loss=self.scale_loss,
+                                **self._cached)
         return bg.loss, bg.predictions, bg.branches, bg.head
 
     def branch_graph(self, element_spec):
@@ -287,7 +302,7 @@ class TrainStep:
         """The check's total gradient of the encoder (sparse stays sparse)."""
         inputs, label, weight = batch
         return G.total_gradient(self.model, self.loss_fn, inputs, label, weight,
-                                training=True, state=state)
+                                training=True, state=state, **self._cached)
 
     def alive(self):
         """False once a step was non-finite under "stop": the rest of the

@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from siamese_research import data as data_lib
-from siamese_research.core import encoders
+from siamese_research.core import encoders, losses
 from siamese_research.metrics import streaming as metrics_lib
 from siamese_research.summaries import views as summaries
 from siamese_research.errors import WriteError
@@ -111,6 +111,7 @@ class Trainer:
         train step (`encoders.should_unroll`): faster steps, a slower
         trace; None unrolls in runs of `encoders.UNROLL_MIN_RUN_STEPS`
         steps or more. Read when the step is traced (the first call).
+      mini_batch_size, batch_size: the cached in-batch pass (`TrainStep`).
     """
 
     def __init__(self, model, *, loss_fn, optimizer, strategy=None, writers=None,
@@ -120,7 +121,8 @@ class Trainer:
                  on_nonfinite: str = "stop", jit_compile: bool = False,
                  scale_loss: Optional[Callable] = None,
                  fixed_threshold: Optional[bool] = None, loss_name: str = "bce",
-                 verbose: int = 1, unroll: Optional[bool] = None):
+                 verbose: int = 1, unroll: Optional[bool] = None,
+                 mini_batch_size: int = 0, batch_size: Optional[int] = None):
         strategy = strategy or tf.distribute.get_strategy()
         self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         scheduled = writers is not None or self.multi_worker
@@ -130,15 +132,18 @@ class Trainer:
         if fixed_threshold is None:
             fixed_threshold = metrics_lib.fixed_threshold(model, loss_name)
         self.fixed_threshold = fixed_threshold
+        miner_tags = losses.MINER_TAGS if hasattr(loss_fn, "miner_stats") else ()
         layout = ViewLayout(model, gate_gradients=gate_gradients, branch_views=diagnostics,
-                            fixed_threshold=fixed_threshold) if scheduled else None
+                            fixed_threshold=fixed_threshold,
+                            miner_tags=miner_tags) if scheduled else None
         self.step = TrainStep(model, loss_fn=loss_fn, optimizer=optimizer,
                               strategy=strategy, on_nonfinite=on_nonfinite,
                               jit_compile=jit_compile, scale_loss=scale_loss,
                               views=layout, check=diagnostics,
                               view_slots=steps_per_execution,
                               histogram_slots=min(steps_per_execution,
-                                                  steps_per_execution // histogram_every + 3))
+                                                  steps_per_execution // histogram_every + 3),
+                              mini_batch_size=mini_batch_size, batch_size=batch_size)
         self.loop = StepLoop(self.step)
         self.diagnostics = Diagnostics(self.step)
         self._writers = writers

@@ -11,7 +11,8 @@ row `buckets + 2` per histogram.
 (the TensorBoard tag contract, docs/tensorboard.md), in three parts written
 on what is due at that step:
 
-* log: loss, learning rate, the non-finite count, each branch's norm,
+* log: loss, learning rate, the non-finite count, an online miner's
+  scalars (the loss's `miner_stats`: miner/active_fraction, ...), each branch's norm,
   every two branches' cosine, per-gate norms of each branch; and the
   accuracy metric's state (with a fitted threshold, the AUC metric's
   confusion counts), which Python sums over the local replicas before it
@@ -54,11 +55,12 @@ class ViewLayout:
         scores so far (`metrics.streaming.fitted_threshold`) and shows the
         accuracy at it.
       buckets: bins per histogram.
+      miner_tags: the loss's miner scalars (`losses.MINER_TAGS`), or none.
     """
 
     def __init__(self, model, *, gate_gradients: bool = True, branch_views: bool = True,
                  fixed_threshold: bool = True,
-                 buckets: int = summaries.HISTOGRAM_BUCKETS):
+                 buckets: int = summaries.HISTOGRAM_BUCKETS, miner_tags: Sequence[str] = ()):
         self.branches = tuple(model.branches)
         self.variables = G.encoder_variables(model)
         self.weights = list(model.trainable_variables)
@@ -69,7 +71,8 @@ class ViewLayout:
         self.gate_names = gate_names = sorted(
             {g for _, names in self.gates.values() for g in names},
             key=lambda g: _gate_order(self.gates, g))
-        self.log_tags = ["loss", "learning_rate", "nonfinite_steps"]
+        self.log_tags = ["loss", "learning_rate", "nonfinite_steps", *miner_tags]
+        self.miner_tags = tuple(miner_tags)
         self.check_tags: List[str] = []
         self.gradient_histograms: List[tuple] = []  # (tag, branch, index, gate)
         if branch_views:
@@ -118,12 +121,15 @@ class ViewLayout:
 
     # -- in the step (graph) ------------------------------------------------------
     def log_values(self, *, loss, learning_rate, nonfinite, metrics,
-                   branches: Sequence[list]) -> tf.Tensor:
+                   branches: Sequence[list], miner=None) -> tf.Tensor:
         """The row's log part (float64), from the step's values, its train
-        metrics (this replica's state) and each branch's gradients
-        (`branches[k]`: branch k's, per encoder variable)."""
+        metrics (this replica's state), each branch's gradients
+        (`branches[k]`: branch k's, per encoder variable) and the miner's
+        scalars (a vector, with `miner_tags`)."""
         values = [tf.stack([tf.cast(tf.convert_to_tensor(x), tf.float64)
                             for x in (loss, learning_rate, nonfinite)])]
+        if self.miner_tags:
+            values.append(tf.reshape(tf.cast(miner, tf.float64), [len(self.miner_tags)]))
         state = list(metrics["accuracy"].variables)  # total, count
         if not self.fixed_threshold:
             auc = metrics["auc"]

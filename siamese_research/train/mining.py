@@ -1,0 +1,122 @@
+"""`--negatives=hard` in a run: at the start of every `--mine_every`-th
+epoch, the run's own encoder (as it then is) encodes the anchors and the
+candidates, `data.mining` ranks them, and the epochs until the next mining
+draw their negatives from those windows.
+
+Each mining is saved in the run folder (`artifacts.save_mined`) before the
+epoch trains on it; a resumed run reads it back instead of mining again,
+so a run resumed in a mining epoch is the run that was not interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from siamese_research import artifacts
+
+ENCODE_BATCH = 256
+
+
+class Mining(keras.callbacks.Callback):
+    """Mines hard negatives for a "mined" `PairDataset` at epoch begins.
+
+    Args:
+      dataset: the training `PairDataset` (triplets="mined").
+      every: mine at epochs 0, every, 2 * every, ...
+      lo, hi: the rank window (`MiningPool.window`).
+      margin: the score margin below the positive's, or None.
+      run_dir: where the minings are kept (None: nowhere).
+      save: write them (the chief); others read or mine their own.
+      verbose: a line per mining on stdout.
+    """
+
+    def __init__(self, dataset, *, every: int, lo: int, hi: int,
+                 margin: Optional[float] = None, run_dir: Optional[str] = None,
+                 save: bool = True, verbose: int = 1):
+        super().__init__()
+        self.dataset, self.every = dataset, int(every)
+        self.lo, self.hi, self.margin = int(lo), int(hi), margin
+        self.run_dir, self.save, self.verbose = run_dir, save, verbose
+        self.mined_at: Optional[int] = None  # the epoch of the windows in use
+        self.minings = 0  # minings this process ran (not read back)
+        self._fns = {}  # a compiled call per tower
+
+    def on_epoch_begin(self, epoch, logs=None):
+        due = epoch - epoch % self.every
+        if self.mined_at == due:
+            return
+        saved = artifacts.read_mined(self.run_dir, due) if self.run_dir else None
+        if saved is not None:
+            window, info = saved
+            source = "read back from " + os.path.relpath(
+                artifacts.mined_path(self.run_dir, due), self.run_dir)
+        else:
+            t0 = time.perf_counter()
+            window = self.mine(self.model)
+            self.minings += 1
+            info = {"epoch": due, "lo": self.lo, "hi": self.hi, "margin": self.margin,
+                    "seconds": round(time.perf_counter() - t0, 3)}
+            if self.run_dir and self.save:
+                artifacts.save_mined(self.run_dir, due, window, info)
+            source = f"mined in {info['seconds']:.1f} s"
+        plan = self.dataset.set_mined(window)
+        self.mined_at = due
+        if self.verbose:
+            summary = plan.summary()
+            print(f"Hard negatives for epoch {epoch + 1} ({source}): "
+                  f"{summary['triplets']:,} triplets, ranks {self.lo}-{self.hi - 1}, "
+                  f"{summary['mean_window']:.1f} candidates each on average"
+                  + (f", {summary['empty_windows']} with none (random)"
+                     if summary["empty_windows"] else ""), file=sys.stdout, flush=True)
+
+    def mine(self, model) -> np.ndarray:
+        """The windows (negative rows) from `model`'s encoder as it is now."""
+        pool, pairs = self.dataset.pool, self.dataset.pairs
+        towers = model.towers
+        fns = [self._fns.setdefault(id(t), encoder_fn(t)) for t in towers[:2]]
+        anchors = encode(fns[0], pairs.left[pool.anchor_rows],
+                         pairs.left_length[pool.anchor_rows])
+        candidates = encode(fns[1], pairs.right[pool.candidate_rows],
+                            pairs.right_length[pool.candidate_rows])
+        scores = similarities(model.merge, anchors, candidates)
+        return pool.rows_of(pool.window(scores, self.lo, self.hi, self.margin))
+
+
+def encode(fn, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Encodings (n, dim) float32 of padded inputs through `fn` (a tower's
+    `encoder_fn`), in batches trimmed to their longest row."""
+    out = []
+    for start in range(0, len(x), ENCODE_BATCH):
+        batch = x[start:start + ENCODE_BATCH]
+        if batch.ndim >= 2 and len(batch):
+            batch = batch[:, :max(int(lengths[start:start + ENCODE_BATCH].max()), 1)]
+        out.append(np.asarray(fn(tf.constant(batch)), np.float32))
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def encoder_fn(tower):
+    """`tower` as a compiled call on a batch, not training (float32 out)."""
+    return tf.function(lambda x: tf.cast(tower(x, training=False), tf.float32),
+                       reduce_retracing=True)
+
+
+def similarities(merge, anchors: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """(anchors, candidates) float32: the merge's similarity of every pair
+    (a distance merge's), in blocks of anchors of at most ~16M values."""
+    rows = max(1, (1 << 24) // max(1, candidates.size))
+    c = tf.constant(candidates)[None]
+    out = [np.asarray(merge.similarity(merge.distances(
+        tf.constant(anchors[i:i + rows])[:, None], c))[..., 0], np.float32)
+        for i in range(0, len(anchors), rows)]
+    return (np.concatenate(out) if out else
+            np.zeros((0, len(candidates)), np.float32))
+
+
+__all__ = ["Mining", "encode", "similarities"]
