@@ -96,7 +96,7 @@ class PairDataset:
             if not len(self._plan.positives):
                 raise DataError("no triplets: no group has both a positive "
                                 "(label >= 0.5) and a negative pair")
-        self.pool = MiningPool(pairs) if triplets in ("mined", "from_corpus") else None
+        self.pool = MiningPool.of(pairs) if triplets in ("mined", "from_corpus") else None
         self.mined: Optional[MinedPlan] = None  # (set_mined)
         if triplets == "from_corpus":  # every window empty: uniform draws
             self.mined = MinedPlan(self.pool, np.full((len(self.pool), 1), -1, np.int64))

@@ -5,7 +5,7 @@ The miner itself is numpy on scores (higher = closer): the train run
 scores with its current encoder (`train.mining`), the mining tool with a
 trained run's search (`inference.mining`); both rank the same way here.
 
-    pool = MiningPool(pairs)           # anchors, candidates, positives
+    pool = MiningPool.of(pairs)        # anchors, candidates, positives
     scores = ...                       # (anchors, candidates), e.g. cosine
     window = pool.window(scores, lo=1, hi=10, margin=None)
     plan = MinedPlan(pool, window)      # triplets, a negative drawn per epoch
@@ -45,16 +45,13 @@ class MiningPool:
       positives: per anchor, the sorted candidates labelled positive with it.
     """
 
-    def __init__(self, pairs: Pairs):
-        if pairs.left_text is None:
-            raise DataError("hard negatives are mined among a text pair file's "
-                            "candidates: these pairs have no texts")
-        left = [t.strip() for t in pairs.left_text]
-        right = [t.strip() for t in pairs.right_text]
-        positive = pairs.label >= 0.5
+    def __init__(self, left_text, right_text, label):
+        left = [t.strip() for t in left_text]
+        right = [t.strip() for t in right_text]
+        positive = np.asarray(label) >= 0.5
         self.rows = np.flatnonzero(positive).astype(np.int64)
         if not len(self.rows):
-            raise DataError(f"no positive pairs (label >= 0.5) among {len(pairs)} "
+            raise DataError(f"no positive pairs (label >= 0.5) among {len(left)} "
                             f"to mine negatives for")
         cand_index = {}
         for i, t in enumerate(right):
@@ -74,6 +71,14 @@ class MiningPool:
         for a, c in zip(self.anchor_of, self.positive_of):
             positives[a].add(int(c))
         self.positives = [np.array(sorted(p), np.int64) for p in positives]
+
+    @classmethod
+    def of(cls, pairs: Pairs) -> "MiningPool":
+        """The pool of a text `Pairs`."""
+        if pairs.left_text is None:
+            raise DataError("hard negatives are mined among a text pair file's "
+                            "candidates: these pairs have no texts")
+        return cls(pairs.left_text, pairs.right_text, pairs.label)
 
     def __len__(self) -> int:
         return len(self.rows)
