@@ -90,8 +90,7 @@ def dense(g, like):
 
 def branch_gradients(model: SiameseModel, loss_fn, inputs: Sequence, label,
                      sample_weight=None, *, training: bool = True,
-                     scale_loss=None, mini_batch_size: int = 0,
-                     batch_size: Optional[int] = None) -> BranchGradients:
+                     scale_loss=None, mini_batch_size: int = 0) -> BranchGradients:
     """Forward every branch through identity copies of the tower weights and
     return the loss, predictions and per-branch gradients.
 
@@ -106,8 +105,7 @@ def branch_gradients(model: SiameseModel, loss_fn, inputs: Sequence, label,
       scale_loss: optional `f(loss) -> scaled loss` (mixed-precision loss
         scaling); the gradients are then of the scaled loss.
       mini_batch_size: > 0: the cached (GradCache) pass, `cached_pass`, in
-        chunks of at most this many rows; `batch_size` is the most rows a
-        batch can have when its size is not static (a traced step's).
+        chunks of at most this many rows.
     """
     enc_vars = encoder_variables(model)
     head_vars = head_variables(model)
@@ -116,7 +114,7 @@ def branch_gradients(model: SiameseModel, loss_fn, inputs: Sequence, label,
     if mini_batch_size:
         return cached_pass(model, loss_fn, inputs, label, sample_weight,
                            training=training, scale_loss=scale_loss,
-                           mini_batch_size=mini_batch_size, batch_size=batch_size)
+                           mini_batch_size=mini_batch_size)
     with tf.GradientTape() as tape:
         copies, encodings = [], []
         tower_nt = {}
@@ -159,7 +157,7 @@ def _by_var(variables, grads) -> dict:
 
 def total_gradient(model: SiameseModel, loss_fn, inputs: Sequence, label,
                    sample_weight=None, *, training: bool = True, state=None,
-                   mini_batch_size: int = 0, batch_size: Optional[int] = None) -> list:
+                   mini_batch_size: int = 0) -> list:
     """dL/dW on the encoder variables by a plain forward pass (the check).
 
     With `state` (values of `model.non_trainable_variables`, e.g. dropout
@@ -177,7 +175,7 @@ def total_gradient(model: SiameseModel, loss_fn, inputs: Sequence, label,
     if mini_batch_size:
         return cached_pass(model, loss_fn, inputs, label, sample_weight,
                            training=training, state=state, split=False,
-                           mini_batch_size=mini_batch_size, batch_size=batch_size)
+                           mini_batch_size=mini_batch_size)
     if state is None:
         state = [v.value for v in model.non_trainable_variables]
     state = dict(zip([id(v) for v in model.non_trainable_variables], state))
@@ -198,33 +196,9 @@ def total_gradient(model: SiameseModel, loss_fn, inputs: Sequence, label,
     return tape.gradient(loss, enc_vars)
 
 
-def chunk_bounds(n, mini_batch_size: int, batch_size: Optional[int] = None) -> list:
-    """[(start, size, owned)] of the chunks a batch of `n` rows (a scalar
-    tensor, or an int) is encoded in: ceil(batch / m) chunks, the batch's
-    size static or `batch_size`, each of at most m rows.
-
-    A chunk is never empty (a convolution cannot take zero rows): where a
-    batch is shorter than the chunks planned for it, the chunks past its end
-    repeat its last row and are not `owned` (their output gradient is zero,
-    so they add nothing).
-    """
-    m = int(mini_batch_size)
-    static = n if isinstance(n, int) else tf.get_static_value(n)
-    most = int(static) if static is not None else batch_size
-    if not most:
-        raise ValueError("a cached pass over a batch of unknown size needs "
-                         "batch_size (the most rows a batch can have)")
-    out = []
-    for c in range(-(-most // m)):
-        start = tf.minimum(c * m, tf.maximum(n - 1, 0))
-        out.append((start, tf.minimum(m, n - start), tf.less(c * m, n)))
-    return out
-
-
 def cached_pass(model: SiameseModel, loss_fn, inputs: Sequence, label,
                 sample_weight=None, *, training: bool = True, scale_loss=None,
-                state=None, split: bool = True, mini_batch_size: int,
-                batch_size: Optional[int] = None):
+                state=None, split: bool = True, mini_batch_size: int):
     """The GradCache pass (Gao et al. 2021; sentence-transformers'
     CachedMultipleNegativesRankingLoss) of a loss over the whole batch's
     encodings, at the memory of `mini_batch_size` rows:
@@ -238,8 +212,11 @@ def cached_pass(model: SiameseModel, loss_fn, inputs: Sequence, label,
        function), under a tape, and ONE backward pass per chunk for all the
        calls, with the encodings' gradients of 2 as output gradients.
 
-    Chunks run one after another (each waits for the previous one's
-    gradients), so a traced step never holds two chunks' activations.
+    The chunks after the first run in a `tf.while_loop` of one iteration at
+    a time, so a step holds one chunk's activations, and its trace holds
+    the chunk's graph twice (the first chunk, then the loop's body) whatever
+    the batch. The first chunk, outside the loop, fixes what the loop
+    carries: the encodings' shape, which gradients are sparse.
 
     With `split` (the train step), each call reads the weights through its
     own copies and the result is a `BranchGradients`: the calls' gradients
@@ -254,29 +231,37 @@ def cached_pass(model: SiameseModel, loss_fn, inputs: Sequence, label,
     if state is None:
         state = [v.value for v in model.non_trainable_variables]
     state = dict(zip([id(v) for v in model.non_trainable_variables], state))
-    tower_nt = {}
-    n = tf.shape(inputs[0])[0]
-    bounds = chunk_bounds(inputs[0].shape[0] if inputs[0].shape[0] is not None else n,
-                          mini_batch_size, batch_size)
-    # 1. The encodings, chunk by chunk; starts[b][c] = the state chunk c of
-    # call b starts from.
-    encodings, starts, after = [], [], []
+    m = int(mini_batch_size)
+    count = (tf.shape(inputs[0])[0] + m - 1) // m
+
+    def rows(x, c):
+        return x[c * m:(c + 1) * m]
+
+    # 1. The encodings, chunk by chunk; starts[b][k] holds, at row c, the
+    # k-th state value chunk c of call b starts from.
+    encodings, starts, tower_nt = [], [], {}
     for tower, x in zip(towers, inputs):
         nt = tower_nt.get(id(tower),
                           [state[id(v)] for v in tower.non_trainable_variables])
         values = [v.value for v in tower.trainable_variables]
-        parts, mine = [], []
-        for start, size, owned in bounds:
-            with tf.control_dependencies(after):
-                chunk = tf.identity(x[start:start + size])
-            mine.append(nt)
-            h, nt = tower.stateless_call(values, nt, chunk, training=training)
-            h = tf.stop_gradient(h)
-            after = [h]
-            parts.append(h[:tf.where(owned, size, 0)])
+        kept = [tf.TensorArray(s.dtype, size=count, element_shape=s.shape).write(0, s)
+                for s in nt]
+        h, nt = tower.stateless_call(values, nt, rows(x, 0), training=training)
+        out = tf.TensorArray(h.dtype, size=count, infer_shape=False,
+                             element_shape=tf.TensorShape([None]).concatenate(h.shape[1:]))
+
+        def encode(c, nt, out, kept, tower=tower, x=x, values=values):
+            kept = [k.write(c, s) for k, s in zip(kept, nt)]
+            h, nt = tower.stateless_call(values, list(nt), rows(x, c), training=training)
+            return c + 1, list(nt), out.write(c, tf.stop_gradient(h)), kept
+
+        _, nt, out, kept = tf.while_loop(
+            lambda c, *_: c < count, encode,
+            (tf.constant(1), list(nt), out.write(0, tf.stop_gradient(h)), kept),
+            parallel_iterations=1)
         tower_nt[id(tower)] = nt
-        encodings.append(tf.concat(parts, 0))
-        starts.append(mine)
+        encodings.append(out.concat())
+        starts.append(kept)
     # 2. The loss, and its gradient with respect to each call's encodings.
     with tf.GradientTape() as tape:
         tape.watch(encodings)
@@ -284,35 +269,44 @@ def cached_pass(model: SiameseModel, loss_fn, inputs: Sequence, label,
         loss = loss_fn(label, predictions, sample_weight=sample_weight)
         target = scale_loss(loss) if scale_loss is not None else loss
     *g_encodings, g_head = tape.gradient(target, [*encodings, head_vars])
-    # 3. Each chunk again, under a tape: one backward pass for all calls.
-    sums = [[None] * len(enc_vars) for _ in towers] if split else [None] * len(enc_vars)
-    after = list(g_encodings)
-    for c, (start, size, owned) in enumerate(bounds):
-        with tf.control_dependencies(after):
-            chunks = [tf.identity(x[start:start + size]) for x in inputs]
+
+    # 3. Each chunk again under a tape: one backward pass for all the calls.
+    def chunk_gradients(c):
+        """[call][encoder variable] gradients of chunk c (one list, the
+        total, without `split`)."""
         with tf.GradientTape() as tape:
             if split:
                 weights = [[tf.identity(v) for v in t.trainable_variables] for t in towers]
                 tape.watch(weights)
             else:  # the real variables' reads, which the tape watches
                 weights = [[v.value for v in t.trainable_variables] for t in towers]
-            hs = [tower.stateless_call(w, starts[b][c], x, training=training)[0]
-                  for b, (tower, w, x) in enumerate(zip(towers, weights, chunks))]
-        out = [tf.cast(g[start:start + size] * tf.cast(owned, g.dtype), h.dtype)
-               for g, h in zip(g_encodings, hs)]
-        if split:
-            grads = tape.gradient(hs, weights, output_gradients=out)
-            for b, tower in enumerate(towers):
-                mine = _by_var(tower.trainable_variables, grads[b])
-                sums[b] = [add(s, mine.get(id(v))) for s, v in zip(sums[b], enc_vars)]
-            after = [g for g in tf.nest.flatten(grads) if g is not None]
-        else:
-            grads = tape.gradient(hs, enc_vars, output_gradients=out)
-            sums = [add(s, g) for s, g in zip(sums, grads)]
-            after = [g for g in tf.nest.flatten(grads) if g is not None]
-        after = [a.values if isinstance(a, tf.IndexedSlices) else a for a in after]
+            hs = [t.stateless_call(w, [k.read(c) for k in kept], rows(x, c),
+                                   training=training)[0]
+                  for t, w, kept, x in zip(towers, weights, starts, inputs)]
+        out = [tf.cast(rows(g, c), h.dtype) for g, h in zip(g_encodings, hs)]
+        if not split:
+            return [tape.gradient(hs, enc_vars, output_gradients=out)]
+        grads = tape.gradient(hs, weights, output_gradients=out)
+        return [[_by_var(t.trainable_variables, g).get(id(v)) for v in enc_vars]
+                for t, g in zip(towers, grads)]
+
+    first = chunk_gradients(0)
+    carried = [[_carried(g) for g in grads] for grads in first]
+
+    def accumulate(c, carried):
+        now = chunk_gradients(c)
+        return c + 1, [[_accumulated(a, g) for a, g in zip(acc, grads)]
+                       for acc, grads in zip(carried, now)]
+
+    invariants = [[_invariant(g) for g in grads] for grads in first]
+    _, carried = tf.while_loop(lambda c, _: c < count, accumulate,
+                               (tf.constant(1), carried),
+                               shape_invariants=(tf.TensorShape([]), invariants),
+                               parallel_iterations=1)
+    sums = [[_uncarried(a, g) for a, g in zip(acc, grads)]
+            for acc, grads in zip(carried, first)]
     if not split:
-        return sums
+        return sums[0]
     # The state the calls left is written back once per step, as in
     # `branch_gradients`.
     for tower in dict.fromkeys(towers):
@@ -321,6 +315,44 @@ def cached_pass(model: SiameseModel, loss_fn, inputs: Sequence, label,
     return BranchGradients(loss=loss, predictions=predictions, encoder_vars=enc_vars,
                            head_vars=head_vars, names=model.branches, branches=sums,
                            head=list(g_head))
+
+
+# What the cached pass's loop carries per gradient: () for None, a dense
+# sum, or a sparse one's (values, indices), concatenated chunk after chunk.
+def _carried(g):
+    if g is None:
+        return ()
+    if isinstance(g, tf.IndexedSlices):
+        return (g.values, g.indices)
+    return g
+
+
+def _accumulated(acc, g):
+    if isinstance(acc, tuple):
+        if not acc:
+            return ()
+        if not isinstance(g, tf.IndexedSlices):  # (as the first chunk's: sparse)
+            g = tf.IndexedSlices(g, tf.range(tf.shape(g)[0]))
+        return (tf.concat([acc[0], g.values], 0),
+                tf.concat([acc[1], tf.cast(g.indices, acc[1].dtype)], 0))
+    return acc + tf.convert_to_tensor(g)
+
+
+def _invariant(g):
+    if g is None:
+        return ()
+    if isinstance(g, tf.IndexedSlices):
+        return (tf.TensorShape([None]).concatenate(g.values.shape[1:]),
+                tf.TensorShape([None]))
+    return g.shape
+
+
+def _uncarried(acc, first):
+    if first is None:
+        return None
+    if isinstance(first, tf.IndexedSlices):
+        return tf.IndexedSlices(acc[0], acc[1], first.dense_shape)
+    return acc
 
 
 def unscaled(bg: BranchGradients, scale) -> BranchGradients:

@@ -81,7 +81,7 @@ def _open(config, setup, data, built, argv, lock, earlier) -> Session:
         gate_gradients=config.gate_gradients, on_nonfinite=config.on_nonfinite,
         jit_compile=config.jit_compile, scale_loss=built.scale_loss,
         loss_name=config.loss, verbose=config.verbose,
-        mini_batch_size=config.mini_batch_size, batch_size=config.batch_size)
+        mini_batch_size=config.mini_batch_size)
     with setup.strategy.scope():
         checkpointer = Checkpointer(
             os.path.join(config.run_dir, artifacts.CHECKPOINTS), model=built.model,

@@ -61,20 +61,16 @@ class TrainStep:
         one compiled call can hold.
       mini_batch_size: > 0: the branch pass and the check's total are the
         cached (GradCache) pass in chunks of this many rows
-        (`gradients.cached_pass`), for batches of at most `batch_size` rows
-        (global: each replica's share is planned for).
+        (`gradients.cached_pass`).
     """
 
     def __init__(self, model, *, loss_fn, optimizer, strategy,
                  on_nonfinite: str = "stop", jit_compile: bool = False,
                  scale_loss: Optional[Callable] = None, views=True,
                  check: bool = True, view_slots: int = 1, histogram_slots: int = 1,
-                 mini_batch_size: int = 0, batch_size: Optional[int] = None):
+                 mini_batch_size: int = 0):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
-        replicas = strategy.num_replicas_in_sync
-        # (A replica's rows: the global batch split, the first ones longer.)
-        self._cached = dict(mini_batch_size=mini_batch_size, batch_size=(
-            -(-batch_size // replicas) if batch_size else None))
+        self._cached = dict(mini_batch_size=mini_batch_size)
         self.strategy = strategy
         self.on_nonfinite, self.scale_loss = on_nonfinite, scale_loss
         # Bookkeeping variables are SyncOnRead: each replica updates its own

@@ -111,7 +111,7 @@ class Trainer:
         train step (`encoders.should_unroll`): faster steps, a slower
         trace; None unrolls in runs of `encoders.UNROLL_MIN_RUN_STEPS`
         steps or more. Read when the step is traced (the first call).
-      mini_batch_size, batch_size: the cached in-batch pass (`TrainStep`).
+      mini_batch_size: the cached in-batch pass (`TrainStep`).
     """
 
     def __init__(self, model, *, loss_fn, optimizer, strategy=None, writers=None,
@@ -122,7 +122,7 @@ class Trainer:
                  scale_loss: Optional[Callable] = None,
                  fixed_threshold: Optional[bool] = None, loss_name: str = "bce",
                  verbose: int = 1, unroll: Optional[bool] = None,
-                 mini_batch_size: int = 0, batch_size: Optional[int] = None):
+                 mini_batch_size: int = 0):
         strategy = strategy or tf.distribute.get_strategy()
         self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         scheduled = writers is not None or self.multi_worker
@@ -143,7 +143,7 @@ class Trainer:
                               view_slots=steps_per_execution,
                               histogram_slots=min(steps_per_execution,
                                                   steps_per_execution // histogram_every + 3),
-                              mini_batch_size=mini_batch_size, batch_size=batch_size)
+                              mini_batch_size=mini_batch_size)
         self.loop = StepLoop(self.step)
         self.diagnostics = Diagnostics(self.step)
         self._writers = writers

@@ -1,0 +1,98 @@
+"""Mines hard negatives for a pair file with a trained run (`siamese-mine`):
+a triplet file (anchor, positive, negative) out of a pair file, ranked by
+the run's own search (its left tower on the anchors, its right tower on the
+candidates, its scorer), with the rule training uses (`data.mining`)."""
+
+from __future__ import annotations
+
+import types
+from typing import Optional
+
+import numpy as np
+
+from siamese_research.data import tables
+from siamese_research.data.mining import MiningPool
+from siamese_research.errors import DataError
+
+COLUMNS = ("anchor", "positive", "negative", "negative_rank", "negative_score",
+           "positive_score")
+
+
+def read_labelled_pairs(run, path: str, left_column: Optional[str] = None,
+                        right_column: Optional[str] = None,
+                        label_column: Optional[str] = None):
+    """(left texts, right texts, labels in [0, 1]) of a labelled text pair
+    file, its columns named as the run was trained (or by the arguments);
+    graded labels mapped by the run's --label_range.
+
+    Raises:
+      DataError: a bad file, column or label.
+    """
+    if not run.is_text:
+        raise DataError(f"--run_dir={run.run_dir}: mining ranks texts; this run was "
+                        f"trained on {'images' if run.is_image else 'float sequences'}")
+    columns, rows, lines = tables.read_table(path)
+    saved = run.config
+    names = types.SimpleNamespace(
+        left_column=left_column or saved.get("left_column"),
+        right_column=right_column or saved.get("right_column"),
+        label_column=label_column or saved.get("label_column"))
+    left, right, label = tables.resolve_columns(path, columns, rows, names)
+    bounds = saved.get("label_range")
+    lo, hi = (float(b) for b in bounds.split(",")) if bounds else (0.0, 1.0)
+    texts_l, texts_r, labels = [], [], []
+    for row, line in zip(rows, lines):
+        for col in (left, right, label):
+            if col not in row:
+                raise DataError(f"{path} line {line}: no key '{col}'")
+        try:
+            y = (float(row[label]) - lo) / (hi - lo)
+        except (TypeError, ValueError):
+            raise DataError(f"{path} line {line}: label {row[label]!r} is not a "
+                            f"number") from None
+        texts_l.append("" if row[left] is None else str(row[left]))
+        texts_r.append("" if row[right] is None else str(row[right]))
+        labels.append(y)
+    return texts_l, texts_r, np.asarray(labels, np.float32)
+
+
+def mine(run, left, right, label, *, lo: int, hi: int, margin: Optional[float] = None,
+         num_negatives: int = 1, seed: int = 0, batch_size: int = 256):
+    """Triplet rows (dicts of `COLUMNS`) and a summary: for each positive
+    pair, up to `num_negatives` distinct negatives drawn (seeded) from its
+    window (`MiningPool.window`) of the run's search scores."""
+    pool = MiningPool(left, right, label)
+    anchors = run.encode(pool.anchors, batch_size, side="left")
+    candidates = run.encode(pool.candidates, batch_size, side="right")
+    scores = np.stack([run.score_query(h, candidates) for h in anchors]) if len(
+        anchors) else np.zeros((0, len(pool.candidates)), np.float32)
+    window = pool.window(scores, lo, hi, margin)
+    rng = np.random.default_rng(seed)
+    out, empty = [], 0
+    for t, (row, choices) in enumerate(zip(pool.rows, window)):
+        choices = choices[choices >= 0]
+        if not len(choices):
+            empty += 1
+            continue
+        a = pool.anchor_of[t]
+        # A negative's rank among its anchor's non-positive candidates.
+        order = {int(c): lo + k for k, c in enumerate(choices)} if margin is None else \
+            _ranks(scores[a], pool.positives[a], choices)
+        for c in rng.choice(choices, size=min(num_negatives, len(choices)), replace=False):
+            out.append({"anchor": left[row], "positive": right[row],
+                        "negative": pool.candidates[c], "negative_rank": order[int(c)],
+                        "negative_score": float(scores[a, c]),
+                        "positive_score": float(scores[a, pool.positive_of[t]])})
+    summary = {"pairs": len(left), "positives": len(pool), "anchors": len(pool.anchors),
+               "candidates": len(pool.candidates), "triplets": len(out),
+               "without_negative": empty}
+    return out, summary
+
+
+def _ranks(row: np.ndarray, positives: np.ndarray, choices: np.ndarray) -> dict:
+    keep = np.ones(len(row), bool)
+    keep[positives] = False
+    order = np.flatnonzero(keep)
+    order = order[np.argsort(-row[order], kind="stable")]
+    rank = {int(c): r for r, c in enumerate(order)}
+    return {int(c): rank[int(c)] for c in choices}
