@@ -25,8 +25,9 @@ The objectives (flags added to the shared ones; --only picks some):
   mnrl_hard:      --loss=mnrl --negatives=hard (+ a mined negative per row)
   mnrl_cached256: --loss=mnrl --batch_size=256 --mini_batch_size=32
 
---measures names the dev measures tabled (evaluate's keys: map, mrr, auc,
-accuracy, pearson, ...).
+--measures names the dev measures tabled, evaluate's keys: map, mrr,
+roc_auc, average_precision, f1, accuracy (the last two at a threshold: 0.5
+for step 0, the fitted one after training), pearson, ...
 """
 
 import argparse

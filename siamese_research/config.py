@@ -230,6 +230,9 @@ class Config:
         if self.triplets != "none" and self.loss not in ("triplet", "mnrl"):
             raise ConfigError("triplets", self.triplets, "forms triplets for --loss=triplet "
                               f"or mnrl; --loss={self.loss} trains on pairs")
+        if self.triplets == "from_corpus" and numeric_data(self.data):
+            raise ConfigError("triplets", "from_corpus", "draws among a text pair file's "
+                              f"candidates; --data={self.data} has no texts")
         if self.negatives == "hard":
             if self.triplets != "none":
                 raise ConfigError("triplets", self.triplets, "--negatives=hard mines the "
@@ -261,6 +264,10 @@ class Config:
             if self.loss != "mnrl":
                 raise ConfigError("mini_batch_size", self.mini_batch_size, "caches an "
                                   f"in-batch loss's encodings: --loss=mnrl, not {self.loss}")
+            if self.jit_compile:
+                raise ConfigError("mini_batch_size", self.mini_batch_size, "its loop over "
+                                  "chunks of any number does not compile with XLA; "
+                                  "leave --jit_compile out")
             if self.mini_batch_size >= self.batch_size:
                 raise ConfigError("mini_batch_size", self.mini_batch_size,
                                   f"must be smaller than --batch_size={self.batch_size}")

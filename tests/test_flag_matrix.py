@@ -89,6 +89,25 @@ MATRIX = {
                                  "encoder_args": '{"filters": [4], "augment": 0.1}',
                                  "merge": "euclidean", "loss": "triplet",
                                  "triplets": "from_pairs", "monitor": "val_eer"}, "ok"),
+    # Mined negatives, every second epoch, in mnrl's candidates (three
+    # calls), the cached in-batch pass in chunks of 3 of the batch of 8.
+    "text_mnrl_mined_cached": ({"data": "{data}", "validation_data": "{dev}",
+                                "left_column": "q", "right_column": "a",
+                                "label_column": "y", "encoder": "bag", "merge": "cosine",
+                                "loss": "mnrl", "negatives": "hard", "mine_every": "2",
+                                "mine_range": "0,4", "mine_margin": "0.0",
+                                "mini_batch_size": "3"}, "ok"),
+    # The online semi-hard miner on image classes, 2 images per class a block.
+    "images_semi_hard": ({"data": "{images}", "validation_split": "0.5",
+                          "image_size": "8,8", "encoder": "conv2d",
+                          "encoder_args": '{"filters": [4]}', "merge": "euclidean",
+                          "loss": "batch_semi_hard_triplet", "per_group": "2",
+                          "margin": "0.3"}, "ok"),
+    "hard_negatives_numbers": ({"loss": "triplet", "negatives": "hard"},
+                               "mines among a text pair file's candidates"),
+    "from_corpus_numbers": ({"loss": "triplet", "triplets": "from_corpus"},
+                            "draws among a text pair file's candidates"),
+    "per_group_pairs": ({"per_group": "2"}, "draws batches M per group"),
     "split_classes_synthetic": ({"split": "classes"}, "holds out whole classes"),
     "mixed_precision_cpu": ({"mixed_precision": "mixed_float16"}, "needs a GPU"),
     "jit_mirrored": ({"jit_compile": "true", "strategy": "mirrored"},
@@ -176,14 +195,17 @@ def results(files, tmp_path_factory):
 CONTRACT = ["loss", "accuracy", "learning_rate", "samples_per_second",
             "branch_gradients/total_norm", "branch_gradients/sum_error", "config",
             "model_summary"]
-def branches(loss: str) -> tuple:
-    """The encoder calls a run with `loss` makes, by name."""
-    return model_lib.BRANCHES[losses.OBJECTIVES.get(loss, "pair")]
+def branches(config: dict) -> tuple:
+    """The encoder calls a run of `config` (its config.json) makes, by name."""
+    loss = config["loss"]
+    negatives = loss == "mnrl" and (config["triplets"] != "none"
+                                    or config["negatives"] == "hard")
+    return model_lib.BRANCHES[losses.objective(loss, negatives)]
 
 
-def branch_tags(loss: str) -> list:
+def branch_tags(config: dict) -> list:
     """Each branch's norm tag and the cosine tags between them."""
-    names = branches(loss)
+    names = branches(config)
     tags = [f"branch_gradients/{b}_norm" for b in names]
     if names == ("left", "right"):
         return tags + ["branch_gradients/cosine"]
@@ -211,12 +233,17 @@ def test_row(row, results):
     tags, acc = read_tags(os.path.join(run_dir, "train"))
     latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     steps = int(latest.rsplit("-", 1)[1])  # the last checkpoint: the run's end
-    loss = config["loss"]
-    for tag in CONTRACT + branch_tags(loss):
+    for tag in CONTRACT + branch_tags(config):
         assert tag in tags, tag
+    if config["loss"] in losses.OBJECTIVES and losses.OBJECTIVES[
+            config["loss"]] == "in_batch_groups":  # the online miners' own
+        for tag in losses.MINER_TAGS:
+            assert tags[tag] == tags["loss"], tag
+    if config["negatives"] == "hard":  # mined at epoch 1 only (every 2nd of 2)
+        assert sorted(os.listdir(os.path.join(run_dir, "mined"))) == ["epoch-0000.npz"]
     assert tags["loss"][0] == 1 and tags["loss"][-1] == steps
     assert any(t.startswith("weights/") for t in tags)
-    for branch in branches(loss) + ("total",):
+    for branch in branches(config) + ("total",):
         assert any(t.startswith(f"gradients/{branch}/") for t in tags), branch
     errors = [float(tf.make_ndarray(e.tensor_proto))
               for e in acc.Tensors("branch_gradients/sum_error")]
@@ -224,10 +251,10 @@ def test_row(row, results):
     # The custom-scalars charts take every branch's tags, k branches too.
     charts = [re.compile(regex) for _, items in tensorboard_extras.LAYOUT
               for _, regex in items]
-    for tag in branch_tags(loss) + ["branch_gradients/total_norm"]:
+    for tag in branch_tags(config) + ["branch_gradients/total_norm"]:
         assert any(c.search(tag) for c in charts), tag
-    losses = [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors("loss")]
-    assert np.all(np.isfinite(losses))
+    values = [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors("loss")]
+    assert np.all(np.isfinite(values))
     assert os.path.exists(os.path.join(run_dir, "checkpoints", "checkpoint"))
     assert os.path.exists(os.path.join(run_dir, "model.keras"))
 

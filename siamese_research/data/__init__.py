@@ -6,17 +6,24 @@ its own longest sequence in the batch, so a batch of short pairs costs short
 recurrences. The shuffle order of epoch `e` depends only on `(seed, e)`, which
 lets a resumed run skip to the exact batch it stopped at.
 
-Two losses train on more than pairs (`config.BRANCH_LOSSES`):
+Four losses train on more than pairs (`config.BRANCH_LOSSES`):
 
 - `--loss=triplet` on `((anchor, positive, negative), label, weight)`
   batches. Its index batches are int64 (batch, 2) rows `[positive_row,
   negative_row]` into the pair pool: anchor = left[positive_row], positive =
   right[positive_row], negative = right[negative_row]. The triplets are a
   triplet file's (`Pairs.triplets`) or, with `--triplets=from_pairs`, each
-  positive pair with a negative of its own group drawn anew every epoch.
+  positive pair with a negative of its own group drawn anew every epoch;
+  `--triplets=from_corpus`, one of all the right texts not labelled
+  positive for its left; `--negatives=hard`, one of its mined window
+  (`mining`, `train.mining`).
 - `--loss=mnrl` on the positive pairs only, `((anchor, positive), label,
   weight)`, a batch's other positives being each anchor's negatives; a batch
-  holds at most one row of a group (an anchor) where the data allow it.
+  holds at most one row of a group (an anchor) where the data allow it. With
+  `--triplets` or `--negatives=hard`, on triplets as above.
+- `--loss=batch_hard_triplet` and `batch_semi_hard_triplet` on the positive
+  pairs in blocks of `--per_group` rows of one group (`per_group_order`),
+  each row's label its group's number.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ from __future__ import annotations
 from siamese_research.config import Config, image_data
 from siamese_research.data import builtin, files, images
 from siamese_research.data.batching import (TripletPlan, epoch_order, gather_batch,  # noqa: F401
-                                            group_batches, group_index, spread_order,
-                                            steps_per_epoch)
+                                            group_batches, group_index, per_group_order,
+                                            spread_order, steps_per_epoch)
+from siamese_research.data.mining import MinedPlan, MiningPool  # noqa: F401
 from siamese_research.data.datasets import (TRIPLET_MODES, BatchDataset,  # noqa: F401
                                             PairDataset, as_pair_dataset, train_dataset,
                                             train_description)

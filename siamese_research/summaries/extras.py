@@ -42,7 +42,7 @@ from tensorboard.plugins.pr_curve import metadata as pr_curve_metadata
 
 # The settings a run reports to the HParams dashboard, in this column order.
 HPARAMS = ("encoder", "merge", "loss", "share", "units", "optimizer",
-           "learning_rate", "batch_size", "data")
+           "learning_rate", "batch_size", "data", "negatives")
 # The HParams dashboard shows 5 hparam columns at first: those marked as
 # differing, then the rest by name. These are the model's own settings, the
 # usual axes of a sweep (tied vs untied, lstm vs gru); the others are one
@@ -71,6 +71,12 @@ LAYOUT = (
     ("train vs validation", (
         ("loss", r"^loss$"),
         ("accuracy", r"^accuracy$"),
+    )),
+    # The online miners (--loss=batch_hard_triplet, batch_semi_hard_triplet).
+    ("miner", (
+        ("the fraction of active triplets", r"^miner/active_fraction$"),
+        ("mean positive and negative distances",
+         r"^miner/(positive|negative)_distance$"),
     )),
 )
 

@@ -5,7 +5,9 @@ draw their negatives from those windows.
 
 Each mining is saved in the run folder (`artifacts.save_mined`) before the
 epoch trains on it; a resumed run reads it back instead of mining again,
-so a run resumed in a mining epoch is the run that was not interrupted.
+so a run resumed in a mining epoch is the run that was not interrupted
+(unless it was mined with another --mine_range or --mine_margin: then the
+flags given now are mined with).
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class Mining(keras.callbacks.Callback):
         if self.mined_at == due:
             return
         saved = artifacts.read_mined(self.run_dir, due) if self.run_dir else None
+        if saved is not None and (saved[1].get("lo"), saved[1].get("hi"),
+                                  saved[1].get("margin")) != (self.lo, self.hi,
+                                                              self.margin):
+            saved = None  # mined with other flags: mine again, as they say
         if saved is not None:
             window, info = saved
             source = "read back from " + os.path.relpath(
