@@ -82,6 +82,12 @@ class Merge(keras.layers.Layer):
         axis as 1: what a distance merge's similarity is a function of."""
         raise NotImplementedError(f"{self.merge_name} is not a distance merge")
 
+    def pairwise_distances(self, u, v):
+        """(n, k) distances of every row of u (n, dim) to every row of v
+        (k, dim): in-batch negatives' matrix. By broadcasting (an (n, k,
+        dim) temporary); a merge with a cheaper form overrides it."""
+        return self.distances(u[:, None, :], v[None, :, :])[..., 0]
+
     def similarity(self, distance):
         """The similarity in [0, 1] a distance merge gives `distance`."""
         raise NotImplementedError(f"{self.merge_name} is not a distance merge")
@@ -133,6 +139,14 @@ class Cosine(Merge):
         un = u / ops.maximum(ops.norm(u, axis=-1, keepdims=True), EPSILON)
         vn = v / ops.maximum(ops.norm(v, axis=-1, keepdims=True), EPSILON)
         return 1.0 - ops.sum(un * vn, axis=-1, keepdims=True)
+
+    def pairwise_distances(self, u, v):
+        # One matrix product: the broadcast form's (n, k, dim) temporary and
+        # its gradient were 67 MB each at batch 256 x 256 dimensions, the
+        # larger part of a cached (--mini_batch_size) step's memory.
+        un = u / ops.maximum(ops.norm(u, axis=-1, keepdims=True), EPSILON)
+        vn = v / ops.maximum(ops.norm(v, axis=-1, keepdims=True), EPSILON)
+        return 1.0 - ops.matmul(un, ops.transpose(vn))
 
     def similarity(self, distance):
         return 1.0 - distance / 2.0

@@ -122,7 +122,7 @@ class SiameseModel(keras.Model):
         if self.objective in IN_BATCH:
             anchor, *candidates = (keras.ops.cast(h, "float32") for h in encodings)
             candidates = keras.ops.concatenate(candidates, axis=0)
-            return self.merge.distances(anchor[:, None, :], candidates[None, :, :])[..., 0]
+            return self.merge.pairwise_distances(anchor, candidates)
         return self.score(*encodings, training=training)
 
     def score(self, h_left, h_right, training=None):

@@ -115,11 +115,12 @@ def encoder_fn(tower):
 
 def similarities(merge, anchors: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """(anchors, candidates) float32: the merge's similarity of every pair
-    (a distance merge's), in blocks of anchors of at most ~16M values."""
+    (a distance merge's), in blocks of anchors of at most ~16M values (of a
+    broadcast merge's temporary: `Merge.pairwise_distances`)."""
     rows = max(1, (1 << 24) // max(1, candidates.size))
-    c = tf.constant(candidates)[None]
-    out = [np.asarray(merge.similarity(merge.distances(
-        tf.constant(anchors[i:i + rows])[:, None], c))[..., 0], np.float32)
+    c = tf.constant(candidates)
+    out = [np.asarray(merge.similarity(merge.pairwise_distances(
+        tf.constant(anchors[i:i + rows]), c)), np.float32)
         for i in range(0, len(anchors), rows)]
     return (np.concatenate(out) if out else
             np.zeros((0, len(candidates)), np.float32))
