@@ -101,7 +101,7 @@ class Config:
     negatives: str = "random"  # triplets' negatives: random | hard (mined, see mining)
     mine_every: int = 1  # hard negatives: mined again every N epochs
     mine_range: str = "1,10"  # hard negatives: "lo,hi" ranks of non-positives kept
-    mine_margin: str = ""  # hard negatives: keep s(a, n) <= s(a, p) - margin; "" = off
+    mine_margin: str = ""  # hard negatives: keep d(a, n) >= d(a, p) + margin; "" = off
     per_group: int = 0  # batch-hard losses: rows per group in a batch (M)
     mini_batch_size: int = 0  # mnrl: cached (GradCache) chunks of this many rows; 0 = off
     anchor_column: Optional[str] = None  # triplet files: columns (default: by name)
@@ -413,7 +413,7 @@ class Config:
             return float(self.mine_margin)
         except ValueError:
             raise ConfigError("mine_margin", self.mine_margin,
-                              "expected a number (a score difference), or nothing"
+                              "expected a number (a distance), or nothing"
                               ) from None
 
     @property

@@ -17,7 +17,7 @@ from siamese_research.core import losses
 from siamese_research.core import model as model_lib
 from siamese_research.data import batching
 from siamese_research.data.mining import MinedPlan, MiningPool
-from conftest import run_tool, tiny, write_pairs
+from conftest import run_main, run_tool, tiny, write_pairs
 
 # Two anchors; candidates are the distinct right texts c0..c5 (in file order).
 LEFT = ["q0", "q0", "q0", "q1", "q1", "q1"]
@@ -43,6 +43,17 @@ def test_miner_skips_labelled_positives_and_respects_its_window():
     assert pool.window(scores, lo=3, hi=6)[2].tolist() == [4, 5, -1]
     # Rows: a candidate's first row holding it.
     assert pool.rows_of(np.array([[5, -1]])).tolist() == [[5, -1]]
+
+
+def test_a_candidate_is_a_text_once_and_never_a_positive_of_its_anchor():
+    # "x" is the right text of rows 0 and 2; "b"'s labelled positive is "x".
+    pool = MiningPool(["a", "a", "b", "b"], ["x", "y", "x ", "z"], [1, 0, 1, 0])
+    assert pool.candidates == ["x", "y", "z"] and pool.candidate_rows.tolist() == [0, 1, 3]
+    assert [p.tolist() for p in pool.positives] == [[0], [0]]
+    scores = np.array([[0.9, 0.8, 0.1], [0.9, 0.1, 0.8]])
+    window = pool.window(scores, lo=0, hi=2)
+    assert window.tolist() == [[1, 2], [2, 1]]  # "x" left out of both
+    assert pool.rows_of(window).tolist() == [[1, 3], [3, 1]]
 
 
 def test_miner_margin_keeps_negatives_below_the_positive_minus_margin():
@@ -129,6 +140,12 @@ def test_per_group_blocks():
     assert set(order) == set(range(8))  # every row, short blocks refilled
     assert len(batching.per_group_order(groups, 2, seed=3, epoch=1)) == len(order)
     np.testing.assert_array_equal(order, batching.per_group_order(groups, 2, 3, 0))
+    # With a batch of 3 blocks, 5 blocks are filled to 6 drawn again: no
+    # batch is a lone block (whose anchors would have no negative).
+    for epoch in range(5):
+        batched = batching.per_group_order(groups, 2, 3, epoch, batch_size=6)
+        assert len(batched) == 12
+        assert all(len(set(groups[b])) > 1 for b in batched.reshape(-1, 6))
 
 
 def _in_batch(encoder, objective, n=10, **kwargs):
@@ -185,6 +202,54 @@ def test_cached_mnrl_equals_plain_in_loss_and_branch_gradients(encoder, objectiv
     total = G.total_gradient(model, loss_fn, inputs, label, mini_batch_size=4)
     assert G.sum_error(total, cached.branches, cached.encoder_vars) <= 1e-6
     assert G.sum_error(total, plain.branches, plain.encoder_vars) <= 1e-5
+
+
+def test_cached_pass_replays_each_chunks_random_state():
+    """With dropout, one chunk (m = B) must draw in its second pass the masks
+    of its first: then the cached gradients are the plain pass's, which
+    draws each call's masks once from the same state."""
+    keras.utils.set_random_seed(0)
+    model = model_lib.build_model(encoder="lstm", units=8, features=16, merge="cosine",
+                                  objective="in_batch", encoder_args={"dropout": 0.5})
+    model_lib.build_variables(model, features=16)
+    rng = np.random.default_rng(0)
+    inputs = tuple(rng.normal(size=(6, 5, 16)).astype("float32") for _ in range(2))
+    loss_fn = losses.build_loss("mnrl", merge="cosine")
+    state = [v.numpy() for v in model.non_trainable_variables]
+    plain = G.branch_gradients(model, loss_fn, inputs, tf.ones(6))
+    after = [v.numpy() for v in model.non_trainable_variables]
+    assert any((a != b).any() for a, b in zip(state, after))  # dropout drew
+    for v, value in zip(model.non_trainable_variables, state):
+        v.assign(value)
+    cached = G.branch_gradients(model, loss_fn, inputs, tf.ones(6), mini_batch_size=6)
+    assert float(cached.loss) == pytest.approx(float(plain.loss), rel=1e-6)
+    _assert_close(plain.branches, cached.branches, plain.encoder_vars)
+    for v, value in zip(model.non_trainable_variables, after):  # the same state left
+        np.testing.assert_array_equal(v.numpy(), value)
+
+
+def test_mnrl_triplets_keep_an_anchor_once_in_a_batch(tmp_path):
+    """mnrl with a negative per row: an anchor's other positive in its batch
+    would be a false negative, so its rows are spread over the batches."""
+    from siamese_research import data as data_lib
+
+    path = tmp_path / "pairs.csv"
+    with open(path, "w") as f:
+        f.write("q,label,a\n")
+        for i in range(8):
+            for j in range(3):
+                f.write(f"question{i} words,1,answer{i} {j} words\n")
+            f.write(f"question{i} words,0,other{i} words\n")
+    config = tiny(data=str(path), loss="mnrl", merge="cosine", triplets="from_corpus",
+                  batch_size=8, validation_split=0.0, run_dir=str(tmp_path / "run"))
+    data = data_lib.load(config)
+    dataset = data_lib.train_dataset(data.train, config)
+    for epoch in range(3):
+        items = dataset.epoch_items(epoch)
+        assert len(items) == 24
+        for batch in items.reshape(3, 8, 2):
+            anchors = data.train.groups[batch[:, 0]]
+            assert len(set(anchors)) == 8  # 8 questions, each once
 
 
 def test_cached_pass_traced_on_a_short_batch():
@@ -269,8 +334,12 @@ def test_mine_tool_writes_triplets_a_run_can_train_on(text_run, tmp_path):
         assert (row["anchor"], row["positive"]) in positives
         assert (row["anchor"], row["negative"]) not in positives  # never a positive
         assert int(row["negative_rank"]) in (0, 1)
-    bad = run_tool("mine", f"--run_dir={text_run}", f"--data={data}",
-                   f"--out={tmp_path / 'x.csv'}", "--mine_range=3,1")
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "error: --mine_range=3,1: needs 0 <= lo < hi"]
-    assert not os.path.exists(tmp_path / "x.csv")
+    from siamese_research.tools import mine
+
+    for flag, words in (("--mine_range=3,1", "--mine_range=3,1: needs 0 <= lo < hi"),
+                        ("--mine_margin=0.1", "--mine_margin is on the merge's distance")):
+        bad = run_main(f"--run_dir={text_run}", f"--data={data}",
+                       f"--out={tmp_path / 'x.csv'}", flag, main=mine.main)
+        lines = bad.stderr.strip().splitlines()
+        assert bad.returncode == 2 and len(lines) == 1 and words in lines[0], bad.stderr
+        assert not os.path.exists(tmp_path / "x.csv")

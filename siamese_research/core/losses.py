@@ -133,9 +133,12 @@ class MultipleNegativesRankingLoss(keras.losses.Loss):
 
         L_i = -log softmax_j(-d(a_i, p_j) / T)[i]
 
-    `y_pred` is the (batch, batch) distance matrix d(a_i, p_j). With the
-    cosine merge (d = 1 - cos) this is sentence-transformers' loss at scale
-    1 / T (the constant shift does not change a softmax).
+    `y_pred` is the (batch, batch) distance matrix d(a_i, p_j), or with a
+    negative per row (batch, 2 * batch): every positive, then every row's
+    negative, as candidates (sentence-transformers' (anchor, positive,
+    negative) input). With the cosine merge (d = 1 - cos) this is
+    sentence-transformers' loss at scale 1 / T (the constant shift does not
+    change a softmax).
     """
 
     def __init__(self, temperature: float = 0.05, name: str = "mnrl", **kwargs):
@@ -161,10 +164,13 @@ class BatchHardTripletLoss(keras.losses.Loss):
 
     - batch-hard (Hermans, Beyer & Leibe 2017): each anchor's farthest
       positive and nearest negative, L_i = max(0, d+ - d- + margin);
-    - semi-hard (FaceNet, Schroff et al. 2015, as TensorFlow Addons'
-      `triplet_semihard_loss`): for every positive pair (i, j), the nearest
-      negative farther than the positive, or the farthest negative when none
-      is; L_i is the mean over anchor i's positive pairs.
+    - semi-hard (FaceNet, Schroff et al. 2015; the choice of TensorFlow
+      Addons' `triplet_semihard_loss`): for every positive pair (i, j), the
+      nearest negative farther than the positive, or the farthest negative
+      when none is; L_i is the mean over anchor i's positive pairs (j = i
+      among them: the anchor's own positive), and the batch's loss the mean
+      over anchors (Addons averages over all pairs of one set of embeddings,
+      without j = i).
 
     An anchor with no negative in the batch (every row of its group) adds 0.
     """

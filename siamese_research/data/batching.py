@@ -135,7 +135,7 @@ def spread_order(groups: np.ndarray, batch_size: int, seed: int, epoch: int,
 
 
 def per_group_order(groups: np.ndarray, per_group: int, seed: int, epoch: int,
-                    shuffle: bool = True) -> np.ndarray:
+                    shuffle: bool = True, batch_size: int = 0) -> np.ndarray:
     """Rows in blocks of `per_group` rows of ONE group (pytorch-metric-
     learning's MPerClassSampler), blocks in a random order: cut every
     `batch_size` (a multiple of `per_group`), a batch holds batch_size /
@@ -143,9 +143,11 @@ def per_group_order(groups: np.ndarray, per_group: int, seed: int, epoch: int,
 
     Each group's rows are shuffled and cut into blocks; a group's last
     block, when short, is filled with rows of the group drawn again (with
-    replacement, so a group of one row gives a block of that row). The
-    length, sum over groups of ceil(n_g / M) * M, is the same every epoch.
-    A function of (seed, epoch) only.
+    replacement, so a group of one row gives a block of that row). With
+    `batch_size`, blocks drawn again (uniformly, with the epoch's rng) fill
+    the last batch, so no batch is a lone block with no negatives. The
+    length (sum over groups of ceil(n_g / M) * M, then whole batches) is the
+    same every epoch. A function of (seed, epoch) only.
     """
     m = int(per_group)
     rng = np.random.default_rng([seed, epoch, 5])
@@ -163,6 +165,11 @@ def per_group_order(groups: np.ndarray, per_group: int, seed: int, epoch: int,
     if not blocks:
         return np.zeros(0, np.int64)
     order = rng.permutation(len(blocks)) if shuffle else np.arange(len(blocks))
+    per_batch = max(batch_size // m, 1)
+    short = -len(order) % per_batch
+    if short:
+        order = np.concatenate([order, rng.choice(len(blocks), short,
+                                                  replace=short > len(blocks))])
     return np.concatenate([blocks[i] for i in order]).astype(np.int64)
 
 

@@ -51,12 +51,17 @@ class PairDataset:
       per_group: with positives_only, batches of blocks of this many rows
         of one group (`per_group_order`), and each row's label is its
         group's number (the online miners' positives).
+      spread: triplets for in-batch negatives (mnrl with a negative per
+        row): at most one row of an anchor (group) in a batch where the
+        group sizes allow it (`spread_order`; `bucket_by_length` then does
+        not apply).
     """
 
     def __init__(self, pairs: Pairs, batch_size: int, *, seed: int = 0,
                  shuffle: bool = True, bucket_by_length: bool = False,
                  groups: Optional[np.ndarray] = None, triplets: str = "none",
-                 positives_only: bool = False, per_group: int = 0):
+                 positives_only: bool = False, per_group: int = 0,
+                 spread: bool = False):
         if triplets not in TRIPLET_MODES:
             raise ValueError(f"triplets={triplets!r}: expected one of "
                              f"{', '.join(TRIPLET_MODES)}")
@@ -67,7 +72,7 @@ class PairDataset:
             raise ValueError("positives_only is for pair batches, not triplets")
         if per_group and (not positives_only or pairs.groups is None):
             raise ValueError("per_group batches are of grouped positives_only pairs")
-        self.per_group = per_group
+        self.per_group, self.spread = per_group, spread
         self.pairs = pairs
         self.batch_size = batch_size
         self.seed = seed
@@ -206,6 +211,12 @@ class PairDataset:
             items = (self.pairs.triplets if self.triplets == "fixed"
                      else self.mined.draw(self.seed, epoch) if self.pool is not None
                      else self._plan.draw(self.seed, epoch))
+            if self.spread and self.pairs.groups is not None:
+                # In-batch negatives: a second row of an anchor in its batch
+                # would be a false negative (as positives_only below).
+                order = spread_order(self.pairs.groups[items[:, 0]], self.batch_size,
+                                     self.seed, epoch, self.shuffle)
+                return np.asarray(items, np.int64)[order]
             if self.bucket_by_length:
                 p = self.pairs
                 lengths = np.maximum.reduce([p.left_length[items[:, 0]],
@@ -216,7 +227,8 @@ class PairDataset:
             if self.per_group:
                 # Blocks of a group, cut every batch_size: no further shuffle.
                 return items[per_group_order(self.pairs.groups[items], self.per_group,
-                                             self.seed, epoch, self.shuffle)]
+                                             self.seed, epoch, self.shuffle,
+                                             batch_size=self.batch_size)]
             if self._rows is not None and self.pairs.groups is not None:
                 order = spread_order(self.pairs.groups[items], self.batch_size,
                                      self.seed, epoch, self.shuffle)
@@ -331,7 +343,8 @@ def train_dataset(pairs: Pairs, config: Config) -> "PairDataset":
             raise ConfigError(flag, value, f"draws a negative for each positive "
                               f"pair (label >= 0.5); the {len(pairs)} training pairs have "
                               f"none")
-        return PairDataset(pairs, config.batch_size, triplets=mode, **kwargs)
+        return PairDataset(pairs, config.batch_size, triplets=mode,
+                           spread=config.loss == "mnrl", **kwargs)
     if config.loss in ("mnrl", *GROUP_LOSSES):
         if not np.any(pairs.label >= 0.5):
             raise ConfigError("loss", config.loss, f"trains on positive pairs (label >= "

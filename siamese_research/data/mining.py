@@ -1,9 +1,9 @@
 """Mined hard negatives: for each anchor, negatives from a rank window of
 its nearest candidates that are not among its labelled positives.
 
-The miner itself is numpy on scores (higher = closer): the train run
-scores with its current encoder (`train.mining`), the mining tool with a
-trained run's search (`inference.mining`); both rank the same way here.
+The miner itself is numpy on scores (higher = closer): minus the merge's
+distance, from the train run's current encoder (`train.mining`) or a
+trained run's towers (`inference.mining`); both rank the same way here.
 
     pool = MiningPool.of(pairs)        # anchors, candidates, positives
     scores = ...                       # (anchors, candidates), e.g. cosine
@@ -14,7 +14,8 @@ As sentence-transformers' `mine_hard_negatives`: the candidates are the
 training pairs' right texts (each distinct text once); an anchor's own
 labelled positives are never its negatives; the `lo` nearest others are
 skipped (the likeliest to be unlabelled positives); with a margin, a
-negative must score at most the positive's score minus the margin.
+negative must score at most the positive's score minus the margin (its
+distance at least the positive's plus the margin).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Mines hard negatives for a pair file with a trained run (`siamese-mine`):
 a triplet file (anchor, positive, negative) out of a pair file, ranked by
 the run's own search (its left tower on the anchors, its right tower on the
-candidates, its scorer), with the rule training uses (`data.mining`)."""
+candidates, its merge), with the rule training uses (`data.mining`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 from siamese_research.data import tables
 from siamese_research.data.mining import MiningPool
 from siamese_research.errors import DataError
+from siamese_research.train import mining as mining_lib
 
 COLUMNS = ("anchor", "positive", "negative", "negative_rank", "negative_score",
            "positive_score")
@@ -60,13 +61,25 @@ def mine(run, left, right, label, *, lo: int, hi: int, margin: Optional[float] =
          num_negatives: int = 1, seed: int = 0, batch_size: int = 256):
     """Triplet rows (dicts of `COLUMNS`) and a summary: for each positive
     pair, up to `num_negatives` distinct negatives drawn (seeded) from its
-    window (`MiningPool.window`) of the run's search scores."""
+    window (`MiningPool.window`), ranked as the run's search ranks: by the
+    merge's distance for a distance merge (as training mines), else by the
+    run's score; the score columns are the search's scores.
+
+    Raises:
+      DataError: a margin for a run whose merge has no distance.
+    """
     pool = MiningPool(left, right, label)
+    merge = run.model.merge
+    if margin is not None and not merge.has_distance:
+        raise DataError(f"--mine_margin is on the merge's distance; this run's merge "
+                        f"({merge.merge_name}) has none")
     anchors = run.encode(pool.anchors, batch_size, side="left")
     candidates = run.encode(pool.candidates, batch_size, side="right")
     scores = np.stack([run.score_query(h, candidates) for h in anchors]) if len(
         anchors) else np.zeros((0, len(pool.candidates)), np.float32)
-    window = pool.window(scores, lo, hi, margin)
+    rank = mining_lib.closeness(merge, anchors, candidates) if merge.has_distance \
+        else scores
+    window = pool.window(rank, lo, hi, margin)
     rng = np.random.default_rng(seed)
     out, empty = [], 0
     for t, (row, choices) in enumerate(zip(pool.rows, window)):
@@ -77,7 +90,7 @@ def mine(run, left, right, label, *, lo: int, hi: int, margin: Optional[float] =
         a = pool.anchor_of[t]
         # A negative's rank among its anchor's non-positive candidates.
         order = {int(c): lo + k for k, c in enumerate(choices)} if margin is None else \
-            _ranks(scores[a], pool.positives[a], choices)
+            _ranks(rank[a], pool.positives[a], choices)
         for c in rng.choice(choices, size=min(num_negatives, len(choices)), replace=False):
             out.append({"anchor": left[row], "positive": right[row],
                         "negative": pool.candidates[c], "negative_rank": order[int(c)],

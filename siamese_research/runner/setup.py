@@ -66,6 +66,15 @@ def set_up(config: Config) -> Setup:
     if config.batch_size % replicas:
         raise ConfigError("batch_size", config.batch_size,
                           f"must be divisible by the {replicas} replicas")
+    if config.per_group:
+        # Each replica mines in its own slice of the batch: whole blocks, and
+        # at least two groups, or its anchors have no negative.
+        share = config.batch_size // replicas
+        if share % config.per_group or share < 2 * config.per_group:
+            raise ConfigError("per_group", config.per_group,
+                              f"each of the {replicas} replicas gets {share} rows of "
+                              f"--batch_size={config.batch_size}: they must hold at "
+                              f"least two whole blocks of {config.per_group}")
     return Setup(strategy=strategy, chief=devices.is_chief(strategy), on_gpu=on_gpu,
                  policy=policy, resuming=resuming)
 

@@ -10,9 +10,10 @@ every distinct right text of the file against the pair's left text (left
 tower, right tower, the run's scorer, as `siamese-search` does); the left
 text's labelled positives are left out, the nearest --mine_range ranks of
 the rest kept (lo > 0 skips the nearest, the likeliest unlabelled
-positives), and with --mine_margin only those scoring at most the
-positive's score minus the margin. Up to --num_negatives of them are
-drawn (seeded by --seed) and written as triplet rows:
+positives), and with --mine_margin only those whose distance (the merge's)
+is at least the positive's plus the margin. Up to --num_negatives of them
+are drawn (seeded by --seed) and written as triplet rows (the scores are
+the search's):
 
     anchor, positive, negative, negative_rank, negative_score, positive_score
 
@@ -20,8 +21,8 @@ a triplet file `train.py --loss=triplet --data=<out>` reads as it is
 (`--anchor_column` etc. default to these names). The rule is the one a
 `--negatives=hard` run applies at its epoch begins (`data.mining`).
 
-Exit status: 0 done, 2 bad input (one line on stderr); nothing is written
-unless the whole file is.
+Exit status: 0 done, 2 bad input, 4 the file could not be written (one
+line on stderr); nothing is written unless the whole file is.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ def define_flags():
     flags.DEFINE_string("mine_range", "1,10", "'lo,hi': the ranks, nearest first, of an "
                         "anchor's non-positive candidates negatives are drawn from",
                         flag_values=fv)
-    flags.DEFINE_string("mine_margin", "", "keep a negative only if it scores at most "
-                        "the positive's score minus this; empty = no margin",
-                        flag_values=fv)
+    flags.DEFINE_string("mine_margin", "", "keep a negative only if its distance (the "
+                        "merge's) is at least the positive's plus this; empty = no "
+                        "margin", flag_values=fv)
     flags.DEFINE_integer("num_negatives", 1, "negatives per positive pair (distinct)",
                          flag_values=fv)
     flags.DEFINE_integer("seed", 0, "seeds the draws from the windows", flag_values=fv)

@@ -105,9 +105,8 @@ HELP = {
     "mine_range": "hard negatives: 'lo,hi': the ranks (0 = nearest) among an "
                   "anchor's non-positive candidates a negative is drawn from; lo > 0 "
                   "skips the nearest, likeliest unlabelled positives",
-    "mine_margin": "hard negatives: keep a negative only if its score (the merge's "
-                   "similarity) is at most the positive's minus this margin; empty = "
-                   "no margin",
+    "mine_margin": "hard negatives: keep a negative only if its distance (the merge's) "
+                   "is at least the positive's plus this margin; empty = no margin",
     "per_group": "batch_hard_triplet, batch_semi_hard_triplet: rows of one group "
                  "(left text, image class) per block, batch_size / M blocks a batch",
     "mini_batch_size": "mnrl: the cached (GradCache) loss: the batch is encoded and "

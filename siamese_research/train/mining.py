@@ -6,12 +6,13 @@ draw their negatives from those windows.
 Each mining is saved in the run folder (`artifacts.save_mined`) before the
 epoch trains on it; a resumed run reads it back instead of mining again,
 so a run resumed in a mining epoch is the run that was not interrupted
-(unless it was mined with another --mine_range or --mine_margin: then the
-flags given now are mined with).
+(unless it was mined with another --mine_range or --mine_margin, or for
+other data: then it is mined again, as the flags now say).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -33,7 +34,8 @@ class Mining(keras.callbacks.Callback):
       dataset: the training `PairDataset` (triplets="mined").
       every: mine at epochs 0, every, 2 * every, ...
       lo, hi: the rank window (`MiningPool.window`).
-      margin: the score margin below the positive's, or None.
+      margin: a negative's distance must be at least the positive's plus
+        this, or None.
       run_dir: where the minings are kept (None: nowhere).
       save: write them (the chief); others read or mine their own.
       verbose: a line per mining on stdout.
@@ -54,11 +56,17 @@ class Mining(keras.callbacks.Callback):
         due = epoch - epoch % self.every
         if self.mined_at == due:
             return
-        saved = artifacts.read_mined(self.run_dir, due) if self.run_dir else None
+        # Only a resumed process reads a mining back (its first epoch begin):
+        # every later one is mined here, by every worker alike, never read
+        # while another process may be writing it.
+        saved = None
+        if self.run_dir and self.mined_at is None:
+            saved = artifacts.read_mined(self.run_dir, due)
+        key = pool_key(self.dataset.pool)
         if saved is not None and (saved[1].get("lo"), saved[1].get("hi"),
-                                  saved[1].get("margin")) != (self.lo, self.hi,
-                                                              self.margin):
-            saved = None  # mined with other flags: mine again, as they say
+                                  saved[1].get("margin"), saved[1].get("pool")) != (
+                                      self.lo, self.hi, self.margin, key):
+            saved = None  # mined with other flags or data: mine again, as they say
         if saved is not None:
             window, info = saved
             source = "read back from " + os.path.relpath(
@@ -68,7 +76,7 @@ class Mining(keras.callbacks.Callback):
             window = self.mine(self.model)
             self.minings += 1
             info = {"epoch": due, "lo": self.lo, "hi": self.hi, "margin": self.margin,
-                    "seconds": round(time.perf_counter() - t0, 3)}
+                    "pool": key, "seconds": round(time.perf_counter() - t0, 3)}
             if self.run_dir and self.save:
                 artifacts.save_mined(self.run_dir, due, window, info)
             source = f"mined in {info['seconds']:.1f} s"
@@ -86,12 +94,14 @@ class Mining(keras.callbacks.Callback):
         """The windows (negative rows) from `model`'s encoder as it is now."""
         pool, pairs = self.dataset.pool, self.dataset.pairs
         towers = model.towers
-        fns = [self._fns.setdefault(id(t), encoder_fn(t)) for t in towers[:2]]
+        # The anchors through the first tower, the candidates through the one
+        # that encodes negatives (the third of untied triplets).
+        fns = [self._fns.setdefault(id(t), encoder_fn(t)) for t in (towers[0], towers[-1])]
         anchors = encode(fns[0], pairs.left[pool.anchor_rows],
                          pairs.left_length[pool.anchor_rows])
         candidates = encode(fns[1], pairs.right[pool.candidate_rows],
                             pairs.right_length[pool.candidate_rows])
-        scores = similarities(model.merge, anchors, candidates)
+        scores = closeness(model.merge, anchors, candidates)
         return pool.rows_of(pool.window(scores, self.lo, self.hi, self.margin))
 
 
@@ -113,17 +123,29 @@ def encoder_fn(tower):
                        reduce_retracing=True)
 
 
-def similarities(merge, anchors: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """(anchors, candidates) float32: the merge's similarity of every pair
-    (a distance merge's), in blocks of anchors of at most ~16M values (of a
-    broadcast merge's temporary: `Merge.pairwise_distances`)."""
+def closeness(merge, anchors: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """(anchors, candidates) float64 minus the merge's distance of every
+    pair: what mining ranks by (higher = closer) and its margin is on. Not
+    the similarity: manhattan's exp(-d) is 0 in float32 beyond d ~ 100, and
+    every candidate would tie. In blocks of anchors of at most ~16M values
+    (of a broadcast merge's temporary: `Merge.pairwise_distances`)."""
     rows = max(1, (1 << 24) // max(1, candidates.size))
     c = tf.constant(candidates)
-    out = [np.asarray(merge.similarity(merge.pairwise_distances(
-        tf.constant(anchors[i:i + rows]), c)), np.float32)
-        for i in range(0, len(anchors), rows)]
+    out = [-np.asarray(merge.pairwise_distances(tf.constant(anchors[i:i + rows]), c),
+                       np.float64)
+           for i in range(0, len(anchors), rows)]
     return (np.concatenate(out) if out else
-            np.zeros((0, len(candidates)), np.float32))
+            np.zeros((0, len(candidates)), np.float64))
 
 
-__all__ = ["Mining", "encode", "similarities"]
+def pool_key(pool) -> str:
+    """A digest of what a mining's windows index: the triplets' rows, their
+    anchors and the candidates' rows (a saved mining of other data is not
+    read back)."""
+    h = hashlib.sha256()
+    for a in (pool.rows, pool.anchor_of, pool.candidate_rows):
+        h.update(np.ascontiguousarray(a, np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+__all__ = ["Mining", "encode", "closeness", "pool_key"]
