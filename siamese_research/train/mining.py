@@ -37,7 +37,8 @@ class Mining(keras.callbacks.Callback):
       margin: a negative's distance must be at least the positive's plus
         this, or None.
       run_dir: where the minings are kept (None: nowhere).
-      save: write them (the chief); others read or mine their own.
+      save: write them (the chief); every worker mines for itself, and
+        reads a mining back only when it resumes.
       verbose: a line per mining on stdout.
     """
 
