@@ -233,18 +233,7 @@ class Run:
         return self._encode_with(fn, self._inputs(items), batch_size)
 
     def _encode_with(self, fn, x: np.ndarray, batch_size: int) -> np.ndarray:
-        out = []
-        for start in range(0, len(x), batch_size):
-            batch = x[start:start + batch_size]
-            if batch.ndim == 2:
-                # Token ids: trim the batch to its longest text (at least one
-                # step); the cut steps are padding, which the mask skips.
-                steps = int(np.max(np.count_nonzero(batch, axis=1), initial=0))
-                batch = batch[:, :max(steps, 1)]
-            out.append(np.asarray(fn(batch), np.float32))
-        if not out:
-            return np.zeros((0, self.dim), np.float32)
-        return np.concatenate(out)
+        return encode_batches(fn, x, batch_size, self.dim)
 
     def score(self, left, right, batch_size: int = 256) -> np.ndarray:
         """The model's score (n,) float32 of each pair (left[i], right[i])."""
@@ -361,6 +350,22 @@ def load_run(run_dir: str, which: str = "best") -> Run:
         threshold = default_threshold(model)
     return Run(model, vectorizer=vectorizer, config=config, threshold=threshold,
                run_dir=run_dir, model_path=model_path(run_dir, which))
+
+
+def encode_batches(fn, x: np.ndarray, batch_size: int, dim: int) -> np.ndarray:
+    """`fn` (a tower's compiled call) on `x` in batches: encodings (n, dim)
+    float32. Token ids are trimmed to each batch's longest text (at least
+    one step); the cut steps are padding, which the mask skips."""
+    out = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size]
+        if batch.ndim == 2:
+            steps = int(np.max(np.count_nonzero(batch, axis=1), initial=0))
+            batch = batch[:, :max(steps, 1)]
+        out.append(np.asarray(fn(batch), np.float32))
+    if not out:
+        return np.zeros((0, dim), np.float32)
+    return np.concatenate(out)
 
 
 # -- writing --------------------------------------------------------------------

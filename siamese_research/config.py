@@ -245,9 +245,8 @@ class Config:
                                   "candidates (each left text's labelled positives "
                                   f"left out); --data={self.data} has no texts")
         else:
-            for flag, default in (("mine_range", "1,10"), ("mine_margin", ""),
-                                  ("mine_every", 1)):
-                if getattr(self, flag) != default:
+            for flag in ("mine_range", "mine_margin", "mine_every"):
+                if getattr(self, flag) != Config.__dataclass_fields__[flag].default:
                     raise ConfigError(flag, getattr(self, flag),
                                       "applies to mined negatives: add --negatives=hard")
         if self.per_group and self.loss not in GROUP_LOSSES:
@@ -396,25 +395,13 @@ class Config:
 
     @property
     def mine_window(self) -> tuple:
-        """--mine_range as (lo, hi): the ranks, among an anchor's non-positive
-        candidates nearest first, that mined negatives come from."""
-        lo, hi = _two("mine_range", self.mine_range, int,
-                      "expected 'lo,hi' ranks, e.g. 1,10")
-        if not 0 <= lo < hi:
-            raise ConfigError("mine_range", self.mine_range, "needs 0 <= lo < hi")
-        return lo, hi
+        """--mine_range as (lo, hi) (`mine_window`)."""
+        return mine_window(self.mine_range)
 
     @property
     def mine_margin_value(self) -> Optional[float]:
-        """--mine_margin as a float, or None (off)."""
-        if not self.mine_margin:
-            return None
-        try:
-            return float(self.mine_margin)
-        except ValueError:
-            raise ConfigError("mine_margin", self.mine_margin,
-                              "expected a number (a distance), or nothing"
-                              ) from None
+        """--mine_margin as a float, or None (`mine_margin`)."""
+        return mine_margin(self.mine_margin)
 
     @property
     def label_bounds(self) -> Optional[tuple]:
@@ -439,6 +426,27 @@ class Config:
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
+
+
+def mine_window(value: str) -> tuple:
+    """--mine_range "lo,hi" as (lo, hi): the ranks, among an anchor's
+    non-positive candidates nearest first, that mined negatives come from
+    (train.py's flag and the mining tool's)."""
+    lo, hi = _two("mine_range", value, int, "expected 'lo,hi' ranks, e.g. 1,10")
+    if not 0 <= lo < hi:
+        raise ConfigError("mine_range", value, "needs 0 <= lo < hi")
+    return lo, hi
+
+
+def mine_margin(value: str) -> Optional[float]:
+    """--mine_margin as a float (a distance), or None for "" (no margin)."""
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError("mine_margin", value,
+                          "expected a number (a distance), or nothing") from None
 
 
 def _two(flag: str, value: str, kind, expected: str) -> tuple:

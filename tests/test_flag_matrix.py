@@ -16,6 +16,7 @@ import gzip
 import json
 import os
 import re
+import types
 
 import numpy as np
 import pytest
@@ -197,10 +198,9 @@ CONTRACT = ["loss", "accuracy", "learning_rate", "samples_per_second",
             "model_summary"]
 def branches(config: dict) -> tuple:
     """The encoder calls a run of `config` (its config.json) makes, by name."""
-    loss = config["loss"]
-    negatives = loss == "mnrl" and (config["triplets"] != "none"
-                                    or config["negatives"] == "hard")
-    return model_lib.BRANCHES[losses.objective(loss, negatives)]
+    # (Config's own rule, read off the saved settings.)
+    negatives = Config.row_negatives.fget(types.SimpleNamespace(**config))
+    return model_lib.BRANCHES[losses.objective(config["loss"], negatives)]
 
 
 def branch_tags(config: dict) -> list:

@@ -295,8 +295,8 @@ def cached_pass(model: SiameseModel, loss_fn, inputs: Sequence, label,
 
     def accumulate(c, carried):
         now = chunk_gradients(c)
-        return c + 1, [[_accumulated(a, g) for a, g in zip(acc, grads)]
-                       for acc, grads in zip(carried, now)]
+        return c + 1, [[_carried(add(_uncarried(a, f), g)) for a, f, g in zip(*acc)]
+                       for acc in zip(carried, first, now)]
 
     invariants = [[_invariant(g) for g in grads] for grads in first]
     _, carried = tf.while_loop(lambda c, _: c < count, accumulate,
@@ -318,24 +318,14 @@ def cached_pass(model: SiameseModel, loss_fn, inputs: Sequence, label,
 
 
 # What the cached pass's loop carries per gradient: () for None, a dense
-# sum, or a sparse one's (values, indices), concatenated chunk after chunk.
+# sum, or a sparse one's (values, indices), which `add` concatenates chunk
+# after chunk.
 def _carried(g):
     if g is None:
         return ()
     if isinstance(g, tf.IndexedSlices):
         return (g.values, g.indices)
     return g
-
-
-def _accumulated(acc, g):
-    if isinstance(acc, tuple):
-        if not acc:
-            return ()
-        if not isinstance(g, tf.IndexedSlices):  # (as the first chunk's: sparse)
-            g = tf.IndexedSlices(g, tf.range(tf.shape(g)[0]))
-        return (tf.concat([acc[0], g.values], 0),
-                tf.concat([acc[1], tf.cast(g.indices, acc[1].dtype)], 0))
-    return acc + tf.convert_to_tensor(g)
 
 
 def _invariant(g):

@@ -182,8 +182,9 @@ class BatchHardTripletLoss(keras.losses.Loss):
 
     def mine(self, y_true, y_pred):
         """(loss (batch,), active (pairs,), positive distances (pairs,),
-        negative distances (pairs,), anchor of each pair (pairs,)): a pair
-        is an anchor (batch-hard) or a positive pair (semi-hard)."""
+        negative distances (pairs,), valid (pairs,): 1 for a mined triplet,
+        0 for a pair without one): a pair is an anchor (batch-hard) or an
+        (anchor, positive) of the (batch, batch) grid (semi-hard)."""
         d = ops.cast(y_pred, "float32")
         group = ops.reshape(y_true, (-1,))
         same = ops.equal(group[:, None], group[None, :])

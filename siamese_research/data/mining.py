@@ -143,7 +143,7 @@ class MinedPlan:
         self.pool, self.window = pool, window
         self.sizes = (window >= 0).sum(axis=1)
         self.empty = int((self.sizes == 0).sum())
-        c = len(pool.candidates)  # (anchor, positive) as one sorted key
+        c = len(pool.candidates)  # (anchor, positive) as one number
         self._positive_keys = np.concatenate(
             [a * c + p for a, p in enumerate(pool.positives)]) if self.empty else None
 

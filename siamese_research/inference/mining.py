@@ -5,11 +5,11 @@ candidates, its merge), with the rule training uses (`data.mining`)."""
 
 from __future__ import annotations
 
-import types
 from typing import Optional
 
 import numpy as np
 
+from siamese_research import artifacts
 from siamese_research.data import tables
 from siamese_research.data.mining import MiningPool
 from siamese_research.errors import DataError
@@ -23,38 +23,23 @@ def read_labelled_pairs(run, path: str, left_column: Optional[str] = None,
                         right_column: Optional[str] = None,
                         label_column: Optional[str] = None):
     """(left texts, right texts, labels in [0, 1]) of a labelled text pair
-    file, its columns named as the run was trained (or by the arguments);
-    graded labels mapped by the run's --label_range.
+    file, read as training reads one (`tables.read_text_rows`): its columns
+    named as the run was trained (or by the arguments), graded labels mapped
+    by the run's --label_range, its quoting.
 
     Raises:
-      DataError: a bad file, column or label.
+      DataError, ConfigError: a bad file, column or label.
     """
     if not run.is_text:
         raise DataError(f"--run_dir={run.run_dir}: mining ranks texts; this run was "
                         f"trained on {'images' if run.is_image else 'float sequences'}")
-    columns, rows, lines = tables.read_table(path)
-    saved = run.config
-    names = types.SimpleNamespace(
-        left_column=left_column or saved.get("left_column"),
-        right_column=right_column or saved.get("right_column"),
-        label_column=label_column or saved.get("label_column"))
-    left, right, label = tables.resolve_columns(path, columns, rows, names)
-    bounds = saved.get("label_range")
-    lo, hi = (float(b) for b in bounds.split(",")) if bounds else (0.0, 1.0)
-    texts_l, texts_r, labels = [], [], []
-    for row, line in zip(rows, lines):
-        for col in (left, right, label):
-            if col not in row:
-                raise DataError(f"{path} line {line}: no key '{col}'")
-        try:
-            y = (float(row[label]) - lo) / (hi - lo)
-        except (TypeError, ValueError):
-            raise DataError(f"{path} line {line}: label {row[label]!r} is not a "
-                            f"number") from None
-        texts_l.append("" if row[left] is None else str(row[left]))
-        texts_r.append("" if row[right] is None else str(row[right]))
-        labels.append(y)
-    return texts_l, texts_r, np.asarray(labels, np.float32)
+    named = {k: v for k, v in (("left_column", left_column),
+                               ("right_column", right_column),
+                               ("label_column", label_column)) if v}
+    config = artifacts.read_run_config(run.run_dir, data=path, validation_data=None,
+                                       **named)
+    rows = tables.read_text_rows(path, config)
+    return rows.left, rows.right, rows.label
 
 
 def mine(run, left, right, label, *, lo: int, hi: int, margin: Optional[float] = None,

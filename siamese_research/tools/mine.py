@@ -32,7 +32,7 @@ import sys
 
 from absl import flags
 
-from siamese_research import artifacts, atomic, quiet
+from siamese_research import artifacts, atomic, config, quiet
 from siamese_research.inference import mining
 from siamese_research.inference.predict import write_rows
 from siamese_research.tools import cli
@@ -70,19 +70,9 @@ def main(argv=None) -> int:
     if os.path.splitext(fv.out)[1].lower() not in (".csv", ".tsv", ".jsonl"):
         cli.fail(f"--out={fv.out}: expected a .csv, .tsv or .jsonl file")
     quiet.quiet_python_logging()
-    try:
-        lo, hi = (int(x) for x in fv.mine_range.split(","))
-    except ValueError:
-        cli.fail(f"--mine_range={fv.mine_range}: expected 'lo,hi' ranks, e.g. 1,10")
-    if not 0 <= lo < hi:
-        cli.fail(f"--mine_range={fv.mine_range}: needs 0 <= lo < hi")
-    margin = None
-    if fv.mine_margin:
-        try:
-            margin = float(fv.mine_margin)
-        except ValueError:
-            cli.fail(f"--mine_margin={fv.mine_margin}: expected a number, or nothing")
     with cli.one_line_errors():
+        lo, hi = config.mine_window(fv.mine_range)
+        margin = config.mine_margin(fv.mine_margin)
         run = artifacts.load_run(fv.run_dir, fv.which)
         left, right, label = mining.read_labelled_pairs(
             run, fv.data, fv.left_column, fv.right_column, fv.label_column)

@@ -98,24 +98,13 @@ class Mining(keras.callbacks.Callback):
         # The anchors through the first tower, the candidates through the one
         # that encodes negatives (the third of untied triplets).
         fns = [self._fns.setdefault(id(t), encoder_fn(t)) for t in (towers[0], towers[-1])]
-        anchors = encode(fns[0], pairs.left[pool.anchor_rows],
-                         pairs.left_length[pool.anchor_rows])
-        candidates = encode(fns[1], pairs.right[pool.candidate_rows],
-                            pairs.right_length[pool.candidate_rows])
+        # (A pool is never empty: the size of no encodings does not arise.)
+        anchors = artifacts.encode_batches(fns[0], pairs.left[pool.anchor_rows],
+                                           ENCODE_BATCH, 0)
+        candidates = artifacts.encode_batches(fns[1], pairs.right[pool.candidate_rows],
+                                              ENCODE_BATCH, 0)
         scores = closeness(model.merge, anchors, candidates)
         return pool.rows_of(pool.window(scores, self.lo, self.hi, self.margin))
-
-
-def encode(fn, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Encodings (n, dim) float32 of padded inputs through `fn` (a tower's
-    `encoder_fn`), in batches trimmed to their longest row."""
-    out = []
-    for start in range(0, len(x), ENCODE_BATCH):
-        batch = x[start:start + ENCODE_BATCH]
-        if batch.ndim >= 2 and len(batch):
-            batch = batch[:, :max(int(lengths[start:start + ENCODE_BATCH].max()), 1)]
-        out.append(np.asarray(fn(tf.constant(batch)), np.float32))
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 def encoder_fn(tower):
@@ -149,4 +138,4 @@ def pool_key(pool) -> str:
     return h.hexdigest()[:16]
 
 
-__all__ = ["Mining", "encode", "closeness", "pool_key"]
+__all__ = ["Mining", "encoder_fn", "closeness", "pool_key"]

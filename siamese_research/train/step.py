@@ -70,7 +70,7 @@ class TrainStep:
                  check: bool = True, view_slots: int = 1, histogram_slots: int = 1,
                  mini_batch_size: int = 0):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
-        self._cached = dict(mini_batch_size=mini_batch_size)
+        self.mini_batch_size = mini_batch_size
         self.strategy = strategy
         self.on_nonfinite, self.scale_loss = on_nonfinite, scale_loss
         # Bookkeeping variables are SyncOnRead: each replica updates its own
@@ -283,7 +283,7 @@ class TrainStep:
             self._branch_graph = tf.compat.v1.get_default_graph()  # (at trace time)
         bg = G.branch_gradients(self.model, self.loss_fn, inputs, label, weight,
                                 training=True, scale_loss=self.scale_loss,
-                                **self._cached)
+                                mini_batch_size=self.mini_batch_size)
         return bg.loss, bg.predictions, bg.branches, bg.head
 
     def branch_graph(self, element_spec):
@@ -298,7 +298,8 @@ class TrainStep:
         """The check's total gradient of the encoder (sparse stays sparse)."""
         inputs, label, weight = batch
         return G.total_gradient(self.model, self.loss_fn, inputs, label, weight,
-                                training=True, state=state, **self._cached)
+                                training=True, state=state,
+                                mini_batch_size=self.mini_batch_size)
 
     def alive(self):
         """False once a step was non-finite under "stop": the rest of the
