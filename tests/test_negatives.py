@@ -17,7 +17,7 @@ from siamese_research.core import losses
 from siamese_research.core import model as model_lib
 from siamese_research.data import batching
 from siamese_research.data.mining import MinedPlan, MiningPool
-from conftest import run_main, run_tool, tiny, write_pairs
+from conftest import run_main, tiny, write_pairs
 
 # Two anchors; candidates are the distinct right texts c0..c5 (in file order).
 LEFT = ["q0", "q0", "q0", "q1", "q1", "q1"]
@@ -319,10 +319,14 @@ def test_resume_after_a_mining_epoch_is_bit_identical(tmp_path, monkeypatch):
 
 
 def test_mine_tool_writes_triplets_a_run_can_train_on(text_run, tmp_path):
+    """siamese-mine's main (in this process: the command line's code path)."""
+    from siamese_research import runner as training
+    from siamese_research.tools import mine
+
     data = str(text_run.parent / "train.csv")
     out = tmp_path / "triplets.tsv"
-    proc = run_tool("mine", f"--run_dir={text_run}", f"--data={data}", f"--out={out}",
-                    "--mine_range=0,2", "--num_negatives=2", "--seed=1")
+    proc = run_main(f"--run_dir={text_run}", f"--data={data}", f"--out={out}",
+                    "--mine_range=0,2", "--num_negatives=2", "--seed=1", main=mine.main)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "12 triplets from 6 positive pairs of 6 anchors" in proc.stdout
     with open(out, newline="") as f:
@@ -334,7 +338,12 @@ def test_mine_tool_writes_triplets_a_run_can_train_on(text_run, tmp_path):
         assert (row["anchor"], row["positive"]) in positives
         assert (row["anchor"], row["negative"]) not in positives  # never a positive
         assert int(row["negative_rank"]) in (0, 1)
-    from siamese_research.tools import mine
+    # ... and a triplet run trains on the file as it is.
+    result = training.run(tiny(data=str(out), loss="triplet", merge="cosine",
+                               encoder="bag", epochs=1, batch_size=4,
+                               validation_split=0.0, max_tokens=50, max_length=8,
+                               projector_points=0, run_dir=str(tmp_path / "trained")))
+    assert result["exit_code"] == 0 and result["step"] == 3  # 12 triplets, batch 4
 
     for flag, words in (("--mine_range=3,1", "--mine_range=3,1: needs 0 <= lo < hi"),
                         ("--mine_margin=0.1", "--mine_margin is on the merge's distance")):
